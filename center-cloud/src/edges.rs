@@ -1,0 +1,264 @@
+//! Edge clouds registered at the center (admin only). Registration hands out the
+//! edge's id, its own snowflake worker id and a one-time secret.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_store::credentials::{generate_secret, hash_secret};
+use fleet_store::{devices, ids::MAX_WORKER};
+use operator_api::reply::{PageRequest, Paged};
+use operator_api::{input, reply, ApiError, Caller, Node};
+use sea_orm::entity::prelude::*;
+use sea_orm::{PaginatorTrait, QueryOrder, QuerySelect, Set, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use shared_proto::device::check_text;
+use shared_proto::id::parse_id;
+use utoipa::{IntoParams, ToSchema};
+
+pub mod table {
+    use sea_orm::entity::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+    #[sea_orm(table_name = "edges")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        #[sea_orm(column_type = "String(StringLen::N(128))", unique)]
+        pub name: String,
+        #[sea_orm(column_type = "String(StringLen::N(128))")]
+        pub site: String,
+        #[sea_orm(unique)]
+        pub worker_id: i64,
+        #[sea_orm(column_type = "String(StringLen::N(128))")]
+        pub secret_hash: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Edge {
+    pub id: String,
+    pub name: String,
+    pub site: String,
+    /// Snowflake worker id the edge must use for the rows it creates.
+    pub worker_id: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An edge with its secret, answered only at registration and rotation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeWithSecret {
+    #[serde(flatten)]
+    pub edge: Edge,
+    pub secret: String,
+}
+
+impl From<table::Model> for Edge {
+    fn from(m: table::Model) -> Self {
+        Self {
+            id: m.id.to_string(),
+            name: m.name,
+            site: m.site,
+            worker_id: m.worker_id,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewEdge {
+    pub name: String,
+    #[serde(default)]
+    pub site: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EdgeFilter {
+    pub site: Option<String>,
+    pub page: Option<u64>,
+    pub per_page: Option<u64>,
+}
+
+/// The center is worker 1; edges get 2..=1023.
+const FIRST_EDGE_WORKER: i64 = 2;
+
+pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<table::Model, ApiError> {
+    table::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no edge with id {id}")))
+}
+
+/// Register an edge cloud. The answer carries its secret; it is never shown again.
+#[utoipa::path(post, path = "/api/v1/edges", tag = "edges", request_body = NewEdge,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Registered", body = EdgeWithSecret),
+              (status = 409, description = "Name taken or no worker ids left")))]
+pub async fn create(
+    node: web::Data<Node>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let new: NewEdge = input::json(&body)?;
+    check_text("name", &new.name, 128, true)?;
+    check_text("site", &new.site, 128, false)?;
+    let txn = node.db.begin().await?;
+    if table::Entity::find()
+        .filter(table::Column::Name.eq(new.name.as_str()))
+        .one(&txn)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::exists(
+            "name",
+            format!("edge {} already exists", new.name),
+        ));
+    }
+    let used: Vec<i64> = table::Entity::find()
+        .select_only()
+        .column(table::Column::WorkerId)
+        .order_by_asc(table::Column::WorkerId)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let worker_id = (FIRST_EDGE_WORKER..=MAX_WORKER)
+        .find(|w| used.binary_search(w).is_err())
+        .ok_or_else(|| ApiError::FailedPrecondition("all edge worker ids are in use".into()))?;
+    let secret = generate_secret();
+    let now = fleet_store::now_ms();
+    let id = node.replica.new_id();
+    let m = table::ActiveModel {
+        id: Set(id),
+        name: Set(new.name),
+        site: Set(new.site),
+        worker_id: Set(worker_id),
+        secret_hash: Set(hash_secret(&secret)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(reply::created(
+        id,
+        EdgeWithSecret {
+            edge: m.into(),
+            secret,
+        },
+    ))
+}
+
+/// List edges.
+#[utoipa::path(get, path = "/api/v1/edges", tag = "edges", params(EdgeFilter),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of edges", body = inline(Paged<Edge>))))]
+pub async fn list(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let f: EdgeFilter = input::query(&req)?;
+    let page = PageRequest::new(f.page, f.per_page)?;
+    let mut q = table::Entity::find();
+    if let Some(site) = f.site {
+        q = q.filter(table::Column::Site.eq(site));
+    }
+    let total = q.clone().count(&node.db).await?;
+    let rows = q
+        .order_by_asc(table::Column::Name)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(&node.db)
+        .await?;
+    Ok(reply::ok(
+        page.wrap(rows.into_iter().map(Edge::from).collect(), total),
+    ))
+}
+
+/// Read one edge.
+#[utoipa::path(get, path = "/api/v1/edges/{id}", tag = "edges",
+    params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
+    responses((status = 200, description = "The edge", body = Edge), (status = 404, description = "No such edge")))]
+pub async fn get(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id("id", &path)?;
+    Ok(reply::ok(Edge::from(find(&node.db, id).await?)))
+}
+
+/// Delete an edge. Refused while devices are homed at it: move them first.
+#[utoipa::path(delete, path = "/api/v1/edges/{id}", tag = "edges",
+    params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
+    responses((status = 200, description = "Deleted"), (status = 409, description = "Devices are homed here")))]
+pub async fn delete(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id("id", &path)?;
+    let txn = node.db.begin().await?;
+    find(&txn, id).await?;
+    let homed = devices::Entity::find()
+        .filter(devices::Column::EdgeId.eq(id))
+        .filter(devices::Column::Deleted.eq(false))
+        .count(&txn)
+        .await?;
+    if homed > 0 {
+        return Err(ApiError::FailedPrecondition(format!(
+            "{homed} devices are homed at this edge; move or delete them first"
+        )));
+    }
+    table::Entity::delete_by_id(id).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
+}
+
+/// Issue a new secret for an edge; the old one stops working.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges",
+    params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
+    responses((status = 200, description = "The new secret", body = EdgeWithSecret)))]
+pub async fn rotate_secret(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id("id", &path)?;
+    let edge = find(&node.db, id).await?;
+    let secret = generate_secret();
+    let mut active: table::ActiveModel = edge.into();
+    active.secret_hash = Set(hash_secret(&secret));
+    active.updated_at = Set(fleet_store::now_ms());
+    let m = active.update(&node.db).await?;
+    Ok(reply::ok(EdgeWithSecret {
+        edge: m.into(),
+        secret,
+    }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/edges")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/api/v1/edges/{id}")
+            .route(web::get().to(get))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource("/api/v1/edges/{id}/secret").route(web::post().to(rotate_secret)));
+}

@@ -1,0 +1,173 @@
+//! The seed lab's device contract at `/v1/devices`, kept working as written so its
+//! clients and scripts run unchanged (behind the same login as the rest): GET by
+//! `{id}` or `{sn, model}` (JSON body or query), POST answering the new id, PUT
+//! partial update by id, DELETE `{ids}` answering the ids actually deleted.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_store::devices;
+use operator_api::audit::AuditTarget;
+use operator_api::{input, reply, ApiError, Caller, Node};
+use sea_orm::entity::prelude::*;
+use sea_orm::TransactionTrait;
+use serde::{Deserialize, Serialize};
+use shared_proto::id::{ids_from_json, parse_id};
+use shared_proto::{DeviceDraft, DevicePatch};
+use utoipa::ToSchema;
+
+use crate::devices::{create_device, delete_device, patch_device, visible, visible_query, Device};
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct LabLookup {
+    pub id: Option<String>,
+    pub sn: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LabUpdate {
+    pub id: String,
+    #[serde(flatten)]
+    pub patch: DevicePatch,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LabDelete {
+    #[schema(value_type = Vec<String>)]
+    pub ids: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabDeleted {
+    /// The ids actually deleted; unknown ids are left out.
+    pub ids: Vec<String>,
+}
+
+/// Find devices by `{id}` or by `{sn, model}`.
+#[utoipa::path(get, path = "/v1/devices", tag = "seed lab contract", request_body = LabLookup,
+    params(("id" = Option<String>, Query, description = "Device id"),
+           ("sn" = Option<String>, Query, description = "Hardware serial number"),
+           ("model" = Option<String>, Query, description = "Hardware model")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The matching devices (possibly none)", body = Vec<Device>)))]
+pub async fn find(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let lookup: LabLookup = if body.iter().all(u8::is_ascii_whitespace) {
+        input::query(&req)?
+    } else {
+        input::json(&body)?
+    };
+    let rows = match (lookup.id, lookup.sn, lookup.model) {
+        (Some(id), _, _) => {
+            let id = parse_id("id", &id)?;
+            match visible(&node.db, &caller, id).await {
+                Ok(m) => vec![m],
+                Err(ApiError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            }
+        }
+        (None, Some(sn), Some(model)) => {
+            visible_query(&caller)
+                .filter(devices::Column::HwSn.eq(sn))
+                .filter(devices::Column::HwModel.eq(model))
+                .all(&node.db)
+                .await?
+        }
+        (None, Some(_), None) => return Err(ApiError::invalid("model", "is required with sn")),
+        (None, None, Some(_)) => return Err(ApiError::invalid("sn", "is required with model")),
+        (None, None, None) => return Err(ApiError::invalid("id", "give id, or sn and model")),
+    };
+    Ok(reply::ok(
+        rows.into_iter().map(Device::from).collect::<Vec<_>>(),
+    ))
+}
+
+/// Add a device; answers its new id.
+#[utoipa::path(post, path = "/v1/devices", tag = "seed lab contract", request_body = DeviceDraft,
+    security(("bearer" = [])),
+    responses((status = 200, description = "The new device id", body = String)))]
+pub async fn add(
+    node: web::Data<Node>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let draft: DeviceDraft = input::json(&body)?;
+    let txn = node.db.begin().await?;
+    let (m, _secret) = create_device(&txn, &node, &caller, draft, None).await?;
+    txn.commit().await?;
+    let mut response = reply::ok(m.id.to_string());
+    response
+        .extensions_mut()
+        .insert(AuditTarget(m.id.to_string()));
+    Ok(response)
+}
+
+/// Update some fields of the device with `id`.
+#[utoipa::path(put, path = "/v1/devices", tag = "seed lab contract", request_body = LabUpdate,
+    security(("bearer" = [])),
+    responses((status = 200, description = "The updated device", body = Device)))]
+pub async fn update(
+    node: web::Data<Node>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let req: LabUpdate = input::json(&body)?;
+    let id = parse_id("id", &req.id)?;
+    let txn = node.db.begin().await?;
+    let old = visible(&txn, &caller, id).await?;
+    let m = patch_device(&txn, &node, &old, req.patch).await?;
+    txn.commit().await?;
+    let mut response = reply::ok(Device::from(m));
+    response
+        .extensions_mut()
+        .insert(AuditTarget(id.to_string()));
+    Ok(response)
+}
+
+/// Delete the devices in `ids`; answers those actually deleted.
+#[utoipa::path(delete, path = "/v1/devices", tag = "seed lab contract", request_body = LabDelete,
+    security(("bearer" = [])),
+    responses((status = 200, description = "The deleted ids, in `data.ids` and at the top level as the seed answered", body = LabDeleted)))]
+pub async fn remove(
+    node: web::Data<Node>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let req: LabDelete = input::json(&body)?;
+    // The seed trims ids ("1234567890 " in its own example), so do we.
+    let ids = ids_from_json("ids", &req.ids)?;
+    let txn = node.db.begin().await?;
+    let mut deleted = Vec::new();
+    for id in ids {
+        if let Ok(old) = visible(&txn, &caller, id).await {
+            delete_device(&txn, &node, &old).await?;
+            deleted.push(id.to_string());
+        }
+    }
+    txn.commit().await?;
+    let mut response = HttpResponse::Ok().json(serde_json::json!({
+        "status": 200,
+        "message": format!("deleted {} devices", deleted.len()),
+        "data": {"ids": deleted},
+        "ids": deleted,
+    }));
+    response
+        .extensions_mut()
+        .insert(AuditTarget(deleted.join(",")));
+    Ok(response)
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/devices")
+            .route(web::get().to(find))
+            .route(web::post().to(add))
+            .route(web::put().to(update))
+            .route(web::delete().to(remove)),
+    );
+}

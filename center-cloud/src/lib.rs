@@ -1,0 +1,13 @@
+//! The center cloud: the fleet registry and the operators' REST API.
+
+pub mod bulk;
+pub mod config;
+pub mod devices;
+pub mod edges;
+pub mod groups;
+pub mod lab;
+pub mod openapi;
+pub mod startup;
+
+pub use config::Settings;
+pub use startup::Application;

@@ -1,0 +1,46 @@
+//! The OpenAPI 3 document of the center, generated from the handlers' annotations.
+
+use utoipa::OpenApi;
+
+use crate::{bulk, devices, edges, groups, lab};
+use operator_api::{auth, events, health, metrics, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Center cloud API",
+        description = "Operators' API of the device federation. Every response is an envelope \
+`{status, message, data}`; errors add a stable `code` and, for bad input, the offending `field`. \
+Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer <token>`."
+    ),
+    paths(
+        auth::login,
+        users::list, users::create, users::get, users::update, users::delete,
+        users::groups, users::add_groups, users::replace_groups, users::remove_groups,
+        devices::list, devices::create, devices::get, devices::update, devices::delete,
+        devices::rotate_secret, devices::groups_of, devices::join_groups, devices::leave_groups,
+        bulk::export, bulk::import,
+        groups::list, groups::create, groups::get, groups::update, groups::delete,
+        groups::members, groups::add_members, groups::replace_members, groups::remove_members,
+        edges::list, edges::create, edges::get, edges::delete, edges::rotate_secret,
+        events::list,
+        lab::find, lab::add, lab::update, lab::remove,
+        health::healthz, health::readyz, metrics::scrape,
+    ),
+    tags(
+        (name = "auth", description = "Login"),
+        (name = "users", description = "Operator accounts and their group scopes (admin)"),
+        (name = "devices", description = "The device registry"),
+        (name = "groups", description = "Device groups"),
+        (name = "memberships", description = "Which devices are in which groups, from either side"),
+        (name = "edges", description = "Edge clouds (admin)"),
+        (name = "events", description = "Audit events"),
+        (name = "seed lab contract", description = "The seed lab's `/v1/devices` contract, unchanged"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    operator_api::docs::with_bearer(ApiDoc::openapi())
+}

@@ -1,0 +1,28 @@
+//! The outbox: one row per write to a replicated table, appended in the same
+//! transaction as the write. `seq` is the cursor peers acknowledge.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "change_log")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub seq: i64,
+    #[sea_orm(column_type = "String(StringLen::N(32))")]
+    pub table_name: String,
+    #[sea_orm(indexed)]
+    pub row_id: i64,
+    pub hlc: i64,
+    pub origin: i64,
+    pub deleted: bool,
+    /// JSON object of the columns this write set, with their new values.
+    #[sea_orm(column_type = "Text")]
+    pub payload: String,
+    pub created_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,60 @@
+//! Connecting to the node's database: an SQLite file by default, MySQL/MariaDB by URL.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL scheme in {0:?}: use sqlite:// or mysql://")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Backend::MySql)
+        } else {
+            // Never echo the URL: it may carry a password.
+            Err(StoreError::UnsupportedUrl(
+                url.split(':').next().unwrap_or_default().to_string(),
+            ))
+        }
+    }
+}
+
+/// Opens a pool. SQLite files are created if missing and put in WAL mode so readers
+/// never wait on the writer.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {
+    let backend = Backend::of_url(url)?;
+    let url = match backend {
+        Backend::MySql => url.replacen("mariadb://", "mysql://", 1),
+        Backend::Sqlite if !url.contains("mode=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        }
+        Backend::Sqlite => url.to_string(),
+    };
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+    }
+    Ok(db)
+}

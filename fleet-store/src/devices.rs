@@ -1,0 +1,54 @@
+//! The device registry (replicated both ways).
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "devices")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i64,
+    #[sea_orm(column_type = "String(StringLen::N(128))", indexed)]
+    pub name: String,
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    pub device_type: String,
+    #[sea_orm(column_type = "String(StringLen::N(128))")]
+    pub hw_model: String,
+    #[sea_orm(column_type = "String(StringLen::N(128))")]
+    pub hw_sn: String,
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    pub sw_version: String,
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    pub sw_last_update: String,
+    /// JSON array of `{type, mac, ipv4}`.
+    #[sea_orm(column_type = "Text")]
+    pub nics: String,
+    #[sea_orm(column_type = "String(StringLen::N(32))")]
+    pub status: String,
+    #[sea_orm(column_type = "String(StringLen::N(1024))")]
+    pub description: String,
+    #[sea_orm(indexed)]
+    pub edge_id: Option<i64>,
+    #[sea_orm(column_type = "String(StringLen::N(128))")]
+    pub secret_hash: String,
+    /// `model NUL sn` while the device is live, NULL once deleted: a unique index on
+    /// it makes (sn, model) unique among live devices without blocking re-creation.
+    #[sea_orm(column_type = "String(StringLen::N(260))", nullable, unique)]
+    pub live_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub hlc: i64,
+    pub origin: i64,
+    pub deleted: bool,
+    #[sea_orm(column_type = "Text")]
+    pub field_stamps: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+pub fn live_key(model: &str, sn: &str) -> String {
+    format!("{model}\u{0}{sn}")
+}

@@ -1,0 +1,34 @@
+//! The federation's databases. Center and edges share one definition of the
+//! replicated fleet tables (devices, groups, memberships, commands, desired config),
+//! each carrying the sync columns (HLC stamp, origin node, tombstone, per-field
+//! stamps), and every write to them appends to the change log in the same
+//! transaction through [`replica::Replica`].
+
+pub mod change_log;
+pub mod clock;
+pub mod commands;
+pub mod credentials;
+pub mod database;
+pub mod desired_configs;
+pub mod devices;
+pub mod events;
+pub mod groups;
+pub mod ids;
+pub mod memberships;
+pub mod replica;
+pub mod schema;
+pub mod settings;
+pub mod user_groups;
+pub mod users;
+
+pub use database::{connect, Backend, StoreError};
+pub use replica::{Replica, Table};
+
+/// Milliseconds since the Unix epoch: the one time format every synced column uses,
+/// because datetime types round-trip differently on SQLite and MySQL.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,260 @@
+//! Writing to replicated tables. Every write gets an HLC stamp and the writing node's
+//! id, records per-field stamps (so concurrent edits of different fields on two nodes
+//! can both survive a merge), and appends to the change log in the caller's
+//! transaction, so a committed write is never missing from the outbox.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    Set,
+};
+use serde::Serialize;
+
+use crate::{
+    change_log, clock::Hlc, commands, desired_configs, devices, groups, ids::Snowflake, memberships,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Devices,
+    Groups,
+    Memberships,
+    Commands,
+    DesiredConfigs,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Devices => "devices",
+            Table::Groups => "device_groups",
+            Table::Memberships => "memberships",
+            Table::Commands => "commands",
+            Table::DesiredConfigs => "desired_configs",
+        }
+    }
+}
+
+/// Columns that describe a row's replication state rather than its content.
+const SYNC_COLUMNS: [&str; 4] = ["hlc", "origin", "field_stamps", "id"];
+
+/// A row of a replicated table.
+pub trait Replicated: Serialize + Clone + Send + Sync + IntoActiveModel<Self::Active> {
+    type Active: ActiveModelTrait + ActiveModelBehavior + Send;
+    const TABLE: Table;
+    fn id(&self) -> i64;
+    fn field_stamps(&self) -> &str;
+    fn is_deleted(&self) -> bool;
+    fn set_stamp(&mut self, stamp: &Stamp);
+    /// Marks the row deleted and releases anything that must stay unique among live rows.
+    fn tombstone(&mut self);
+}
+
+macro_rules! replicated {
+    ($module:ident, $table:expr, |$row:ident| $release:expr) => {
+        impl Replicated for $module::Model {
+            type Active = $module::ActiveModel;
+            const TABLE: Table = $table;
+            fn id(&self) -> i64 {
+                self.id
+            }
+            fn field_stamps(&self) -> &str {
+                &self.field_stamps
+            }
+            fn is_deleted(&self) -> bool {
+                self.deleted
+            }
+            fn set_stamp(&mut self, stamp: &Stamp) {
+                self.hlc = stamp.hlc;
+                self.origin = stamp.origin;
+                self.field_stamps = stamp.field_stamps.clone();
+            }
+            fn tombstone(&mut self) {
+                self.deleted = true;
+                let $row = self;
+                $release;
+            }
+        }
+    };
+}
+
+replicated!(devices, Table::Devices, |row| row.live_key = None);
+replicated!(groups, Table::Groups, |row| row.live_name = None);
+replicated!(memberships, Table::Memberships, |_row| ());
+replicated!(commands, Table::Commands, |_row| ());
+replicated!(desired_configs, Table::DesiredConfigs, |_row| ());
+
+/// The content columns of a row with their values (sync columns left out).
+fn content<M: Serialize>(row: &M) -> Result<serde_json::Map<String, serde_json::Value>, DbErr> {
+    match serde_json::to_value(row).map_err(|e| DbErr::Custom(e.to_string()))? {
+        serde_json::Value::Object(map) => Ok(map
+            .into_iter()
+            .filter(|(k, _)| !SYNC_COLUMNS.contains(&k.as_str()))
+            .collect()),
+        _ => Err(DbErr::Custom("replicated rows serialize to objects".into())),
+    }
+}
+
+/// This node's identity as a writer: its id generator and its clock.
+#[derive(Debug)]
+pub struct Replica {
+    ids: Snowflake,
+    clock: Hlc,
+}
+
+/// The sync columns of one write, to be copied into the row before it is saved.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub hlc: i64,
+    pub origin: i64,
+    pub field_stamps: String,
+}
+
+impl Replica {
+    pub fn new(ids: Snowflake) -> Self {
+        Self {
+            ids,
+            clock: Hlc::new(),
+        }
+    }
+
+    pub fn node_id(&self) -> i64 {
+        self.ids.worker()
+    }
+
+    pub fn new_id(&self) -> i64 {
+        self.ids.next_id()
+    }
+
+    /// Stamps a write that sets `fields`, merging into the row's previous per-field
+    /// stamps (`previous` is empty for a new row).
+    pub fn stamp(&self, previous: &str, fields: &[&str]) -> Stamp {
+        let hlc = self.clock.tick();
+        let mut stamps: BTreeMap<String, i64> = serde_json::from_str(previous).unwrap_or_default();
+        for field in fields {
+            stamps.insert((*field).to_string(), hlc);
+        }
+        Stamp {
+            hlc,
+            origin: self.node_id(),
+            field_stamps: serde_json::to_string(&stamps).unwrap_or_else(|_| "{}".into()),
+        }
+    }
+
+    /// Appends the write of `row` to the change log. `fields` names the columns the
+    /// write set; `None` means the whole row (a create or a snapshot).
+    pub async fn log<C, M>(
+        &self,
+        conn: &C,
+        table: Table,
+        row_id: i64,
+        stamp: &Stamp,
+        deleted: bool,
+        row: &M,
+        fields: Option<&[&str]>,
+    ) -> Result<(), DbErr>
+    where
+        C: ConnectionTrait,
+        M: Serialize,
+    {
+        let payload: serde_json::Map<String, serde_json::Value> = content(row)?
+            .into_iter()
+            .filter(|(k, _)| fields.is_none_or(|f| f.contains(&k.as_str()) || k == "deleted"))
+            .collect();
+        change_log::ActiveModel {
+            table_name: Set(table.name().to_string()),
+            row_id: Set(row_id),
+            hlc: Set(stamp.hlc),
+            origin: Set(stamp.origin),
+            deleted: Set(deleted),
+            payload: Set(serde_json::Value::Object(payload).to_string()),
+            created_at: Set(crate::now_ms()),
+            ..Default::default()
+        }
+        .insert(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a new row, stamping every field, and logs it.
+    pub async fn insert<C, M>(&self, conn: &C, mut row: M) -> Result<M, DbErr>
+    where
+        C: ConnectionTrait,
+        M: Replicated,
+        <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
+    {
+        let fields: Vec<String> = content(&row)?.into_iter().map(|(k, _)| k).collect();
+        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let stamp = self.stamp("", &names);
+        row.set_stamp(&stamp);
+        let saved = row
+            .clone()
+            .into_active_model()
+            .reset_all()
+            .insert(conn)
+            .await?;
+        self.log(
+            conn,
+            M::TABLE,
+            saved.id(),
+            &stamp,
+            saved.is_deleted(),
+            &saved,
+            None,
+        )
+        .await?;
+        Ok(saved)
+    }
+
+    /// Saves `new` over `old`, stamping and logging only the fields that differ.
+    /// Nothing is written when nothing changed.
+    pub async fn update<C, M>(&self, conn: &C, old: &M, mut new: M) -> Result<M, DbErr>
+    where
+        C: ConnectionTrait,
+        M: Replicated,
+        <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
+    {
+        let before = content(old)?;
+        let changed: Vec<String> = content(&new)?
+            .into_iter()
+            .filter(|(k, v)| before.get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        if changed.is_empty() {
+            return Ok(old.clone());
+        }
+        let names: Vec<&str> = changed.iter().map(String::as_str).collect();
+        let stamp = self.stamp(old.field_stamps(), &names);
+        new.set_stamp(&stamp);
+        let saved = new
+            .clone()
+            .into_active_model()
+            .reset_all()
+            .update(conn)
+            .await?;
+        self.log(
+            conn,
+            M::TABLE,
+            saved.id(),
+            &stamp,
+            saved.is_deleted(),
+            &saved,
+            Some(&names),
+        )
+        .await?;
+        Ok(saved)
+    }
+
+    /// Soft-deletes a row: it stays as a tombstone until every peer has seen it.
+    pub async fn delete<C, M>(&self, conn: &C, old: &M) -> Result<M, DbErr>
+    where
+        C: ConnectionTrait,
+        M: Replicated,
+        <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
+    {
+        let mut new = old.clone();
+        new.tombstone();
+        self.update(conn, old, new).await
+    }
+}

@@ -1,0 +1,321 @@
+//! Operator login and roles. Passwords are hashed with Argon2id; logins get a
+//! short-lived HS256 JWT. Every request re-reads the account, so a deleted account or
+//! a changed password or role takes effect at once, not at token expiry.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use fleet_store::{user_groups, users};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit::{AuditActor, AuditTarget};
+use crate::{input, reply, ApiError, Node};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees and does everything.
+    Admin,
+    /// Reads and acts on the devices of the groups mapped to them.
+    Operator,
+    /// Reads the devices of the groups mapped to them.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated account behind a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    /// The groups an operator or viewer is scoped to (empty for admins, who see all).
+    pub groups: Vec<i64>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(
+                "this action needs the admin role".into(),
+            ))
+        }
+    }
+
+    pub fn require_writer(&self) -> Result<(), ApiError> {
+        if self.role == Role::Viewer {
+            Err(ApiError::PermissionDenied(
+                "viewers cannot change anything".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn in_group(&self, group: i64) -> bool {
+        self.is_admin() || self.groups.contains(&group)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+    /// Issue time in milliseconds, compared with the account's last change.
+    iat_ms: i64,
+    exp: u64,
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl Tokens {
+    pub fn new(key: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+            ttl,
+        }
+    }
+
+    fn issue(&self, user: &users::Model) -> Result<(String, i64), ApiError> {
+        let now = fleet_store::now_ms();
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires_ms = now.saturating_add(ttl_ms);
+        let claims = Claims {
+            sub: user.id.to_string(),
+            role: user.role.clone(),
+            iat_ms: now,
+            exp: u64::try_from(expires_ms / 1000).unwrap_or(0),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
+        Ok((token, expires_ms / 1000))
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthenticated("the token has expired; log in again".into())
+                }
+                _ => ApiError::Unauthenticated("the token is not valid".into()),
+            })
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+}
+
+fn password_matches(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Hashing runs on the blocking pool: an Argon2 hash takes tens of milliseconds.
+pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if !(8..=128).contains(&n) {
+        return Err(ApiError::invalid(field, "must be 8 to 128 characters"));
+    }
+    Ok(())
+}
+
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("log in and send Authorization: Bearer <token>".into())
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+        })
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let node = req
+                .app_data::<web::Data<Node>>()
+                .ok_or_else(|| ApiError::Internal("node state missing".into()))?
+                .clone();
+            let claims = node.tokens.verify(bearer(&req)?)?;
+            let id: i64 = claims
+                .sub
+                .parse()
+                .map_err(|_| ApiError::Unauthenticated("the token is not valid".into()))?;
+            let user = users::Entity::find_by_id(id)
+                .one(&node.db)
+                .await?
+                .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+            if claims.iat_ms < user.updated_at {
+                return Err(ApiError::Unauthenticated(
+                    "the account changed after this token was issued; log in again".into(),
+                ));
+            }
+            let role = Role::parse(&user.role).ok_or_else(|| {
+                ApiError::Internal(format!("user {} has role {:?}", user.id, user.role))
+            })?;
+            let groups = if role == Role::Admin {
+                Vec::new()
+            } else {
+                user_groups::Entity::find()
+                    .filter(user_groups::Column::UserId.eq(user.id))
+                    .all(&node.db)
+                    .await?
+                    .into_iter()
+                    .map(|m| m.group_id)
+                    .collect()
+            };
+            req.extensions_mut()
+                .insert(AuditActor(user.username.clone()));
+            Ok(Caller {
+                id: user.id,
+                username: user.username,
+                role,
+                groups,
+            })
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    /// Expiry as seconds since the Unix epoch.
+    pub expires_at: i64,
+    pub role: Role,
+}
+
+/// A hash to verify against when the username is unknown, so that a wrong username
+/// and a wrong password take the same time.
+fn decoy_hash() -> String {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY
+        .get_or_init(|| hash_password("decoy password").unwrap_or_default())
+        .clone()
+}
+
+/// Log in with a username and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses((status = 200, description = "A bearer token", body = LoginResponse),
+              (status = 401, description = "Wrong username or password")))]
+pub async fn login(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let login: LoginRequest = input::json(&body)?;
+    if login.username.is_empty() || login.username.len() > 64 {
+        return Err(ApiError::invalid("username", "must be 1 to 64 characters"));
+    }
+    if login.password.is_empty() || login.password.len() > 128 {
+        return Err(ApiError::invalid("password", "must be 1 to 128 characters"));
+    }
+    req.extensions_mut()
+        .insert(AuditActor(login.username.clone()));
+    let user = users::Entity::find()
+        .filter(users::Column::Username.eq(login.username.as_str()))
+        .one(&node.db)
+        .await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let password = login.password;
+    let matches =
+        web::block(move || password_matches(&password, &stored.unwrap_or_else(decoy_hash)))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user = match user {
+        Some(u) if matches => u,
+        _ => {
+            return Err(ApiError::Unauthenticated(
+                "wrong username or password".into(),
+            ));
+        }
+    };
+    let role = Role::parse(&user.role)
+        .ok_or_else(|| ApiError::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
+    let (token, expires_at) = node.tokens.issue(&user)?;
+    let mut response = reply::ok(LoginResponse {
+        token,
+        expires_at,
+        role,
+    });
+    response
+        .extensions_mut()
+        .insert(AuditTarget(user.id.to_string()));
+    Ok(response)
+}
