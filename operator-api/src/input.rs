@@ -38,7 +38,8 @@ fn field_error(path: &str, message: &str) -> ApiError {
         .next()
         .unwrap_or(message)
         .to_string();
-    let parent = if path == "." { "" } else { path };
+    // serde_path_to_error writes `?` for a position it could not name (truncated input).
+    let parent = path.trim_end_matches('?').trim_end_matches('.');
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.trim_end_matches('`');
         let field = if parent.is_empty() {
@@ -98,6 +99,8 @@ mod tests {
             "count"
         );
         assert_eq!(field_of(r#"{"name":"a""#), "body");
+        assert_eq!(field_of(r#"{"name": "a", "#), "body");
+        assert_eq!(field_of(r#"{"name":"a","hardware":{"sn":"#), "hardware.sn");
         assert_eq!(field_of(""), "body");
         assert_eq!(field_of(r#"{"name":"a","hardware":{"sn":"x"}} x"#), "body");
     }

@@ -1,1 +1,12 @@
+mod auth;
+mod conventions;
+mod csv_io;
+mod devices;
+mod edges;
+mod events;
+mod groups;
 mod helpers;
+mod lab;
+mod schema;
+mod scoping;
+mod users;

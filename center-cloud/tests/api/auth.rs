@@ -1,0 +1,143 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{assert_error, spawn_app, spawn_with, ADMIN_PASSWORD};
+
+#[tokio::test]
+async fn login_gives_a_token_with_expiry() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], 200);
+    assert!(body["data"]["token"].as_str().is_some_and(|t| t.len() > 20));
+    let exp = body["data"]["expires_at"].as_i64().expect("expires_at");
+    let now = fleet_store::now_ms() / 1000;
+    assert!(exp > now && exp <= now + 3601, "expires_at {exp}");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_the_same_401() {
+    let app = spawn_app().await;
+    for (user, pw) in [("admin", "wrong-password"), ("nobody", "wrong-password")] {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": user, "password": pw})),
+            )
+            .await;
+        assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+        assert_eq!(body["message"], "wrong username or password");
+    }
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin"})),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("password"));
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused() {
+    let app = spawn_app().await;
+    let (status, body) = app.call(Method::GET, "/api/v1/devices", None, None).await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+    let (status, body) = app
+        .call(Method::GET, "/api/v1/devices", Some("not.a.token"), None)
+        .await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+    // A token signed with another key (another center's) is refused too.
+    let other = spawn_app().await;
+    let (status, body) = app
+        .call(Method::GET, "/api/v1/devices", Some(&other.admin), None)
+        .await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+}
+
+#[tokio::test]
+async fn tokens_expire() {
+    let app = spawn_with(|s| s.token_ttl_s = 1).await;
+    let (status, _) = app.get("/api/v1/devices").await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = app.get("/api/v1/devices").await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("expired"));
+}
+
+#[tokio::test]
+async fn changing_a_password_revokes_older_tokens() {
+    let app = spawn_app().await;
+    let (id, token) = app.user("olga", "operator", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&token),
+            Some(json!({"password": "another-pass-1"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/users/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+    let fresh = app.login("olga", "another-pass-1").await;
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/users/{id}"),
+            Some(&fresh),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_deleted_account_token_stops_working() {
+    let app = spawn_app().await;
+    let (id, token) = app.user("gone", "viewer", &[]).await;
+    let (status, _) = app.delete(&format!("/api/v1/users/{id}"), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .call(Method::GET, "/api/v1/devices", Some(&token), None)
+        .await;
+    assert_error(status, &body, 401, "UNAUTHENTICATED", None);
+}
+
+#[tokio::test]
+async fn a_random_admin_password_is_made_when_none_is_configured() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = center_cloud::Settings::with_data_dir(dir.path());
+    settings.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.database_url = crate::helpers::fresh_database(dir.path()).await;
+    let app = center_cloud::Application::build(settings)
+        .await
+        .expect("starts");
+    let password = app
+        .generated_admin_password
+        .clone()
+        .expect("a generated password");
+    assert!(password.len() >= 32);
+}
