@@ -113,5 +113,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 export CENTER_URL="https://127.0.0.1:$center_port" CENTER_CA="$work/center/tls/ca.crt" CENTER_ADMIN_PASSWORD=shell-admin-pw
-bash tests/shell/reset.sh >/dev/null
+# Suite, reset, suite again: proves the suite is repeatable and reset restores the start.
+bash tests/shell/center.sh >"$work/shell-first.log" || { cat "$work/shell-first.log"; exit 1; }
+tail -n 1 "$work/shell-first.log"
+bash tests/shell/reset.sh
 bash tests/shell/center.sh

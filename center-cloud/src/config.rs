@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the database schema DDL this binary creates.
     PrintSchema {
         #[arg(long, value_enum, default_value_t = Dialect::Mysql)]

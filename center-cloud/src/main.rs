@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let settings = Settings::resolve(args).context("invalid configuration")?;
+            let settings = Settings::resolve(*args).context("invalid configuration")?;
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_new(&settings.log)

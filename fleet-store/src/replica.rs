@@ -52,7 +52,10 @@ pub trait Replicated: Serialize + Clone + Send + Sync + IntoActiveModel<Self::Ac
 }
 
 macro_rules! replicated {
-    ($module:ident, $table:expr, |$row:ident| $release:expr) => {
+    ($module:ident, $table:expr) => {
+        replicated!($module, $table, |_row| {});
+    };
+    ($module:ident, $table:expr, |$row:ident| $release:block) => {
         impl Replicated for $module::Model {
             type Active = $module::ActiveModel;
             const TABLE: Table = $table;
@@ -73,17 +76,17 @@ macro_rules! replicated {
             fn tombstone(&mut self) {
                 self.deleted = true;
                 let $row = self;
-                $release;
+                $release
             }
         }
     };
 }
 
-replicated!(devices, Table::Devices, |row| row.live_key = None);
-replicated!(groups, Table::Groups, |row| row.live_name = None);
-replicated!(memberships, Table::Memberships, |_row| ());
-replicated!(commands, Table::Commands, |_row| ());
-replicated!(desired_configs, Table::DesiredConfigs, |_row| ());
+replicated!(devices, Table::Devices, |row| { row.live_key = None });
+replicated!(groups, Table::Groups, |row| { row.live_name = None });
+replicated!(memberships, Table::Memberships);
+replicated!(commands, Table::Commands);
+replicated!(desired_configs, Table::DesiredConfigs);
 
 /// The content columns of a row with their values (sync columns left out).
 fn content<M: Serialize>(row: &M) -> Result<serde_json::Map<String, serde_json::Value>, DbErr> {
@@ -144,30 +147,27 @@ impl Replica {
 
     /// Appends the write of `row` to the change log. `fields` names the columns the
     /// write set; `None` means the whole row (a create or a snapshot).
-    pub async fn log<C, M>(
+    async fn log<C, M>(
         &self,
         conn: &C,
-        table: Table,
-        row_id: i64,
         stamp: &Stamp,
-        deleted: bool,
         row: &M,
         fields: Option<&[&str]>,
     ) -> Result<(), DbErr>
     where
         C: ConnectionTrait,
-        M: Serialize,
+        M: Replicated,
     {
         let payload: serde_json::Map<String, serde_json::Value> = content(row)?
             .into_iter()
             .filter(|(k, _)| fields.is_none_or(|f| f.contains(&k.as_str()) || k == "deleted"))
             .collect();
         change_log::ActiveModel {
-            table_name: Set(table.name().to_string()),
-            row_id: Set(row_id),
+            table_name: Set(M::TABLE.name().to_string()),
+            row_id: Set(row.id()),
             hlc: Set(stamp.hlc),
             origin: Set(stamp.origin),
-            deleted: Set(deleted),
+            deleted: Set(row.is_deleted()),
             payload: Set(serde_json::Value::Object(payload).to_string()),
             created_at: Set(crate::now_ms()),
             ..Default::default()
@@ -194,16 +194,7 @@ impl Replica {
             .reset_all()
             .insert(conn)
             .await?;
-        self.log(
-            conn,
-            M::TABLE,
-            saved.id(),
-            &stamp,
-            saved.is_deleted(),
-            &saved,
-            None,
-        )
-        .await?;
+        self.log(conn, &stamp, &saved, None).await?;
         Ok(saved)
     }
 
@@ -233,28 +224,7 @@ impl Replica {
             .reset_all()
             .update(conn)
             .await?;
-        self.log(
-            conn,
-            M::TABLE,
-            saved.id(),
-            &stamp,
-            saved.is_deleted(),
-            &saved,
-            Some(&names),
-        )
-        .await?;
+        self.log(conn, &stamp, &saved, Some(&names)).await?;
         Ok(saved)
-    }
-
-    /// Soft-deletes a row: it stays as a tombstone until every peer has seen it.
-    pub async fn delete<C, M>(&self, conn: &C, old: &M) -> Result<M, DbErr>
-    where
-        C: ConnectionTrait,
-        M: Replicated,
-        <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
-    {
-        let mut new = old.clone();
-        new.tombstone();
-        self.update(conn, old, new).await
     }
 }

@@ -70,15 +70,20 @@ pub async fn middleware(
     Ok(res)
 }
 
+/// `api` and version segments like `v1` say nothing about the resource.
+fn is_prefix(segment: &str) -> bool {
+    segment == "api"
+        || segment
+            .strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// `/api/v1/devices/{id}/groups` -> `devices`; `/v1/devices` -> `devices`.
 fn target_type(route: &str) -> String {
     route
         .split('/')
         .filter(|s| !s.is_empty())
-        .find(|s| {
-            !s.starts_with("api")
-                && !(s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit()))
-        })
+        .find(|s| !is_prefix(s))
         .unwrap_or("none")
         .to_string()
 }

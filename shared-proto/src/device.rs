@@ -269,7 +269,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(fn(&mut DeviceDraft), &str)> = vec![
+        type Case = (fn(&mut DeviceDraft), &'static str);
+        let cases: Vec<Case> = vec![
             (|d| d.name = " ".into(), "name"),
             (|d| d.name = "x".repeat(129), "name"),
             (|d| d.hardware.sn = String::new(), "hardware.sn"),

@@ -116,7 +116,8 @@ async fn duplicate_sn_and_model_is_409_and_changes_nothing() {
 #[tokio::test]
 async fn bad_fields_are_named_and_change_nothing() {
     let app = spawn_app().await;
-    let cases: Vec<(fn(&mut serde_json::Value), &str)> = vec![
+    type Case = (fn(&mut serde_json::Value), &'static str);
+    let cases: Vec<Case> = vec![
         (|d| d["name"] = json!(""), "name"),
         (|d| d["name"] = json!("n".repeat(129)), "name"),
         (|d| d["type"] = json!(7), "type"),

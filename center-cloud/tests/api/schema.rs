@@ -73,18 +73,20 @@ async fn the_created_schema_matches_sql_center_sql() {
     let refdb = Database::connect(format!("{}/{reference}", server.trim_end_matches('/')).as_str())
         .await
         .expect("connect");
-    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let sql: String = statement
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if !sql.trim().is_empty() {
-            refdb
-                .execute_unprepared(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+    let without_comments: String = ddl
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for sql in without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        refdb
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     let from_binary = describe(&admin, &created).await;
     let from_file = describe(&admin, &reference).await;
