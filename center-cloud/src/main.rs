@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
                     tracing_subscriber::EnvFilter::try_new(&settings.log)
                         .context("invalid log filter")?,
                 )
+                .with_writer(std::io::stderr)
                 .init();
             let app = Application::build(settings.clone())
                 .await
@@ -40,14 +41,14 @@ async fn main() -> anyhow::Result<()> {
                 settings.listen.ip(),
                 app.port()
             )?;
-            if let Some(ca) = &app.ca_file {
-                writeln!(out, "development CA certificate: {}", ca.display())?;
-            }
             if let Some(password) = &app.generated_admin_password {
                 writeln!(
                     out,
                     "first start: created user `admin` with password {password} (shown once)"
                 )?;
+            }
+            if let Some(ca) = &app.ca_file {
+                writeln!(out, "development CA certificate: {}", ca.display())?;
             }
             drop(out);
             app.run_until_stopped().await.context("serving")?;

@@ -7,6 +7,7 @@ mod events;
 mod groups;
 mod helpers;
 mod lab;
+mod process;
 mod schema;
 mod scoping;
 mod users;
