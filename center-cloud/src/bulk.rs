@@ -203,7 +203,7 @@ pub async fn import(
         .has_headers(false)
         .flexible(true)
         .from_reader(body.as_ref());
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let mut report = ImportReport {
         created: 0,
         rejected: 0,

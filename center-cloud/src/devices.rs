@@ -10,7 +10,7 @@ use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect, SqlErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect, SqlErr};
 use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch, Hardware, Nic, Software};
@@ -381,7 +381,7 @@ pub async fn query(
     if let Some(v) = f.edge {
         q = q.filter(devices::Column::EdgeId.eq(parse_id("edge", &v)?));
     }
-    let total = q.clone().count(db).await?;
+    let total = operator_api::reply::count(db, q.clone()).await?;
     let rows = q
         .order_by_asc(devices::Column::Id)
         .offset(page.offset())
@@ -415,7 +415,7 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft: DeviceDraft = input::json(&body)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let (m, secret) = create_device(&txn, &node, &caller, draft, None).await?;
     txn.commit().await?;
     Ok(reply::created(
@@ -455,7 +455,7 @@ pub async fn update(
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
     let patch: DevicePatch = input::json(&body)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     let m = patch_device(&txn, &node, &old, patch).await?;
     txn.commit().await?;
@@ -473,7 +473,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     delete_device(&txn, &node, &old).await?;
     txn.commit().await?;
@@ -491,7 +491,7 @@ pub async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     let secret = generate_secret();
     let mut new = old.clone();
@@ -551,7 +551,7 @@ pub async fn join_groups(
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
     let req: GroupIds = input::json(&body)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     visible(&txn, &caller, id).await?;
     for g in writable_groups(&txn, &caller, "group_ids", &req.group_ids).await? {
         memberships::add(&txn, &node.replica, g, &[id]).await?;
@@ -585,7 +585,7 @@ pub async fn leave_groups(
             format!("no group with id {g}"),
         ));
     }
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     visible(&txn, &caller, id).await?;
     memberships::remove_where(
         &txn,

@@ -7,7 +7,7 @@ use fleet_store::{devices, ids::MAX_WORKER};
 use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
-use sea_orm::{PaginatorTrait, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{PaginatorTrait, QueryOrder, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 use shared_proto::device::check_text;
 use shared_proto::id::parse_id;
@@ -110,7 +110,7 @@ pub async fn create(
     let new: NewEdge = input::json(&body)?;
     check_text("name", &new.name, 128, true)?;
     check_text("site", &new.site, 128, false)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     if table::Entity::find()
         .filter(table::Column::Name.eq(new.name.as_str()))
         .one(&txn)
@@ -172,7 +172,7 @@ pub async fn list(
     if let Some(site) = f.site {
         q = q.filter(table::Column::Site.eq(site));
     }
-    let total = q.clone().count(&node.db).await?;
+    let total = operator_api::reply::count(&node.db, q.clone()).await?;
     let rows = q
         .order_by_asc(table::Column::Name)
         .offset(page.offset())
@@ -209,7 +209,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     find(&txn, id).await?;
     let homed = devices::Entity::find()
         .filter(devices::Column::EdgeId.eq(id))
@@ -242,7 +242,9 @@ pub async fn rotate_secret(
     let mut active: table::ActiveModel = edge.into();
     active.secret_hash = Set(hash_secret(&secret));
     active.updated_at = Set(fleet_store::now_ms());
-    let m = active.update(&node.db).await?;
+    let (_turn, txn) = node.write().await?;
+    let m = active.update(&txn).await?;
+    txn.commit().await?;
     Ok(reply::ok(EdgeWithSecret {
         edge: m.into(),
         secret,

@@ -9,7 +9,7 @@ use fleet_store::{devices, groups, memberships, user_groups};
 use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use shared_proto::device::check_text;
 use shared_proto::id::{ids_from_json, parse_id};
@@ -140,7 +140,7 @@ pub async fn list(
     if let Some(n) = f.name {
         q = q.filter(groups::Column::Name.contains(n));
     }
-    let total = q.clone().count(&node.db).await?;
+    let total = operator_api::reply::count(&node.db, q.clone()).await?;
     let rows = q
         .order_by_asc(groups::Column::Name)
         .offset(page.offset())
@@ -170,7 +170,7 @@ pub async fn create(
     caller.require_admin()?;
     let new: NewGroup = input::json(&body)?;
     check_fields(Some(&new.name), Some(&new.description))?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     if name_taken(&txn, &new.name).await? {
         return Err(name_conflict(&new.name));
     }
@@ -228,7 +228,7 @@ pub async fn update(
     let id = parse_id("id", &path)?;
     let patch: GroupPatch = input::json(&body)?;
     check_fields(patch.name.as_deref(), patch.description.as_deref())?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     let mut new = old.clone();
     if let Some(n) = patch.name {
@@ -262,7 +262,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     memberships::remove_where(&txn, &node.replica, memberships::Column::GroupId.eq(id)).await?;
     user_groups::Entity::delete_many()
@@ -357,7 +357,7 @@ async fn change_members(
     caller.require_writer()?;
     let id = parse_id("id", path)?;
     let req: DeviceIds = input::json(body)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     visible(&txn, caller, id).await?;
     let ids = visible_devices(&txn, caller, &req.device_ids).await?;
     let changed = match change {

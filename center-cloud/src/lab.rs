@@ -8,7 +8,6 @@ use fleet_store::devices;
 use operator_api::audit::AuditTarget;
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
-use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch};
@@ -95,7 +94,7 @@ pub async fn add(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft: DeviceDraft = input::json(&body)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let (m, _secret) = create_device(&txn, &node, &caller, draft, None).await?;
     txn.commit().await?;
     let mut response = reply::ok(m.id.to_string());
@@ -117,7 +116,7 @@ pub async fn update(
     caller.require_writer()?;
     let req: LabUpdate = input::json(&body)?;
     let id = parse_id("id", &req.id)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let old = visible(&txn, &caller, id).await?;
     let m = patch_device(&txn, &node, &old, req.patch).await?;
     txn.commit().await?;
@@ -141,7 +140,7 @@ pub async fn remove(
     let req: LabDelete = input::json(&body)?;
     // The seed trims ids ("1234567890 " in its own example), so do we.
     let ids = ids_from_json("ids", &req.ids)?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let mut deleted = Vec::new();
     for id in ids {
         if let Ok(old) = visible(&txn, &caller, id).await {

@@ -70,12 +70,12 @@ impl Application {
             base64::engine::general_purpose::STANDARD.encode(rand_key())
         })
         .await?;
-        let node = web::Data::new(Node {
+        let node = web::Data::new(Node::new(
             db,
-            replica: Replica::new(Snowflake::new(settings.worker_id)?),
-            tokens: Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
-            metrics: Metrics::new(),
-        });
+            Replica::new(Snowflake::new(settings.worker_id)?),
+            Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
+            Metrics::new(),
+        ));
         let generated_admin_password =
             users::ensure_admin(&node, settings.admin_password.clone()).await?;
 

@@ -64,7 +64,12 @@ pub async fn middleware(
         status: res.status().as_u16(),
         detail,
     };
-    if let Err(e) = events::record(&node.db, &node.replica, event).await {
+    let recorded = async {
+        let (_turn, txn) = node.write().await?;
+        events::record(&txn, &node.replica, event).await?;
+        txn.commit().await
+    };
+    if let Err(e) = recorded.await {
         tracing::error!(error = %e, "recording an audit event failed");
     }
     Ok(res)

@@ -3,8 +3,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::{events, Replica};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -140,7 +140,7 @@ pub async fn list(
     if let Some(v) = f.until {
         q = q.filter(events::Column::At.lt(v));
     }
-    let total = q.clone().count(&node.db).await?;
+    let total = crate::reply::count(&node.db, q.clone()).await?;
     let rows = q
         .order_by_desc(events::Column::At)
         .order_by_desc(events::Column::Id)

@@ -1,7 +1,12 @@
 //! The state every request handler of a node can reach.
 
+use std::sync::Arc;
+
 use fleet_store::Replica;
-use sea_orm::DatabaseConnection;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
@@ -11,4 +16,38 @@ pub struct Node {
     pub replica: Replica,
     pub tokens: Tokens,
     pub metrics: Metrics,
+    /// SQLite has one writer at a time, and a transaction that reads before it writes
+    /// fails at once with "database is locked" instead of waiting when another writer
+    /// holds the lock. Queueing write transactions here turns that into waiting.
+    /// MySQL locks rows itself, so there is no queue there.
+    write_queue: Option<Arc<Mutex<()>>>,
+}
+
+/// Holds a node's place in the write queue (if it has one) for as long as it lives.
+pub struct WriteTurn {
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Node {
+    pub fn new(db: DatabaseConnection, replica: Replica, tokens: Tokens, metrics: Metrics) -> Self {
+        let write_queue =
+            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Self {
+            db,
+            replica,
+            tokens,
+            metrics,
+            write_queue,
+        }
+    }
+
+    /// Begins a transaction that will write. Keep the turn until after the commit.
+    pub async fn write(&self) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
+        let guard = match &self.write_queue {
+            Some(queue) => Some(queue.clone().lock_owned().await),
+            None => None,
+        };
+        let txn = self.db.begin().await?;
+        Ok((WriteTurn { _guard: guard }, txn))
+    }
 }

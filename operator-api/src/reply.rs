@@ -75,3 +75,21 @@ impl PageRequest {
         }
     }
 }
+
+/// `SELECT COUNT(*)` over a query's rows. sea-orm's own paginator count wraps the
+/// whole select (every column) in a subquery, which costs far more on large tables.
+pub async fn count<E, C>(db: &C, query: sea_orm::Select<E>) -> Result<u64, sea_orm::DbErr>
+where
+    E: sea_orm::EntityTrait,
+    C: sea_orm::ConnectionTrait,
+{
+    use sea_orm::QuerySelect;
+    let mut query = query.select_only();
+    QuerySelect::query(&mut query).clear_order_by();
+    let n: Option<i64> = query
+        .column_as(sea_orm::sea_query::Expr::cust("COUNT(*)"), "n")
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}

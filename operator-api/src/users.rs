@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::{groups, user_groups, users};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
@@ -162,7 +162,7 @@ pub async fn list(
     if let Some(role) = f.role {
         q = q.filter(users::Column::Role.eq(role.as_str()));
     }
-    let total = q.clone().count(&node.db).await?;
+    let total = crate::reply::count(&node.db, q.clone()).await?;
     let rows = q
         .order_by_asc(users::Column::Username)
         .offset(page.offset())
@@ -192,7 +192,7 @@ pub async fn create(
     check_password_policy("password", &new.password)?;
     let group_ids = existing_groups(&node.db, "groups", &new.groups).await?;
     let hash = hash_password_blocking(new.password).await?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let taken = users::Entity::find()
         .filter(users::Column::Username.eq(new.username.as_str()))
         .one(&txn)
@@ -274,7 +274,9 @@ pub async fn update(
         active.role = Set(r.as_str().to_string());
     }
     active.updated_at = Set(fleet_store::now_ms());
-    let m = active.update(&node.db).await?;
+    let (_turn, txn) = node.write().await?;
+    let m = active.update(&txn).await?;
+    txn.commit().await?;
     Ok(reply::ok(to_view(&node.db, m).await?))
 }
 
@@ -295,7 +297,7 @@ pub async fn delete(
         ));
     }
     find_user(&node.db, id).await?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     user_groups::Entity::delete_many()
         .filter(user_groups::Column::UserId.eq(id))
         .exec(&txn)
@@ -336,7 +338,7 @@ async fn change_groups(
     let id = parse_id("id", path)?;
     let req: GroupIds = input::json(body)?;
     find_user(&node.db, id).await?;
-    let txn = node.db.begin().await?;
+    let (_turn, txn) = node.write().await?;
     let ids = match change {
         GroupChange::Remove => ids_from_json("group_ids", &req.group_ids)?,
         _ => existing_groups(&txn, "group_ids", &req.group_ids).await?,

@@ -287,3 +287,26 @@ async fn rotating_a_secret_replaces_it() {
         &row.secret_hash
     ));
 }
+
+#[tokio::test]
+async fn concurrent_writes_all_succeed() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (status, body) = app
+                .post(
+                    "/api/v1/devices",
+                    device_json(&format!("c{i}"), &format!("SN-C{i}")),
+                )
+                .await;
+            (status, body)
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(app.count_devices().await, 40);
+}
