@@ -1,10 +1,10 @@
--- Schema of the center cloud database (MySQL / MariaDB).
--- The center creates this itself at start; this file is for operators who provision
--- the database by hand or review it. A test keeps it equal to what the binary creates.
+-- Schema of the center cloud database, as `center-cloud print-schema` prints it.
+-- The center creates it at start; this is for operators who provision or review the
+-- database by hand. A test keeps sql/center.sql equal to what the binary creates.
 -- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
--- deleted (tombstone) and field_stamps (per-field HLC, JSON); every write to them is
--- appended to change_log in the same transaction. No foreign keys: replicated rows may
--- arrive in any order, so integrity is kept by the application.
+-- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
+-- them is appended to change_log in the same transaction. There are no foreign keys:
+-- replicated rows may arrive in any order, so the application keeps integrity.
 
 CREATE TABLE `devices` (
   `id` bigint NOT NULL PRIMARY KEY,
@@ -29,6 +29,7 @@ CREATE TABLE `devices` (
 );
 CREATE INDEX `idx-devices-name` ON `devices` (`name`);
 CREATE INDEX `idx-devices-edge_id` ON `devices` (`edge_id`);
+CREATE INDEX `idx-devices-deleted-id` ON `devices` (`deleted`, `id`);
 
 CREATE TABLE `device_groups` (
   `id` bigint NOT NULL PRIMARY KEY,

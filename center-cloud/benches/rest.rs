@@ -101,6 +101,7 @@ enum Op {
     Create,
     Get,
     List,
+    ListAfter,
 }
 
 async fn run(t: Arc<Target>, ids: Arc<Vec<String>>, op: Op, name: &str) {
@@ -130,6 +131,10 @@ async fn run(t: Arc<Target>, ids: Arc<Vec<String>>, op: Op, name: &str) {
                     Op::List => {
                         let page = 1 + (n % 200);
                         t.client.get(format!("{}/api/v1/devices?per_page=50&page={page}", t.base))
+                    }
+                    Op::ListAfter => {
+                        let after = &ids[(n as usize * 50) % ids.len()];
+                        t.client.get(format!("{}/api/v1/devices?per_page=50&after={after}", t.base))
                     }
                 };
                 let sent = Instant::now();
@@ -186,7 +191,8 @@ async fn bench(label: &str, database_url: String) {
     let t = Arc::new(start(database_url, dir.path()).await);
     let ids = Arc::new(preload(&t).await);
     run(t.clone(), ids.clone(), Op::Get, "get by id").await;
-    run(t.clone(), ids.clone(), Op::List, "list (50)").await;
+    run(t.clone(), ids.clone(), Op::List, "list page").await;
+    run(t.clone(), ids.clone(), Op::ListAfter, "list after").await;
     run(t.clone(), ids.clone(), Op::Create, "create").await;
 }
 

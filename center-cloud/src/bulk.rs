@@ -45,10 +45,11 @@ pub async fn export(
     let mut out = csv::Writer::from_writer(Vec::new());
     let csv_err = |e: csv::Error| ApiError::Internal(format!("writing CSV: {e}"));
     out.write_record(COLUMNS).map_err(csv_err)?;
-    let mut page = 1;
+    let mut after = None;
     loop {
         let f = DeviceFilter {
-            page: Some(page),
+            after: after.take(),
+            page: None,
             per_page: Some(operator_api::reply::MAX_PER_PAGE),
             ..filter.clone()
         };
@@ -72,7 +73,7 @@ pub async fn export(
         if batch.items.len() < operator_api::reply::MAX_PER_PAGE as usize {
             break;
         }
-        page += 1;
+        after = batch.items.last().map(|d| d.id.clone());
     }
     let body = out
         .into_inner()

@@ -86,6 +86,9 @@ pub struct DeviceFilter {
     pub group: Option<String>,
     /// Only devices homed at this edge (id).
     pub edge: Option<String>,
+    /// Keyset paging: only devices with a larger id (the last id of the previous
+    /// page). Cheaper than `page` deep into a large fleet.
+    pub after: Option<String>,
     pub page: Option<u64>,
     pub per_page: Option<u64>,
 }
@@ -382,9 +385,13 @@ pub async fn query(
         q = q.filter(devices::Column::EdgeId.eq(parse_id("edge", &v)?));
     }
     let total = operator_api::reply::count(db, q.clone()).await?;
+    let (q, offset) = match f.after {
+        Some(v) => (q.filter(devices::Column::Id.gt(parse_id("after", &v)?)), 0),
+        None => (q, page.offset()),
+    };
     let rows = q
         .order_by_asc(devices::Column::Id)
-        .offset(page.offset())
+        .offset(offset)
         .limit(page.per_page)
         .all(db)
         .await?;

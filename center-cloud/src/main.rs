@@ -6,6 +6,17 @@ use center_cloud::{startup, Application, Settings};
 use clap::Parser;
 use sea_orm::DbBackend;
 
+const SCHEMA_HEADER: &str = "\
+-- Schema of the center cloud database, as `center-cloud print-schema` prints it.
+-- The center creates it at start; this is for operators who provision or review the
+-- database by hand. A test keeps sql/center.sql equal to what the binary creates.
+-- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
+-- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
+-- them is appended to change_log in the same transaction. There are no foreign keys:
+-- replicated rows may arrive in any order, so the application keeps integrity.
+
+";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // rustls panics at config time if two crypto providers are linked and none chosen.
@@ -18,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
                 Dialect::Sqlite => DbBackend::Sqlite,
             };
             let ddl = fleet_store::schema::ddl(backend, &startup::tables(backend));
-            std::io::stdout().write_all(ddl.as_bytes())?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(SCHEMA_HEADER.as_bytes())?;
+            out.write_all(ddl.as_bytes())?;
             Ok(())
         }
         Command::Serve(args) => {

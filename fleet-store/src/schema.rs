@@ -28,6 +28,17 @@ pub fn table<E: EntityTrait + Default>(backend: DbBackend, entity: E) -> TableSp
 /// The tables every node has: the replicated fleet tables, the change log, events,
 /// and the node's own operators and settings.
 pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
+    let mut devices = table(backend, devices::Entity);
+    // Live-device listings filter on `deleted` and page in id order; this index
+    // serves both, and their counts, without touching the wide rows.
+    devices.indexes.push(
+        Index::create()
+            .name("idx-devices-deleted-id")
+            .table(devices::Entity)
+            .col(devices::Column::Deleted)
+            .col(devices::Column::Id)
+            .to_owned(),
+    );
     let mut memberships = table(backend, memberships::Entity);
     memberships.indexes.push(
         Index::create()
@@ -47,7 +58,7 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
             .to_owned(),
     );
     vec![
-        table(backend, devices::Entity),
+        devices,
         table(backend, groups::Entity),
         memberships,
         table(backend, commands::Entity),
@@ -64,7 +75,7 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
 pub fn ddl(backend: DbBackend, tables: &[TableSpec]) -> String {
     let mut out = String::new();
     for t in tables {
-        out.push_str(&backend.build(&t.create).to_string());
+        out.push_str(&one_column_per_line(&backend.build(&t.create).to_string()));
         out.push_str(";\n");
         for i in &t.indexes {
             out.push_str(&backend.build(i).to_string());
@@ -75,34 +86,81 @@ pub fn ddl(backend: DbBackend, tables: &[TableSpec]) -> String {
     out
 }
 
-async fn table_exists<C: ConnectionTrait>(db: &C, name: &str) -> Result<bool, DbErr> {
+/// `CREATE TABLE t ( a …, b … )` laid out with one column per line, for reading.
+fn one_column_per_line(create: &str) -> String {
+    let Some((head, rest)) = create.split_once(" ( ") else {
+        return create.to_string();
+    };
+    let body = rest.strip_suffix(" )").unwrap_or(rest);
+    let columns = body
+        .replace(", `", ",\n  `")
+        .replace(", PRIMARY KEY", ",\n  PRIMARY KEY");
+    format!("{head} (\n  {columns}\n)")
+}
+
+/// The quoted name in `CREATE [UNIQUE] INDEX "name" ON …` (sea-query has no getter).
+fn index_name(sql: &str) -> &str {
+    let quote = if sql.contains('`') { '`' } else { '"' };
+    sql.split(quote).nth(1).unwrap_or_default()
+}
+
+async fn exists<C: ConnectionTrait>(db: &C, kind: &str, name: &str) -> Result<bool, DbErr> {
     let backend = db.get_database_backend();
-    let sql = match backend {
-        DbBackend::Sqlite => {
-            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ? HAVING COUNT(*) > 0"
+    let sql = match (backend, kind) {
+        (DbBackend::Sqlite, _) => {
+            "SELECT 1 FROM sqlite_master WHERE type = ? AND name = ? LIMIT 1"
+        }
+        (_, "table") => {
+            "SELECT 1 FROM information_schema.tables WHERE ? = 'table' AND table_schema = DATABASE() AND table_name = ? LIMIT 1"
         }
         _ => {
-            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ? HAVING COUNT(*) > 0"
+            "SELECT 1 FROM information_schema.statistics WHERE ? = 'index' AND table_schema = DATABASE() AND index_name = ? LIMIT 1"
         }
     };
-    let stmt = Statement::from_sql_and_values(backend, sql, [name.into()]);
+    let stmt = Statement::from_sql_and_values(backend, sql, [kind.into(), name.into()]);
     Ok(db.query_one(stmt).await?.is_some())
 }
 
-/// Creates every missing table with its indexes. Existing tables are left alone.
+/// Creates every missing table and every missing index (so an index added in a
+/// later version reaches existing databases). Existing ones are left alone.
 pub async fn ensure<C: ConnectionTrait>(db: &C, tables: &[TableSpec]) -> Result<usize, DbErr> {
     let backend = db.get_database_backend();
     let mut created = 0;
     for t in tables {
-        if table_exists(db, &t.name).await? {
-            continue;
+        if !exists(db, "table", &t.name).await? {
+            db.execute(backend.build(&t.create)).await?;
+            tracing::info!(table = %t.name, "created table");
+            created += 1;
         }
-        db.execute(backend.build(&t.create)).await?;
         for i in &t.indexes {
-            db.execute(backend.build(i)).await?;
+            let sql = backend.build(i);
+            let name = index_name(&sql.sql).to_string();
+            if !exists(db, "index", &name).await? {
+                db.execute(sql).await?;
+                tracing::info!(table = %t.name, index = %name, "created index");
+                created += 1;
+            }
         }
-        tracing::info!(table = %t.name, "created table");
-        created += 1;
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ensure_creates_what_is_missing_and_is_idempotent() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let db = crate::connect(&url, 1).await.expect("db");
+        let tables = fleet_tables(DbBackend::Sqlite);
+        let first = ensure(&db, &tables).await.expect("created");
+        assert!(first >= tables.len());
+        assert_eq!(ensure(&db, &tables).await.expect("again"), 0);
+        db.execute_unprepared("DROP INDEX `idx-devices-deleted-id`")
+            .await
+            .expect("drop");
+        assert_eq!(ensure(&db, &tables).await.expect("index back"), 1);
+    }
 }

@@ -273,7 +273,8 @@ fn decoy_hash() -> String {
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, description = "A bearer token", body = LoginResponse),
-              (status = 401, description = "Wrong username or password")))]
+              (status = 401, description = "Wrong username or password"),
+              (status = 429, description = "Too many failed attempts from this address; see Retry-After")))]
 pub async fn login(
     req: HttpRequest,
     node: web::Data<Node>,
@@ -288,6 +289,12 @@ pub async fn login(
     }
     req.extensions_mut()
         .insert(AuditActor(login.username.clone()));
+    let source = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if let Err(wait) = node.login_throttle.check(source) {
+        return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
+    }
     let user = users::Entity::find()
         .filter(users::Column::Username.eq(login.username.as_str()))
         .one(&node.db)
@@ -301,11 +308,13 @@ pub async fn login(
     let user = match user {
         Some(u) if matches => u,
         _ => {
+            node.login_throttle.failed(source);
             return Err(ApiError::Unauthenticated(
                 "wrong username or password".into(),
             ));
         }
     };
+    node.login_throttle.succeeded(source);
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
     let (token, expires_at) = node.tokens.issue(&user)?;

@@ -24,6 +24,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("too many failed attempts; retry in {0} s")]
+    TooManyAttempts(u64),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            ApiError::TooManyAttempts(_) => ErrorCode::ResourceExhausted,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -128,7 +131,11 @@ impl ResponseError for ApiError {
         if let Some(field) = self.field() {
             body["field"] = serde_json::Value::String(field.to_string());
         }
-        let mut response = HttpResponse::build(self.status_code()).json(body);
+        let mut builder = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyAttempts(seconds) = self {
+            builder.insert_header(("retry-after", seconds.to_string()));
+        }
+        let mut response = builder.json(body);
         response
             .extensions_mut()
             .insert(AuditDetail(format!("{:?}: {message}", self.code())));

@@ -12,6 +12,7 @@ pub mod input;
 pub mod metrics;
 pub mod node;
 pub mod reply;
+pub mod throttle;
 pub mod tls;
 pub mod users;
 

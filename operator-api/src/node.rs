@@ -10,12 +10,14 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
+use crate::throttle::LoginThrottle;
 
 pub struct Node {
     pub db: DatabaseConnection,
     pub replica: Replica,
     pub tokens: Tokens,
     pub metrics: Metrics,
+    pub login_throttle: LoginThrottle,
     /// SQLite has one writer at a time, and a transaction that reads before it writes
     /// fails at once with "database is locked" instead of waiting when another writer
     /// holds the lock. Queueing write transactions here turns that into waiting.
@@ -37,6 +39,7 @@ impl Node {
             replica,
             tokens,
             metrics,
+            login_throttle: LoginThrottle::default(),
             write_queue,
         }
     }

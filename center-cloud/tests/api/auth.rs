@@ -141,3 +141,33 @@ async fn a_random_admin_password_is_made_when_none_is_configured() {
         .expect("a generated password");
     assert!(password.len() >= 32);
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_per_source() {
+    let app = spawn_app().await;
+    for _ in 0..operator_api::throttle::MAX_FAILURES {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": "admin", "password": "guess-guess"})),
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    let res = app
+        .client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 429, "even the right password waits");
+    assert!(res.headers().get("retry-after").is_some());
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "RESOURCE_EXHAUSTED");
+    // Tokens already issued keep working.
+    let (status, _) = app.get("/api/v1/devices").await;
+    assert_eq!(status, 200);
+}

@@ -310,3 +310,40 @@ async fn concurrent_writes_all_succeed() {
     }
     assert_eq!(app.count_devices().await, 40);
 }
+
+#[tokio::test]
+async fn keyset_paging_walks_every_device_once() {
+    let app = spawn_app().await;
+    for i in 0..7 {
+        app.device(&format!("k{i}"), &format!("SN-K{i}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = if after.is_empty() {
+            "/api/v1/devices?per_page=3".to_string()
+        } else {
+            format!("/api/v1/devices?per_page=3&after={after}")
+        };
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["total"], 7);
+        let items = body["data"]["items"].as_array().expect("items").clone();
+        if items.is_empty() {
+            break;
+        }
+        after = items
+            .last()
+            .and_then(|d| d["id"].as_str())
+            .expect("id")
+            .to_string();
+        seen.extend(
+            items
+                .into_iter()
+                .filter_map(|d| d["name"].as_str().map(str::to_string)),
+        );
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>());
+    let (status, body) = app.get("/api/v1/devices?after=x").await;
+    crate::helpers::assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("after"));
+}
