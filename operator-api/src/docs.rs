@@ -27,10 +27,19 @@ pub fn with_bearer(mut api: OpenApi) -> OpenApi {
     api
 }
 
-/// `/openapi.json`, Redoc at `/docs`, Swagger UI at `/docs/swagger/`.
+/// `/openapi.json`, Redoc at `/docs`, Swagger UI at `/docs/swagger` (redirected to
+/// `/docs/swagger/`, which its assets are relative to).
 pub fn configure(cfg: &mut web::ServiceConfig, api: OpenApi) {
-    cfg.service(Redoc::with_url("/docs", api.clone()))
-        .service(SwaggerUi::new("/docs/swagger/{_:.*}").url("/openapi.json", api));
+    cfg.route(
+        "/docs/swagger",
+        web::get().to(|| async {
+            HttpResponse::PermanentRedirect()
+                .insert_header((header::LOCATION, "/docs/swagger/"))
+                .finish()
+        }),
+    )
+    .service(Redoc::with_url("/docs", api.clone()))
+    .service(SwaggerUi::new("/docs/swagger/{_:.*}").url("/openapi.json", api));
 }
 
 fn code_for(status: u16) -> ErrorCode {
