@@ -1,9 +1,12 @@
 //! Wire types shared by every binary of the federation: the JSON envelope of the REST
-//! APIs, the stable error codes, and the device document with its validation rules.
+//! APIs, the stable error codes, the device document with its validation rules, and the
+//! southbound (device <-> edge) protocol.
 
 pub mod device;
 pub mod envelope;
 pub mod id;
+pub mod protocol_doc;
+pub mod southbound;
 
 pub use device::{DeviceDraft, DevicePatch, Hardware, Nic, Software};
 pub use envelope::{Envelope, ErrorCode, FieldError};

@@ -1,0 +1,454 @@
+//! The device <-> edge protocol: JSON PDUs in WebSocket text frames, all in one
+//! envelope `{"v": 1, "id": <message id>, "type": "<kind>", "body": {...}}`.
+//!
+//! Decoding tells apart what the peer must hear about: a frame that is too large, not
+//! JSON, of another protocol version, of an unknown type, or with a malformed body.
+//! Each maps to an [`ErrorCode`] that the receiver answers with an `error` PDU while
+//! keeping the session (a flood of them closes it; that policy is the receiver's).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Largest text frame either side accepts, in bytes. Larger frames are refused unread.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// One message: protocol version, the sender's message id (unique per session and
+/// direction, so replies can name what they answer) and the PDU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub id: u64,
+    pub pdu: Pdu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+pub enum Pdu {
+    Login(Login),
+    LoginOk(LoginOk),
+    Ping(Ping),
+    Pong(Ping),
+    StatusReport(StatusReport),
+    StatusAck(StatusAck),
+    StatusResync(StatusResync),
+    DesiredConfig(DesiredConfig),
+    ConfigApplied(ConfigApplied),
+    Command(Command),
+    CommandProgress(CommandProgress),
+    CommandResult(CommandResult),
+    Error(ErrorPdu),
+}
+
+/// device -> edge, first frame of a session. Either `device_id`, or `sn` with `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Login {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub secret: String,
+    pub agent_version: String,
+}
+
+/// edge -> device: the session is open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginOk {
+    pub device_id: String,
+    /// Both sides send `ping` at this interval; a peer silent for `missed_limit`
+    /// intervals is gone.
+    pub heartbeat_interval_s: u32,
+    pub missed_limit: u32,
+    /// The last status version the edge holds for this device (0 for none): the agent
+    /// sends a diff on top of it, or a full report when it does not have that version.
+    pub status_version: u64,
+}
+
+/// Either direction; answered with `pong` carrying the same `sent_ms`, which gives the
+/// sender the round trip (agents use it to pick the nearest edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub sent_ms: i64,
+}
+
+/// Resource figures of a device. In a full report every field is present; in a diff
+/// only the fields that changed since `base_version`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Vec<NetworkInterface>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInterface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv4: Vec<String>,
+}
+
+impl Status {
+    /// Applies a diff: every field present in `diff` replaces this one's.
+    pub fn merge(&mut self, diff: Status) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if diff.$f.is_some() { self.$f = diff.$f; } )* };
+        }
+        take!(
+            cpu_percent,
+            memory_used_bytes,
+            memory_total_bytes,
+            disk_used_bytes,
+            disk_total_bytes,
+            uptime_s,
+            network,
+            agent_version
+        );
+    }
+
+    /// The fields of `self` that differ from `before` (what a diff report carries).
+    pub fn changed_since(&self, before: &Status) -> Status {
+        macro_rules! diff {
+            ($($f:ident),*) => { Status { $( $f: if self.$f != before.$f { self.$f.clone() } else { None }, )* } };
+        }
+        diff!(
+            cpu_percent,
+            memory_used_bytes,
+            memory_total_bytes,
+            disk_used_bytes,
+            disk_total_bytes,
+            uptime_s,
+            network,
+            agent_version
+        )
+    }
+}
+
+/// device -> edge. `version` increases by one per report. A diff (`full: false`)
+/// applies on `base_version`; the edge answers `status_resync` if it holds another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: u64,
+    pub full: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+    pub status: Status,
+}
+
+/// edge -> device: the edge now holds `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAck {
+    pub version: u64,
+}
+
+/// edge -> device: send a full report; the edge holds `have_version` (0 for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResync {
+    pub have_version: u64,
+}
+
+/// edge -> device: the desired configuration (device twin, desired side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredConfig {
+    pub version: i64,
+    pub report_interval_s: u32,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// device -> edge: the configuration version the device now runs (twin, reported side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigApplied {
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandName {
+    Reboot,
+    PullLogs,
+    Exec,
+    GetStatus,
+    SetConfig,
+}
+
+/// edge -> device. A command id runs at most once, however often it is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub command_id: String,
+    pub name: CommandName,
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// Not started after this time (ms since the epoch): the device answers `expired`.
+    pub deadline_ms: i64,
+}
+
+/// device -> edge: the command was taken (`progress` 0) or advanced (up to 100).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandProgress {
+    pub command_id: String,
+    pub progress: u8,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Expired,
+    Rejected,
+}
+
+/// device -> edge: how a command ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub command_id: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    /// The output was cut at the device's cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Structured data some commands return (`get_status`: the status).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    TooLarge,
+    Malformed,
+    UnsupportedVersion,
+    UnknownType,
+    BadRequest,
+    NotLoggedIn,
+}
+
+/// Either direction: a frame the sender could not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorPdu {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The id of the offending message, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<u64>,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<u64>,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>, id: Option<u64>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            id,
+        }
+    }
+
+    /// The `error` PDU that answers this failure.
+    pub fn to_pdu(&self) -> Pdu {
+        Pdu::Error(ErrorPdu {
+            code: self.code,
+            message: self.message.clone(),
+            in_reply_to: self.id,
+        })
+    }
+}
+
+impl Envelope {
+    pub fn new(id: u64, pdu: Pdu) -> Self {
+        Self { id, pdu }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut frame = serde_json::Map::new();
+        frame.insert("v".into(), VERSION.into());
+        frame.insert("id".into(), self.id.into());
+        if let Ok(serde_json::Value::Object(tagged)) = serde_json::to_value(&self.pdu) {
+            frame.extend(tagged);
+        }
+        serde_json::Value::Object(frame).to_string()
+    }
+
+    pub fn decode(frame: &str) -> Result<Self, DecodeError> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::new(
+                ErrorCode::TooLarge,
+                format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
+                None,
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(frame)
+            .map_err(|e| DecodeError::new(ErrorCode::Malformed, format!("not JSON: {e}"), None))?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(DecodeError::new(
+                ErrorCode::Malformed,
+                "a frame is a JSON object",
+                None,
+            ));
+        };
+        let id = map.remove("id").and_then(|v| v.as_u64());
+        let Some(id) = id else {
+            return Err(DecodeError::new(
+                ErrorCode::Malformed,
+                "`id` must be an unsigned integer",
+                None,
+            ));
+        };
+        match map.remove("v").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => {
+                return Err(DecodeError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("version {v} is not spoken here; this side speaks {VERSION}"),
+                    Some(id),
+                ))
+            }
+            None => {
+                return Err(DecodeError::new(
+                    ErrorCode::Malformed,
+                    "`v` is required",
+                    Some(id),
+                ))
+            }
+        }
+        let kind = match map.get("type") {
+            Some(serde_json::Value::String(k)) => k.clone(),
+            _ => {
+                return Err(DecodeError::new(
+                    ErrorCode::Malformed,
+                    "`type` must be a string",
+                    Some(id),
+                ))
+            }
+        };
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(DecodeError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type {kind:?}"),
+                Some(id),
+            ));
+        }
+        map.entry("body").or_insert(serde_json::Value::Null);
+        let pdu = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+            DecodeError::new(ErrorCode::Malformed, format!("{kind} body: {e}"), Some(id))
+        })?;
+        Ok(Self { id, pdu })
+    }
+}
+
+/// Every message type, in the order the protocol document lists them.
+pub const KINDS: [&str; 13] = [
+    "login",
+    "login_ok",
+    "ping",
+    "pong",
+    "status_report",
+    "status_ack",
+    "status_resync",
+    "desired_config",
+    "config_applied",
+    "command",
+    "command_progress",
+    "command_result",
+    "error",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        for (kind, _, _, example) in crate::protocol_doc::catalogue() {
+            let frame = example.encode();
+            let back = Envelope::decode(&frame).expect("decodes");
+            assert_eq!(back, example, "{kind}");
+            let value: serde_json::Value = serde_json::from_str(&frame).expect("json");
+            assert_eq!(value["type"], kind);
+            assert_eq!(value["v"], VERSION);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_classified() {
+        let code = |frame: &str| Envelope::decode(frame).map_err(|e| (e.code, e.id)).err();
+        assert_eq!(code("nope"), Some((ErrorCode::Malformed, None)));
+        assert_eq!(code("[]"), Some((ErrorCode::Malformed, None)));
+        assert_eq!(
+            code(r#"{"v":1,"type":"ping","body":{"sent_ms":1}}"#),
+            Some((ErrorCode::Malformed, None))
+        );
+        assert_eq!(
+            code(r#"{"v":2,"id":5,"type":"ping","body":{"sent_ms":1}}"#),
+            Some((ErrorCode::UnsupportedVersion, Some(5)))
+        );
+        assert_eq!(
+            code(r#"{"v":1,"id":5,"type":"teleport","body":{}}"#),
+            Some((ErrorCode::UnknownType, Some(5)))
+        );
+        assert_eq!(
+            code(r#"{"v":1,"id":5,"type":"ping","body":{"sent_ms":"x"}}"#),
+            Some((ErrorCode::Malformed, Some(5)))
+        );
+        let big = format!(
+            r#"{{"v":1,"id":1,"type":"ping","body":{{"sent_ms":1}},"pad":"{}"}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        assert_eq!(code(&big), Some((ErrorCode::TooLarge, None)));
+    }
+
+    #[test]
+    fn status_diffs_merge_back_to_the_full_report() {
+        let before = Status {
+            cpu_percent: Some(10.0),
+            memory_used_bytes: Some(100),
+            uptime_s: Some(5),
+            agent_version: Some("1.0.0".into()),
+            ..Default::default()
+        };
+        let mut after = before.clone();
+        after.cpu_percent = Some(20.0);
+        after.uptime_s = Some(6);
+        let diff = after.changed_since(&before);
+        assert_eq!(diff.memory_used_bytes, None);
+        assert_eq!(diff.cpu_percent, Some(20.0));
+        let mut merged = before;
+        merged.merge(diff);
+        assert_eq!(merged, after);
+    }
+}
