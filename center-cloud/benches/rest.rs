@@ -26,11 +26,11 @@ struct Target {
 
 async fn start(database_url: String, dir: &std::path::Path) -> Target {
     let mut settings = Settings::with_data_dir(dir);
-    settings.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.database_url = database_url;
-    settings.db_max_connections = 32;
-    settings.admin_password = Some("bench-password".into());
-    settings.log = "warn".into();
+    settings.node.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.node.database_url = database_url;
+    settings.node.db_max_connections = 32;
+    settings.node.admin_password = Some("bench-password".into());
+    settings.node.log = "warn".into();
     let app = Application::build(settings).await.expect("center starts");
     let port = app.port();
     let pem = std::fs::read(app.ca_file.clone().expect("dev CA")).expect("ca");

@@ -3,7 +3,6 @@ use std::io::Write;
 use anyhow::Context;
 use center_cloud::config::{Cli, Command, Dialect};
 use center_cloud::{startup, Application, Settings};
-use clap::Parser;
 use sea_orm::DbBackend;
 
 const SCHEMA_HEADER: &str = "\
@@ -21,7 +20,10 @@ const SCHEMA_HEADER: &str = "\
 async fn main() -> anyhow::Result<()> {
     // rustls panics at config time if two crypto providers are linked and none chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::from_env_and_args() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::PrintSchema { dialect } => {
             let backend = match dialect {
@@ -38,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings::resolve(*args).context("invalid configuration")?;
             tracing_subscriber::fmt()
                 .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&settings.log)
+                    tracing_subscriber::EnvFilter::try_new(&settings.node.log)
                         .context("invalid log filter")?,
                 )
                 .with_writer(std::io::stderr)
@@ -51,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
             writeln!(
                 out,
                 "center listening on {scheme}://{}:{}",
-                settings.listen.ip(),
+                settings.node.listen.ip(),
                 app.port()
             )?;
             if let Some(password) = &app.generated_admin_password {

@@ -12,6 +12,8 @@ pub mod input;
 pub mod metrics;
 pub mod node;
 pub mod reply;
+pub mod server;
+pub mod settings;
 pub mod throttle;
 pub mod tls;
 pub mod users;

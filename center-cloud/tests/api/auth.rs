@@ -67,7 +67,7 @@ async fn requests_without_a_valid_token_are_refused() {
 
 #[tokio::test]
 async fn tokens_expire() {
-    let app = spawn_with(|s| s.token_ttl_s = 1).await;
+    let app = spawn_with(|s| s.node.token_ttl_s = 1).await;
     let (status, _) = app.get("/api/v1/devices").await;
     assert_eq!(status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -130,8 +130,8 @@ async fn a_deleted_account_token_stops_working() {
 async fn a_random_admin_password_is_made_when_none_is_configured() {
     let dir = tempfile::tempdir().expect("dir");
     let mut settings = center_cloud::Settings::with_data_dir(dir.path());
-    settings.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.database_url = crate::helpers::fresh_database(dir.path()).await;
+    settings.node.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.node.database_url = crate::helpers::fresh_database(dir.path()).await;
     let app = center_cloud::Application::build(settings)
         .await
         .expect("starts");

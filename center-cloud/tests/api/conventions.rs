@@ -56,7 +56,7 @@ async fn malformed_bodies_are_400_naming_the_body() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413_in_the_envelope() {
-    let app = spawn_with(|s| s.body_limit = 4096).await;
+    let app = spawn_with(|s| s.node.body_limit = 4096).await;
     let mut d = crate::helpers::device_json("big", "SN-1");
     d["description"] = json!("x".repeat(8000));
     let (status, body) = app.post("/api/v1/devices", d).await;
@@ -197,7 +197,7 @@ async fn openapi_documents_every_route_and_docs_are_served() {
 
 #[tokio::test]
 async fn plain_http_only_when_asked() {
-    let app = spawn_with(|s| s.tls = center_cloud::config::TlsSettings::Off).await;
+    let app = spawn_with(|s| s.node.tls = operator_api::settings::TlsSettings::Off).await;
     assert!(app.address.starts_with("http://"));
     let (status, _) = app.get("/api/v1/devices").await;
     assert_eq!(status, 200);

@@ -149,6 +149,7 @@ fn help_lists_every_setting_with_its_variable() {
         assert!(text.contains(flag), "{flag} in --help");
     }
     assert!(text.contains("CENTER_DATABASE_URL") && text.contains("CENTER_ADMIN_PASSWORD"));
+    assert!(text.contains("CENTER_TOKEN_TTL_S") && text.contains("CENTER_IMPORT_LIMIT"));
     assert!(text.contains("default: 127.0.0.1:8443"));
 }
 
@@ -165,4 +166,18 @@ fn a_bad_config_file_is_a_clear_startup_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("c.toml") && err.contains("listen"), "{err}");
+}
+
+#[test]
+fn environment_variables_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CENTER_WORKER_ID", "0")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("worker id 0"), "{err}");
 }

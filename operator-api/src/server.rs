@@ -1,0 +1,187 @@
+//! Building and running a node's HTTPS API: open the database, create the schema,
+//! make the first admin, the token key and the TLS material if needed, then serve
+//! the routes every node has plus the binary's own. `build` binds before it
+//! returns, so tests can ask for port 0 and read the port back.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use base64::Engine;
+use fleet_store::ids::Snowflake;
+use fleet_store::schema::{self, TableSpec};
+use fleet_store::{Replica, StoreError};
+use sea_orm::{ConnectionTrait, DbBackend};
+
+use crate::auth::Tokens;
+use crate::metrics::Metrics;
+use crate::settings::{NodeSettings, TlsSettings};
+use crate::tls::{self, CertFiles, TlsError};
+use crate::{audit, docs, events, health, metrics, users, ApiError, Node};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("creating the schema: {0}")]
+    Schema(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("worker id: {0}")]
+    Worker(#[from] fleet_store::ids::BadWorker),
+    #[error("creating the first admin: {0}")]
+    Admin(#[from] ApiError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a binary adds to the common node: its tables, its API document and its routes.
+pub struct Service<R> {
+    pub tables: fn(DbBackend) -> Vec<TableSpec>,
+    pub openapi: utoipa::openapi::OpenApi,
+    pub routes: R,
+}
+
+/// A node bound to its port, ready to run.
+pub struct Served {
+    server: Server,
+    port: u16,
+    /// The development CA to trust, when the node generated its certificate.
+    pub ca_file: Option<PathBuf>,
+    /// The first admin's password, when the node made one up; show it once.
+    pub generated_admin_password: Option<String>,
+    pub tls: bool,
+    pub node: web::Data<Node>,
+}
+
+impl Served {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully when asked (SIGINT/SIGTERM are handled already).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+pub async fn build<R>(settings: &NodeSettings, service: Service<R>) -> Result<Served, StartupError>
+where
+    R: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::Io {
+        context: format!("creating {}", settings.data_dir.display()),
+        source,
+    })?;
+    let db = fleet_store::connect(&settings.database_url, settings.db_max_connections).await?;
+    schema::ensure(&db, &(service.tables)(db.get_database_backend())).await?;
+    let key = fleet_store::settings::get_or_init(&db, "token_key", || {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        base64::engine::general_purpose::STANDARD.encode(key)
+    })
+    .await?;
+    let node = web::Data::new(Node::new(
+        db,
+        Replica::new(Snowflake::new(settings.worker_id)?),
+        Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
+        Metrics::new(),
+    ));
+    let generated_admin_password =
+        users::ensure_admin(&node, settings.admin_password.clone()).await?;
+
+    let (tls_files, ca_file) = match &settings.tls {
+        TlsSettings::Off => (None, None),
+        TlsSettings::Files { cert, key } => (
+            Some(CertFiles {
+                ca: None,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            None,
+        ),
+        TlsSettings::Development { extra_hosts } => {
+            let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            if !settings.listen.ip().is_unspecified() {
+                hosts.push(settings.listen.ip().to_string());
+            }
+            hosts.extend(extra_hosts.iter().cloned());
+            hosts.dedup();
+            let files = tls::ensure_dev_certs(&settings.data_dir.join("tls"), &hosts)?;
+            let ca = files.ca.clone();
+            (Some(files), ca)
+        }
+    };
+
+    let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Io {
+        context: format!("binding {}", settings.listen),
+        source,
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartupError::Io {
+            context: "reading the bound address".into(),
+            source,
+        })?
+        .port();
+    let body_limit = settings.body_limit;
+    let api = service.openapi;
+    let routes = service.routes;
+    let app_node = node.clone();
+    let mut http = HttpServer::new(move || {
+        App::new()
+            .app_data(app_node.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .wrap(ErrorHandlers::new().default_handler(docs::envelope_errors))
+            .wrap(from_fn(audit::middleware))
+            .wrap(from_fn(metrics::observe))
+            .configure(common_routes)
+            .configure(routes.clone())
+            .configure(|cfg| docs::configure(cfg, api.clone()))
+            .default_service(web::to(docs::not_found))
+    })
+    .shutdown_timeout(30);
+    if let Some(workers) = settings.workers {
+        http = http.workers(workers);
+    }
+    let io = |source| StartupError::Io {
+        context: format!("listening on {}", settings.listen),
+        source,
+    };
+    let server = match &tls_files {
+        Some(files) => http
+            .listen_rustls_0_23(listener, tls::server_config(files)?)
+            .map_err(io)?,
+        None => http.listen(listener).map_err(io)?,
+    }
+    .run();
+    Ok(Served {
+        server,
+        port,
+        ca_file,
+        generated_admin_password,
+        tls: tls_files.is_some(),
+        node,
+    })
+}
+
+/// The routes every node has: operations, login, events and accounts.
+fn common_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::scrape))
+        .route("/api/v1/auth/login", web::post().to(crate::auth::login))
+        .route("/api/v1/events", web::get().to(events::list))
+        .configure(users::configure);
+}
