@@ -59,6 +59,14 @@ impl PageRequest {
                 format!("must be between 1 and {MAX_PER_PAGE}"),
             ));
         }
+        // The database takes offsets as i64; anything past that is a client error, not
+        // something to hand to the driver.
+        let fits = (page - 1)
+            .checked_mul(per_page)
+            .is_some_and(|offset| i64::try_from(offset).is_ok());
+        if !fits {
+            return Err(crate::ApiError::invalid("page", "is too large"));
+        }
         Ok(Self { page, per_page })
     }
 

@@ -241,6 +241,12 @@ async fn list_filters_and_paginates() {
     assert_eq!(body["data"]["items"][0]["name"], "dev-07");
     let (status, body) = app.get("/api/v1/devices?page=0").await;
     assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("page"));
+    for huge in ["18446744073709551615", "9223372036854775807"] {
+        let (status, body) = app
+            .get(&format!("/api/v1/devices?per_page=1000&page={huge}"))
+            .await;
+        assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("page"));
+    }
     let (status, body) = app.get("/api/v1/devices?per_page=abc").await;
     assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("per_page"));
 }
