@@ -10,7 +10,7 @@ use shared_proto::id::parse_id;
 use shared_proto::{DeviceDraft, Hardware, Nic, Software};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::devices::{create_device, query, DeviceFilter};
+use operator_api::devices::{create_device, query, DeviceFilter};
 
 pub const COLUMNS: [&str; 11] = [
     "id",

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::credentials::{generate_secret, hash_secret};
-use fleet_store::{devices, ids::MAX_WORKER};
+use fleet_store::{devices, edges as table, ids::MAX_WORKER};
 use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
@@ -12,33 +12,6 @@ use serde::{Deserialize, Serialize};
 use shared_proto::device::check_text;
 use shared_proto::id::parse_id;
 use utoipa::{IntoParams, ToSchema};
-
-pub mod table {
-    use sea_orm::entity::prelude::*;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
-    #[sea_orm(table_name = "edges")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i64,
-        #[sea_orm(column_type = "String(StringLen::N(128))", unique)]
-        pub name: String,
-        #[sea_orm(column_type = "String(StringLen::N(128))")]
-        pub site: String,
-        #[sea_orm(unique)]
-        pub worker_id: i64,
-        #[sea_orm(column_type = "String(StringLen::N(128))")]
-        pub secret_hash: String,
-        pub created_at: i64,
-        pub updated_at: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Edge {

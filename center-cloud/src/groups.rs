@@ -15,7 +15,7 @@ use shared_proto::device::check_text;
 use shared_proto::id::{ids_from_json, parse_id};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::devices::{self as device_api, DeviceFilter};
+use operator_api::devices::{self as device_api, DeviceFilter};
 
 /// Largest number of ids one membership call takes.
 const MAX_BULK: usize = 10_000;

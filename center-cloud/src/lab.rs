@@ -13,7 +13,9 @@ use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch};
 use utoipa::ToSchema;
 
-use crate::devices::{create_device, delete_device, patch_device, visible, visible_query, Device};
+use operator_api::devices::{
+    create_device, delete_device, patch_device, visible, visible_query, Device,
+};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct LabLookup {

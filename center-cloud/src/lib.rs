@@ -2,7 +2,6 @@
 
 pub mod bulk;
 pub mod config;
-pub mod devices;
 pub mod edges;
 pub mod groups;
 pub mod lab;

@@ -2,8 +2,8 @@
 
 use utoipa::OpenApi;
 
-use crate::{bulk, devices, edges, groups, lab};
-use operator_api::{auth, events, health, metrics, users};
+use crate::{bulk, edges, groups, lab};
+use operator_api::{auth, devices, events, health, metrics, users};
 
 #[derive(OpenApi)]
 #[openapi(

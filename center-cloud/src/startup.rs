@@ -3,16 +3,17 @@
 
 use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
+use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
 use sea_orm::DbBackend;
 
 use crate::config::Settings;
-use crate::{bulk, devices, edges, groups, lab, openapi};
+use crate::{bulk, edges, groups, lab, openapi};
 
 /// Every table of the center's database, in creation order.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     let mut all = schema::fleet_tables(backend);
-    all.push(schema::table(backend, edges::table::Entity));
+    all.push(schema::table(backend, fleet_store::edges::Entity));
     all
 }
 
@@ -25,6 +26,7 @@ impl Application {
             tables,
             openapi: openapi::document(),
             routes: move |cfg: &mut web::ServiceConfig| routes(cfg, import_limit),
+            home_edges: HomeEdges::Registry,
         };
         server::build(&settings.node, service).await
     }

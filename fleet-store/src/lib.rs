@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod database;
 pub mod desired_configs;
 pub mod devices;
+pub mod edges;
 pub mod events;
 pub mod groups;
 pub mod ids;

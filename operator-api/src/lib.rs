@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod devices;
 pub mod docs;
 pub mod error;
 pub mod events;

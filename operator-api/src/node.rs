@@ -9,6 +9,7 @@ use sea_orm::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::auth::Tokens;
+use crate::devices::HomeEdges;
 use crate::metrics::Metrics;
 use crate::throttle::LoginThrottle;
 
@@ -18,6 +19,7 @@ pub struct Node {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub login_throttle: LoginThrottle,
+    pub home_edges: HomeEdges,
     /// SQLite has one writer at a time, and a transaction that reads before it writes
     /// fails at once with "database is locked" instead of waiting when another writer
     /// holds the lock. Queueing write transactions here turns that into waiting.
@@ -40,6 +42,7 @@ impl Node {
             tokens,
             metrics,
             login_throttle: LoginThrottle::default(),
+            home_edges: HomeEdges::Registry,
             write_queue,
         }
     }

@@ -46,6 +46,7 @@ pub struct Service<R> {
     pub tables: fn(DbBackend) -> Vec<TableSpec>,
     pub openapi: utoipa::openapi::OpenApi,
     pub routes: R,
+    pub home_edges: crate::devices::HomeEdges,
 }
 
 /// A node bound to its port, ready to run.
@@ -92,12 +93,14 @@ where
         base64::engine::general_purpose::STANDARD.encode(key)
     })
     .await?;
-    let node = web::Data::new(Node::new(
+    let mut node = Node::new(
         db,
         Replica::new(Snowflake::new(settings.worker_id)?),
         Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
         Metrics::new(),
-    ));
+    );
+    node.home_edges = service.home_edges;
+    let node = web::Data::new(node);
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;
 

@@ -1,13 +1,13 @@
-//! The device registry: CRUD, filters, credentials and group membership as seen from
-//! a device. Operators and viewers see only devices in the groups mapped to them; a
+//! The device registry, as every node's API offers it: CRUD, filters, credentials
+//! and group membership as seen from a device. Operators and viewers see only devices in the groups mapped to them; a
 //! device outside their scope answers 404, exactly like one that does not exist.
 
+use crate::reply::{PageRequest, Paged};
+use crate::{input, reply, ApiError, Caller, Node};
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::credentials::{generate_secret, hash_secret};
 use fleet_store::replica::Replicated;
 use fleet_store::{devices, groups, memberships};
-use operator_api::reply::{PageRequest, Paged};
-use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect, SqlErr};
@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch, Hardware, Nic, Software};
 use utoipa::{IntoParams, ToSchema};
-
-use crate::edges;
 
 /// A device as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -151,17 +149,39 @@ fn duplicate(model: &str, sn: &str) -> ApiError {
     )
 }
 
+/// Which edge a node homes devices at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeEdges {
+    /// The center: any registered edge, or none.
+    Registry,
+    /// An edge: every device registered here is homed here (`None` while the edge runs
+    /// standalone and does not know its id yet).
+    Fixed(Option<i64>),
+}
+
 async fn check_edge<C: ConnectionTrait>(
     db: &C,
+    homes: HomeEdges,
     raw: Option<&str>,
 ) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let id = parse_id("edge_id", raw)?;
-    edges::table::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::missing_ref("edge_id", format!("no edge with id {id}")))?;
-    Ok(Some(id))
+    match homes {
+        HomeEdges::Registry => {
+            let Some(raw) = raw else { return Ok(None) };
+            let id = parse_id("edge_id", raw)?;
+            fleet_store::edges::Entity::find_by_id(id)
+                .one(db)
+                .await?
+                .ok_or_else(|| ApiError::missing_ref("edge_id", format!("no edge with id {id}")))?;
+            Ok(Some(id))
+        }
+        HomeEdges::Fixed(own) => match raw {
+            Some(raw) if Some(parse_id("edge_id", raw)?) != own => Err(ApiError::invalid(
+                "edge_id",
+                "devices registered at an edge are homed at that edge",
+            )),
+            _ => Ok(own),
+        },
+    }
 }
 
 async fn live_key_taken<C: ConnectionTrait>(
@@ -228,7 +248,7 @@ pub async fn create_device<C: ConnectionTrait>(
             "must name at least one of your groups, or you could not see the new device",
         ));
     }
-    let edge_id = check_edge(conn, draft.edge_id.as_deref()).await?;
+    let edge_id = check_edge(conn, node.home_edges, draft.edge_id.as_deref()).await?;
     let key = devices::live_key(&draft.hardware.model, &draft.hardware.sn);
     if live_key_taken(conn, &key, None).await? {
         return Err(duplicate(&draft.hardware.model, &draft.hardware.sn));
@@ -317,7 +337,7 @@ pub async fn patch_device<C: ConnectionTrait>(
         new.description = v;
     }
     if let Some(edge) = patch.edge_id {
-        new.edge_id = check_edge(conn, edge.as_deref()).await?;
+        new.edge_id = check_edge(conn, node.home_edges, edge.as_deref()).await?;
     }
     let key = devices::live_key(&new.hw_model, &new.hw_sn);
     if Some(&key) != old.live_key.as_ref() && live_key_taken(conn, &key, Some(old.id)).await? {
@@ -384,7 +404,7 @@ pub async fn query(
     if let Some(v) = f.edge {
         q = q.filter(devices::Column::EdgeId.eq(parse_id("edge", &v)?));
     }
-    let total = operator_api::reply::count(db, q.clone()).await?;
+    let total = crate::reply::count(db, q.clone()).await?;
     let (q, offset) = match f.after {
         Some(v) => (q.filter(devices::Column::Id.gt(parse_id("after", &v)?)), 0),
         None => (q, page.offset()),
