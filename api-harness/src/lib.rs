@@ -2,7 +2,11 @@
 //! database (SQLite in a temp dir, or a new MariaDB database when TEST_MYSQL_URL names
 //! a server) and talks HTTPS to it, trusting the development CA the node generated.
 
+mod schema;
+
 use std::path::PathBuf;
+
+pub use schema::assert_schema_matches;
 
 use actix_web::dev::ServerHandle;
 use operator_api::server::Served;

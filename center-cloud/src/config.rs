@@ -2,8 +2,8 @@
 //! `operator_api::settings` (layered defaults < TOML file < `CENTER_…` variables <
 //! flags); the center adds its own few. `center-cloud serve --help` lists them all.
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use operator_api::settings::{self, ConfigError, NodeArgs, NodeDefaults, NodeSettings};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use operator_api::settings::{self, ConfigError, Dialect, NodeArgs, NodeDefaults, NodeSettings};
 use serde::Deserialize;
 
 pub const DEFAULTS: NodeDefaults = NodeDefaults {
@@ -40,12 +40,6 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Dialect::Mysql)]
         dialect: Dialect,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Dialect {
-    Mysql,
-    Sqlite,
 }
 
 #[derive(Debug, Default, Clone, Args, Deserialize)]

@@ -1,9 +1,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use center_cloud::config::{Cli, Command, Dialect};
+use center_cloud::config::{Cli, Command};
 use center_cloud::{startup, Application, Settings};
-use sea_orm::DbBackend;
 
 const SCHEMA_HEADER: &str = "\
 -- Schema of the center cloud database, as `center-cloud print-schema` prints it.
@@ -26,10 +25,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::PrintSchema { dialect } => {
-            let backend = match dialect {
-                Dialect::Mysql => DbBackend::MySql,
-                Dialect::Sqlite => DbBackend::Sqlite,
-            };
+            let backend = dialect.backend();
             let ddl = fleet_store::schema::ddl(backend, &startup::tables(backend));
             let mut out = std::io::stdout().lock();
             out.write_all(SCHEMA_HEADER.as_bytes())?;
@@ -38,34 +34,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let settings = Settings::resolve(*args).context("invalid configuration")?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&settings.node.log)
-                        .context("invalid log filter")?,
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            operator_api::server::init_logging(&settings.node.log)
+                .map_err(anyhow::Error::msg)
+                .context("invalid log filter")?;
             let app = Application::build(settings.clone())
                 .await
                 .context("starting the center")?;
-            let scheme = if app.tls { "https" } else { "http" };
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "center listening on {scheme}://{}:{}",
-                settings.node.listen.ip(),
-                app.port()
+            operator_api::server::announce(
+                &mut std::io::stdout().lock(),
+                "center",
+                &settings.node,
+                &app,
             )?;
-            if let Some(password) = &app.generated_admin_password {
-                writeln!(
-                    out,
-                    "first start: created user `admin` with password {password} (shown once)"
-                )?;
-            }
-            if let Some(ca) = &app.ca_file {
-                writeln!(out, "development CA certificate: {}", ca.display())?;
-            }
-            drop(out);
             app.run_until_stopped().await.context("serving")?;
             tracing::info!("center stopped");
             Ok(())

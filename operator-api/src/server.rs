@@ -188,3 +188,40 @@ fn common_routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/events", web::get().to(events::list))
         .configure(users::configure);
 }
+
+/// Prints what an operator needs after start: where the node listens, the first admin's
+/// password when one was made up (once), and the development CA to trust.
+pub fn announce(
+    out: &mut impl std::io::Write,
+    name: &str,
+    settings: &NodeSettings,
+    served: &Served,
+) -> std::io::Result<()> {
+    let scheme = if served.tls { "https" } else { "http" };
+    writeln!(
+        out,
+        "{name} listening on {scheme}://{}:{}",
+        settings.listen.ip(),
+        served.port()
+    )?;
+    if let Some(password) = &served.generated_admin_password {
+        writeln!(
+            out,
+            "first start: created user `admin` with password {password} (shown once)"
+        )?;
+    }
+    if let Some(ca) = &served.ca_file {
+        writeln!(out, "development CA certificate: {}", ca.display())?;
+    }
+    Ok(())
+}
+
+/// One log line per event on stderr, filtered by `filter` (a `tracing` directive).
+pub fn init_logging(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}

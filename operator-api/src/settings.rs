@@ -11,6 +11,22 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+/// The SQL dialect `print-schema` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Dialect {
+    Mysql,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn backend(self) -> sea_orm::DbBackend {
+        match self {
+            Dialect::Mysql => sea_orm::DbBackend::MySql,
+            Dialect::Sqlite => sea_orm::DbBackend::Sqlite,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 pub struct NodeArgs {
     /// TOML file with any of these settings (variables and flags override it).

@@ -1,0 +1,36 @@
+//! The OpenAPI 3 document of an edge's site API, generated from the handlers.
+
+use operator_api::{auth, devices, events, health, metrics, users};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Edge cloud site API",
+        description = "The site API of one edge cloud, with the same envelope, login and \
+conventions as the center's API: `{status, message, data}`, errors with a stable `code` and \
+the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/api/v1/auth/login`."
+    ),
+    paths(
+        auth::login,
+        users::list, users::create, users::get, users::update, users::delete,
+        users::groups, users::add_groups, users::replace_groups, users::remove_groups,
+        devices::list, devices::create, devices::get, devices::update, devices::delete,
+        devices::rotate_secret, devices::groups_of, devices::join_groups, devices::leave_groups,
+        events::list,
+        health::healthz, health::readyz, metrics::scrape,
+    ),
+    tags(
+        (name = "auth", description = "Login"),
+        (name = "users", description = "Site accounts (admin)"),
+        (name = "devices", description = "The devices of this site"),
+        (name = "memberships", description = "Group membership of a device"),
+        (name = "events", description = "Audit events"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    operator_api::docs::with_bearer(ApiDoc::openapi())
+}
