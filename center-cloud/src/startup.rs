@@ -27,6 +27,7 @@ impl Application {
             openapi: openapi::document(),
             routes: move |cfg: &mut web::ServiceConfig| routes(cfg, import_limit),
             home_edges: HomeEdges::Registry,
+            presence: None,
         };
         server::build(&settings.node, service).await
     }

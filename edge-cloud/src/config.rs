@@ -3,7 +3,12 @@
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use operator_api::settings::{self, ConfigError, Dialect, NodeArgs, NodeDefaults, NodeSettings};
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use serde::Deserialize;
+
+use crate::hub::HubSettings;
 
 pub const DEFAULTS: NodeDefaults = NodeDefaults {
     listen: ([127, 0, 0, 1], 9443),
@@ -46,18 +51,38 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub node: NodeArgs,
+    /// Address of the devices' WebSocket endpoint (TLS like the site API) [default: 127.0.0.1:9444].
+    #[arg(long)]
+    pub device_listen: Option<SocketAddr>,
+    /// Application heartbeat interval for devices, in seconds [default: 15].
+    #[arg(long)]
+    pub heartbeat_interval_s: Option<u64>,
+    /// Heartbeat intervals a device may miss before it is offline [default: 3].
+    #[arg(long)]
+    pub missed_heartbeats: Option<u32>,
+    /// Seconds a new device connection has to log in [default: 10].
+    #[arg(long)]
+    pub login_timeout_s: Option<u64>,
 }
 
 /// The resolved settings of an edge.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: NodeSettings,
+    pub device_listen: SocketAddr,
+    pub hub: HubSettings,
 }
 
 impl Settings {
     pub fn with_data_dir(data_dir: &std::path::Path) -> Self {
         Self {
             node: NodeSettings::with_data_dir(DEFAULTS, data_dir),
+            device_listen: SocketAddr::from(([127, 0, 0, 1], 9444)),
+            hub: HubSettings {
+                heartbeat_interval: Duration::from_secs(15),
+                missed_limit: 3,
+                login_timeout: Duration::from_secs(10),
+            },
         }
     }
 
@@ -67,8 +92,29 @@ impl Settings {
             Some(path) => settings::read_file::<ServeArgs>(path)?,
             None => ServeArgs::default(),
         };
-        Ok(Self {
-            node: NodeSettings::resolve(DEFAULTS, args.node, file.node)?,
-        })
+        let node = NodeSettings::resolve(DEFAULTS, args.node, file.node)?;
+        let mut out = Self {
+            node,
+            ..Self::with_data_dir(std::path::Path::new(DEFAULTS.data_dir))
+        };
+        if let Some(v) = args.device_listen.or(file.device_listen) {
+            out.device_listen = v;
+        }
+        if let Some(v) = args.heartbeat_interval_s.or(file.heartbeat_interval_s) {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "heartbeat_interval_s",
+                    message: "must be at least 1".into(),
+                });
+            }
+            out.hub.heartbeat_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = args.missed_heartbeats.or(file.missed_heartbeats) {
+            out.hub.missed_limit = v.max(1);
+        }
+        if let Some(v) = args.login_timeout_s.or(file.login_timeout_s) {
+            out.hub.login_timeout = Duration::from_secs(v.max(1));
+        }
+        Ok(out)
     }
 }

@@ -1,8 +1,10 @@
 //! An edge cloud: the site server of one site. It keeps its own database (the same
-//! replicated fleet tables as the center) and serves the site API: local operators,
-//! device registration and listing, events, health and metrics.
+//! replicated fleet tables as the center), serves the site API (local operators,
+//! device registration and listing with live online state, events, health, metrics)
+//! and holds its devices' WebSocket sessions in the hub.
 
 pub mod config;
+pub mod hub;
 pub mod openapi;
 pub mod startup;
 

@@ -40,13 +40,17 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings.clone())
                 .await
                 .context("starting the edge")?;
-            operator_api::server::announce(
-                &mut std::io::stdout().lock(),
-                "edge",
-                &settings.node,
-                &app,
+            let mut out = std::io::stdout().lock();
+            operator_api::server::announce(&mut out, "edge", &settings.node, &app.served)?;
+            let scheme = if app.served.tls { "wss" } else { "ws" };
+            writeln!(
+                out,
+                "devices connect to {scheme}://{}:{}",
+                settings.device_listen.ip(),
+                app.device_port
             )?;
-            app.run_until_stopped().await.context("serving")?;
+            drop(out);
+            app.served.run_until_stopped().await.context("serving")?;
             tracing::info!("edge stopped");
             Ok(())
         }

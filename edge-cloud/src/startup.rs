@@ -1,13 +1,17 @@
 //! The edge as a node: the common node server with the fleet tables and the site
 //! routes. Standalone (until it joins a center) its devices have no home edge id.
 
+use std::sync::Arc;
+
 use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
+use operator_api::tls;
 use sea_orm::DbBackend;
 
 use crate::config::Settings;
+use crate::hub::{Hub, Sessions};
 use crate::openapi;
 
 /// Every table of an edge's database, in creation order.
@@ -15,10 +19,19 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     schema::fleet_tables(backend)
 }
 
+/// A running edge: its site API and its device hub.
+pub struct Edge {
+    pub served: Served,
+    /// Port of the devices' WebSocket endpoint.
+    pub device_port: u16,
+    pub sessions: Arc<Sessions>,
+}
+
 pub struct Application;
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Served, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Edge, StartupError> {
+        let sessions = Arc::new(Sessions::default());
         let service = Service {
             tables,
             openapi: openapi::document(),
@@ -26,7 +39,37 @@ impl Application {
                 cfg.configure(devices::configure);
             },
             home_edges: HomeEdges::Fixed(None),
+            presence: Some(sessions.clone()),
         };
-        server::build(&settings.node, service).await
+        let served = server::build(&settings.node, service).await?;
+        let listener = tokio::net::TcpListener::bind(settings.device_listen)
+            .await
+            .map_err(|source| StartupError::Io {
+                context: format!("binding the device endpoint {}", settings.device_listen),
+                source,
+            })?;
+        let device_port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Io {
+                context: "reading the device endpoint address".into(),
+                source,
+            })?
+            .port();
+        let tls = match &served.tls_files {
+            Some(files) => Some(tls::server_config(files)?),
+            None => None,
+        };
+        let hub = Arc::new(Hub::new(
+            served.node.clone(),
+            sessions.clone(),
+            settings.hub.clone(),
+            tls,
+        ));
+        tokio::spawn(hub.serve(listener));
+        Ok(Edge {
+            served,
+            device_port,
+            sessions,
+        })
     }
 }

@@ -32,6 +32,9 @@ pub struct Device {
     pub edge_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether the device is connected now; present where the node tracks connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
 }
 
 /// A device with its secret, answered only at creation and rotation.
@@ -62,6 +65,7 @@ impl From<devices::Model> for Device {
             edge_id: m.edge_id.map(|e| e.to_string()),
             created_at: m.created_at,
             updated_at: m.updated_at,
+            online: None,
         }
     }
 }
@@ -89,6 +93,20 @@ pub struct DeviceFilter {
     pub after: Option<String>,
     pub page: Option<u64>,
     pub per_page: Option<u64>,
+}
+
+/// Live connection state of devices, kept by whatever holds their connections.
+pub trait Presence: Send + Sync {
+    fn is_online(&self, device: i64) -> bool;
+}
+
+/// Fills in `online` where the node knows it.
+pub fn mark_presence(node: &Node, devices: &mut [Device]) {
+    if let Some(presence) = &node.presence {
+        for d in devices {
+            d.online = d.id.parse().ok().map(|id| presence.is_online(id));
+        }
+    }
 }
 
 /// The condition limiting a non-admin to devices in their groups.
@@ -428,7 +446,9 @@ pub async fn list(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let f: DeviceFilter = input::query(&req)?;
-    Ok(reply::ok(query(&node.db, &caller, f).await?))
+    let mut page = query(&node.db, &caller, f).await?;
+    mark_presence(&node, &mut page.items);
+    Ok(reply::ok(page))
 }
 
 /// Register a device. The answer carries its secret; it is never shown again.
@@ -464,9 +484,10 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id("id", &path)?;
-    Ok(reply::ok(Device::from(
-        visible(&node.db, &caller, id).await?,
-    )))
+    let mut device = [Device::from(visible(&node.db, &caller, id).await?)];
+    mark_presence(&node, &mut device);
+    let [device] = device;
+    Ok(reply::ok(device))
 }
 
 /// Change some fields of a device; absent fields stay as they are.

@@ -9,7 +9,7 @@ use sea_orm::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::auth::Tokens;
-use crate::devices::HomeEdges;
+use crate::devices::{HomeEdges, Presence};
 use crate::metrics::Metrics;
 use crate::throttle::LoginThrottle;
 
@@ -20,6 +20,8 @@ pub struct Node {
     pub metrics: Metrics,
     pub login_throttle: LoginThrottle,
     pub home_edges: HomeEdges,
+    /// Who is connected, where this node holds device connections.
+    pub presence: Option<Arc<dyn Presence>>,
     /// SQLite has one writer at a time, and a transaction that reads before it writes
     /// fails at once with "database is locked" instead of waiting when another writer
     /// holds the lock. Queueing write transactions here turns that into waiting.
@@ -43,6 +45,7 @@ impl Node {
             metrics,
             login_throttle: LoginThrottle::default(),
             home_edges: HomeEdges::Registry,
+            presence: None,
             write_queue,
         }
     }

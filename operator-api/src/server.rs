@@ -47,6 +47,7 @@ pub struct Service<R> {
     pub openapi: utoipa::openapi::OpenApi,
     pub routes: R,
     pub home_edges: crate::devices::HomeEdges,
+    pub presence: Option<std::sync::Arc<dyn crate::devices::Presence>>,
 }
 
 /// A node bound to its port, ready to run.
@@ -58,6 +59,8 @@ pub struct Served {
     /// The first admin's password, when the node made one up; show it once.
     pub generated_admin_password: Option<String>,
     pub tls: bool,
+    /// The certificate the node serves, for other listeners of the same node.
+    pub tls_files: Option<CertFiles>,
     pub node: web::Data<Node>,
 }
 
@@ -100,6 +103,7 @@ where
         Metrics::new(),
     );
     node.home_edges = service.home_edges;
+    node.presence = service.presence;
     let node = web::Data::new(node);
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;
@@ -175,6 +179,7 @@ where
         ca_file,
         generated_admin_password,
         tls: tls_files.is_some(),
+        tls_files,
         node,
     })
 }

@@ -1,0 +1,429 @@
+//! The device hub: the edge's WebSocket endpoint for devices (DESIGN §4).
+//!
+//! One task per connection, holding as little as possible while idle: the TLS and
+//! WebSocket handshake and the login run boxed, so their state is freed once the
+//! session is open, and the WebSocket buffers are sized for many quiet sessions.
+//! Who is connected lives in memory (device id -> session); heartbeats never touch
+//! the database. Only logins, refusals and disconnects are recorded, as events.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use dashmap::DashMap;
+use fleet_store::{credentials, devices};
+use futures_util::{SinkExt, StreamExt};
+use operator_api::devices::Presence;
+use operator_api::events::{self, NewEvent};
+use operator_api::throttle::LoginThrottle;
+use operator_api::Node;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use shared_proto::southbound::{
+    DecodeError, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Pdu, Status, StatusAck,
+    StatusReport, StatusResync, MAX_FRAME_BYTES,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Bad frames a session may send before it is closed.
+const MAX_BAD_FRAMES: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub heartbeat_interval: Duration,
+    pub missed_limit: u32,
+    pub login_timeout: Duration,
+}
+
+/// Who is connected, and the latest status of each device.
+#[derive(Default)]
+pub struct Sessions {
+    live: DashMap<i64, Live>,
+    statuses: DashMap<i64, Held>,
+    serial: AtomicU64,
+}
+
+struct Live {
+    serial: u64,
+    close: Arc<Notify>,
+}
+
+/// The status the edge holds for a device, with its version.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub version: u64,
+    pub status: Status,
+}
+
+impl Presence for Sessions {
+    fn is_online(&self, device: i64) -> bool {
+        self.live.contains_key(&device)
+    }
+}
+
+impl Sessions {
+    pub fn online(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn status(&self, device: i64) -> Option<Held> {
+        self.statuses.get(&device).map(|h| h.clone())
+    }
+}
+
+pub struct Hub {
+    node: web::Data<Node>,
+    sessions: Arc<Sessions>,
+    settings: HubSettings,
+    tls: Option<TlsAcceptor>,
+    throttle: LoginThrottle,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Replaced,
+    HeartbeatLost,
+    Closed,
+    TooManyBadFrames,
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            End::Replaced => "replaced by a newer session",
+            End::HeartbeatLost => "heartbeat lost",
+            End::Closed => "connection closed",
+            End::TooManyBadFrames => "too many bad frames",
+        }
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small eager buffers: most sessions are idle, and frames are capped anyway.
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(4 * MAX_FRAME_BYTES))
+        .max_frame_size(Some(4 * MAX_FRAME_BYTES))
+}
+
+impl Hub {
+    pub fn new(
+        node: web::Data<Node>,
+        sessions: Arc<Sessions>,
+        settings: HubSettings,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Self {
+        Self {
+            node,
+            sessions,
+            settings,
+            tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
+            throttle: LoginThrottle::default(),
+        }
+    }
+
+    /// Accepts device connections until the listener fails for good.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let hub = self.clone();
+                    tokio::spawn(async move { hub.connection(stream, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a device connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        if self.throttle.check(peer.ip()).is_err() {
+            return;
+        }
+        let _ = tcp.set_nodelay(true);
+        match self.tls.clone() {
+            Some(acceptor) => {
+                let opened = Box::pin(async {
+                    let tls = acceptor.accept(tcp).await.ok()?;
+                    self.open(tls, peer).await
+                });
+                if let Some((ws, device)) = opened.await {
+                    self.session(ws, device).await;
+                }
+            }
+            None => {
+                if let Some((ws, device)) = Box::pin(self.open(tcp, peer)).await {
+                    self.session(ws, device).await;
+                }
+            }
+        }
+    }
+
+    /// WebSocket handshake and login within the login deadline. A refused or late
+    /// login gets no answer: the connection is dropped.
+    async fn open<S>(&self, stream: S, peer: SocketAddr) -> Option<(WebSocketStream<S>, i64)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = self.settings.login_timeout;
+        let attempt = async {
+            let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+                .await
+                .ok()?;
+            let frame = loop {
+                match ws.next().await? {
+                    Ok(Message::Text(t)) => break t,
+                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                    _ => return None,
+                }
+            };
+            let envelope = Envelope::decode(&frame).ok()?;
+            let Pdu::Login(login) = envelope.pdu else {
+                return None;
+            };
+            Some((ws, envelope.id, login))
+        };
+        let (mut ws, login_id, login) = tokio::time::timeout(deadline, attempt).await.ok()??;
+        let Some(device) = self.authenticate(&login).await else {
+            self.throttle.failed(peer.ip());
+            let who = login
+                .device_id
+                .clone()
+                .or(login.sn.clone())
+                .unwrap_or_default();
+            self.record(
+                &who,
+                "device.login_refused",
+                &who,
+                401,
+                format!("from {}", peer.ip()),
+            )
+            .await;
+            return None;
+        };
+        self.throttle.succeeded(peer.ip());
+        let status_version = self.sessions.status(device).map_or(0, |h| h.version);
+        let ok = Pdu::LoginOk(LoginOk {
+            device_id: device.to_string(),
+            heartbeat_interval_s: u32::try_from(self.settings.heartbeat_interval.as_secs())
+                .unwrap_or(u32::MAX),
+            missed_limit: self.settings.missed_limit,
+            status_version,
+        });
+        send(&mut ws, login_id, ok).await.ok()?;
+        Some((ws, device))
+    }
+
+    async fn authenticate(&self, login: &Login) -> Option<i64> {
+        let query = match (&login.device_id, &login.sn, &login.model) {
+            (Some(id), _, _) => {
+                let id = shared_proto::id::parse_id("device_id", id).ok()?;
+                devices::Entity::find_by_id(id)
+            }
+            (None, Some(sn), Some(model)) => devices::Entity::find()
+                .filter(devices::Column::LiveKey.eq(devices::live_key(model, sn))),
+            _ => return None,
+        };
+        let device = query
+            .filter(devices::Column::Deleted.eq(false))
+            .one(&self.node.db)
+            .await
+            .ok()??;
+        credentials::verify_secret(&login.secret, &device.secret_hash).then_some(device.id)
+    }
+
+    async fn session<S>(&self, mut ws: WebSocketStream<S>, device: i64)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let serial = self.sessions.serial.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        let old = self.sessions.live.insert(
+            device,
+            Live {
+                serial,
+                close: close.clone(),
+            },
+        );
+        if let Some(old) = old {
+            old.close.notify_one();
+        }
+        self.record(
+            &format!("device:{device}"),
+            "device.online",
+            &device.to_string(),
+            200,
+            String::new(),
+        )
+        .await;
+
+        let interval = self.settings.heartbeat_interval;
+        let silence_limit = interval * self.settings.missed_limit;
+        let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut last_heard = Instant::now();
+        let mut next_id: u64 = 2;
+        let mut bad = 0;
+        let end = loop {
+            tokio::select! {
+                () = close.notified() => break End::Replaced,
+                _ = tick.tick() => {
+                    if last_heard.elapsed() >= silence_limit {
+                        break End::HeartbeatLost;
+                    }
+                    next_id += 1;
+                    let ping = Pdu::Ping(shared_proto::southbound::Ping { sent_ms: fleet_store::now_ms() });
+                    if send(&mut ws, next_id, ping).await.is_err() {
+                        break End::Closed;
+                    }
+                }
+                frame = ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            last_heard = Instant::now();
+                            continue;
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            last_heard = Instant::now();
+                            bad += 1;
+                            let e = DecodeError { code: ErrorCode::Malformed, message: "frames are JSON text".into(), id: None };
+                            next_id += 1;
+                            if send(&mut ws, next_id, e.to_pdu()).await.is_err() || bad > MAX_BAD_FRAMES {
+                                break End::TooManyBadFrames;
+                            }
+                            continue;
+                        }
+                        _ => break End::Closed,
+                    };
+                    last_heard = Instant::now();
+                    next_id += 1;
+                    let reply = match Envelope::decode(&text) {
+                        Err(e) => {
+                            bad += 1;
+                            Some(e.to_pdu())
+                        }
+                        Ok(env) => self.handle(device, env),
+                    };
+                    if let Some(pdu) = reply {
+                        if send(&mut ws, next_id, pdu).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    if bad > MAX_BAD_FRAMES {
+                        break End::TooManyBadFrames;
+                    }
+                }
+            }
+        };
+        let _ = ws.close(None).await;
+        let ours = self
+            .sessions
+            .live
+            .remove_if(&device, |_, live| live.serial == serial)
+            .is_some();
+        if ours {
+            self.record(
+                &format!("device:{device}"),
+                "device.offline",
+                &device.to_string(),
+                200,
+                end.reason().into(),
+            )
+            .await;
+        }
+        tracing::debug!(device, reason = end.reason(), "session ended");
+    }
+
+    /// The answer to one decoded frame, if any.
+    fn handle(&self, device: i64, env: Envelope) -> Option<Pdu> {
+        let refuse = |message: &str| {
+            Some(Pdu::Error(ErrorPdu {
+                code: ErrorCode::BadRequest,
+                message: message.into(),
+                in_reply_to: Some(env.id),
+            }))
+        };
+        match env.pdu {
+            Pdu::Ping(p) => Some(Pdu::Pong(p)),
+            Pdu::Pong(_) => None,
+            Pdu::StatusReport(report) => Some(self.status(device, report)),
+            Pdu::Login(_) => refuse("already logged in"),
+            Pdu::ConfigApplied(_) | Pdu::CommandProgress(_) | Pdu::CommandResult(_) => {
+                refuse("nothing is pending for this device")
+            }
+            Pdu::LoginOk(_)
+            | Pdu::StatusAck(_)
+            | Pdu::StatusResync(_)
+            | Pdu::DesiredConfig(_)
+            | Pdu::Command(_) => refuse("devices do not send this message type"),
+            Pdu::Error(e) => {
+                tracing::debug!(device, code = ?e.code, message = %e.message, "device reported an error");
+                None
+            }
+        }
+    }
+
+    /// Applies a full report, or a diff on the version the edge holds.
+    fn status(&self, device: i64, report: StatusReport) -> Pdu {
+        let mut held = self.sessions.statuses.entry(device).or_default();
+        let applies = report.full || report.base_version == Some(held.version);
+        if !applies {
+            return Pdu::StatusResync(StatusResync {
+                have_version: held.version,
+            });
+        }
+        if report.full {
+            held.status = report.status;
+        } else {
+            held.status.merge(report.status);
+        }
+        held.version = report.version;
+        Pdu::StatusAck(StatusAck {
+            version: report.version,
+        })
+    }
+
+    async fn record(&self, actor: &str, action: &str, target: &str, status: u16, detail: String) {
+        let event = NewEvent {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target_type: "devices".into(),
+            target_id: target.to_string(),
+            status,
+            detail,
+        };
+        let result = async {
+            let (_turn, txn) = self.node.write().await?;
+            events::record(&txn, &self.node.replica, event).await?;
+            txn.commit().await
+        };
+        if let Err(e) = result.await {
+            tracing::error!(error = %e, "recording a device event failed");
+        }
+    }
+}
+
+async fn send<S>(
+    ws: &mut WebSocketStream<S>,
+    id: u64,
+    pdu: Pdu,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.send(Message::Text(Envelope::new(id, pdu).encode().into()))
+        .await
+}
