@@ -28,6 +28,7 @@ impl Application {
             routes: move |cfg: &mut web::ServiceConfig| routes(cfg, import_limit),
             home_edges: HomeEdges::Registry,
             presence: None,
+            dispatch: None,
         };
         server::build(&settings.node, service).await
     }

@@ -13,20 +13,22 @@ use std::time::Duration;
 
 use actix_web::web;
 use dashmap::DashMap;
+use fleet_store::commands::{self, State};
 use fleet_store::{credentials, devices};
 use futures_util::{SinkExt, StreamExt};
+use operator_api::commands::{advance, Dispatch};
 use operator_api::devices::Presence;
 use operator_api::events::{self, NewEvent};
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
-    DecodeError, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Pdu, Status, StatusAck,
-    StatusReport, StatusResync, MAX_FRAME_BYTES,
+    Command, DecodeError, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Outcome, Pdu, Status,
+    StatusAck, StatusReport, StatusResync, MAX_FRAME_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -54,6 +56,7 @@ pub struct Sessions {
 struct Live {
     serial: u64,
     close: Arc<Notify>,
+    outbox: mpsc::Sender<commands::Model>,
 }
 
 /// The status the edge holds for a device, with its version.
@@ -67,6 +70,24 @@ impl Presence for Sessions {
     fn is_online(&self, device: i64) -> bool {
         self.live.contains_key(&device)
     }
+}
+
+impl Dispatch for Sessions {
+    fn offer(&self, command: &commands::Model) -> bool {
+        self.live
+            .get(&command.device_id)
+            .is_some_and(|live| live.outbox.try_send(command.clone()).is_ok())
+    }
+}
+
+/// The PDU that delivers a stored command.
+fn command_pdu(c: &commands::Model) -> Option<Pdu> {
+    Some(Pdu::Command(Command {
+        command_id: c.id.to_string(),
+        name: serde_json::from_value(serde_json::Value::String(c.name.clone())).ok()?,
+        args: serde_json::from_str(&c.args).unwrap_or_default(),
+        deadline_ms: c.deadline_at,
+    }))
 }
 
 impl Sessions {
@@ -251,11 +272,13 @@ impl Hub {
     {
         let serial = self.sessions.serial.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
+        let (outbox, mut commands_in) = mpsc::channel(16);
         let old = self.sessions.live.insert(
             device,
             Live {
                 serial,
                 close: close.clone(),
+                outbox,
             },
         );
         if let Some(old) = old {
@@ -276,9 +299,21 @@ impl Hub {
         let mut last_heard = Instant::now();
         let mut next_id: u64 = 2;
         let mut bad = 0;
+        for command in self.pending(device).await {
+            next_id += 1;
+            if self.deliver(&mut ws, next_id, &command).await.is_err() {
+                break;
+            }
+        }
         let end = loop {
             tokio::select! {
                 () = close.notified() => break End::Replaced,
+                Some(command) = commands_in.recv() => {
+                    next_id += 1;
+                    if self.deliver(&mut ws, next_id, &command).await.is_err() {
+                        break End::Closed;
+                    }
+                }
                 _ = tick.tick() => {
                     if last_heard.elapsed() >= silence_limit {
                         break End::HeartbeatLost;
@@ -315,7 +350,7 @@ impl Hub {
                             bad += 1;
                             Some(e.to_pdu())
                         }
-                        Ok(env) => self.handle(device, env),
+                        Ok(env) => self.handle(device, env).await,
                     };
                     if let Some(pdu) = reply {
                         if send(&mut ws, next_id, pdu).await.is_err() {
@@ -348,7 +383,7 @@ impl Hub {
     }
 
     /// The answer to one decoded frame, if any.
-    fn handle(&self, device: i64, env: Envelope) -> Option<Pdu> {
+    async fn handle(&self, device: i64, env: Envelope) -> Option<Pdu> {
         let refuse = |message: &str| {
             Some(Pdu::Error(ErrorPdu {
                 code: ErrorCode::BadRequest,
@@ -361,9 +396,39 @@ impl Hub {
             Pdu::Pong(_) => None,
             Pdu::StatusReport(report) => Some(self.status(device, report)),
             Pdu::Login(_) => refuse("already logged in"),
-            Pdu::ConfigApplied(_) | Pdu::CommandProgress(_) | Pdu::CommandResult(_) => {
-                refuse("nothing is pending for this device")
+            Pdu::CommandProgress(p) => {
+                let reply = self
+                    .command_moved(
+                        device,
+                        &p.command_id,
+                        State::Running,
+                        Some(i32::from(p.progress)),
+                        None,
+                    )
+                    .await;
+                reply.map(|m| error_pdu(ErrorCode::BadRequest, m, env.id))
             }
+            Pdu::CommandResult(r) => {
+                let state = match r.outcome {
+                    Outcome::Succeeded => State::Succeeded,
+                    Outcome::Failed | Outcome::Rejected => State::Failed,
+                    Outcome::TimedOut => State::TimedOut,
+                    Outcome::Expired => State::Expired,
+                };
+                let result = serde_json::json!({
+                    "outcome": r.outcome,
+                    "exit_code": r.exit_code,
+                    "output": r.output,
+                    "truncated": r.truncated,
+                    "error": r.error,
+                    "data": r.data,
+                });
+                let reply = self
+                    .command_moved(device, &r.command_id, state, None, Some(result))
+                    .await;
+                reply.map(|m| error_pdu(ErrorCode::BadRequest, m, env.id))
+            }
+            Pdu::ConfigApplied(_) => refuse("no configuration is pending for this device"),
             Pdu::LoginOk(_)
             | Pdu::StatusAck(_)
             | Pdu::StatusResync(_)
@@ -372,6 +437,116 @@ impl Hub {
             Pdu::Error(e) => {
                 tracing::debug!(device, code = ?e.code, message = %e.message, "device reported an error");
                 None
+            }
+        }
+    }
+
+    /// Commands waiting for this device; those past their deadline expire instead.
+    async fn pending(&self, device: i64) -> Vec<commands::Model> {
+        let waiting = commands::Entity::find()
+            .filter(commands::Column::DeviceId.eq(device))
+            .filter(commands::Column::State.is_in([State::Queued.as_str(), State::Sent.as_str()]))
+            .filter(commands::Column::Deleted.eq(false))
+            .order_by_asc(commands::Column::Id)
+            .all(&self.node.db)
+            .await
+            .unwrap_or_default();
+        let now = fleet_store::now_ms();
+        let mut live = Vec::with_capacity(waiting.len());
+        for c in waiting {
+            if c.deadline_at <= now {
+                let _ = advance(&self.node, c.id, State::Expired, None, None).await;
+            } else {
+                live.push(c);
+            }
+        }
+        live
+    }
+
+    async fn deliver<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        id: u64,
+        command: &commands::Model,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(pdu) = command_pdu(command) else {
+            let _ = advance(
+                &self.node,
+                command.id,
+                State::Failed,
+                None,
+                Some(serde_json::json!({"error": "unknown command name"})),
+            )
+            .await;
+            return Ok(());
+        };
+        send(ws, id, pdu).await?;
+        if let Err(e) = advance(&self.node, command.id, State::Sent, None, None).await {
+            tracing::error!(error = %e, command = command.id, "marking a command sent failed");
+        }
+        Ok(())
+    }
+
+    /// Records a device's word on a command; `Some(message)` when it cannot apply.
+    async fn command_moved(
+        &self,
+        device: i64,
+        command_id: &str,
+        state: State,
+        progress: Option<i32>,
+        result: Option<serde_json::Value>,
+    ) -> Option<String> {
+        let Ok(id) = command_id.parse::<i64>() else {
+            return Some(format!("unknown command {command_id:?}"));
+        };
+        match commands::Entity::find_by_id(id).one(&self.node.db).await {
+            Ok(Some(c)) if c.device_id == device => {}
+            Ok(_) => return Some(format!("unknown command {command_id:?}")),
+            Err(e) => return Some(format!("could not look the command up: {e}")),
+        }
+        // A report that would move a finished command back is a late duplicate: ignore it.
+        if let Err(e) = advance(&self.node, id, state, progress, result).await {
+            tracing::error!(error = %e, command = id, "recording command progress failed");
+        }
+        None
+    }
+
+    /// Expires commands nobody picked up in time and times out those that never
+    /// reported back. Runs until the process ends.
+    pub async fn sweep(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = fleet_store::now_ms();
+            let stale = commands::Entity::find()
+                .filter(commands::Column::State.is_in([
+                    State::Queued.as_str(),
+                    State::Sent.as_str(),
+                    State::Running.as_str(),
+                ]))
+                .filter(commands::Column::DeadlineAt.lt(now))
+                .filter(commands::Column::Deleted.eq(false))
+                .all(&self.node.db)
+                .await
+                .unwrap_or_default();
+            for c in stale {
+                let state = match State::parse(&c.state) {
+                    Some(State::Running)
+                        if c.deadline_at
+                            .saturating_add(c.timeout_s.saturating_mul(1000))
+                            < now =>
+                    {
+                        State::TimedOut
+                    }
+                    Some(State::Running) => continue,
+                    _ => State::Expired,
+                };
+                if let Err(e) = advance(&self.node, c.id, state, None, None).await {
+                    tracing::error!(error = %e, command = c.id, "expiring a command failed");
+                }
             }
         }
     }
@@ -414,6 +589,14 @@ impl Hub {
             tracing::error!(error = %e, "recording a device event failed");
         }
     }
+}
+
+fn error_pdu(code: ErrorCode, message: String, in_reply_to: u64) -> Pdu {
+    Pdu::Error(ErrorPdu {
+        code,
+        message,
+        in_reply_to: Some(in_reply_to),
+    })
 }
 
 async fn send<S>(

@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document of an edge's site API, generated from the handlers.
 
-use operator_api::{auth, devices, events, health, metrics, users};
+use operator_api::{auth, commands, devices, events, health, metrics, users};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -17,6 +17,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         users::groups, users::add_groups, users::replace_groups, users::remove_groups,
         devices::list, devices::create, devices::get, devices::update, devices::delete,
         devices::rotate_secret, devices::groups_of, devices::join_groups, devices::leave_groups,
+        commands::create, commands::list, commands::get, commands::cancel,
         events::list,
         health::healthz, health::readyz, metrics::scrape,
     ),
@@ -25,7 +26,8 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         (name = "users", description = "Site accounts (admin)"),
         (name = "devices", description = "The devices of this site"),
         (name = "memberships", description = "Group membership of a device"),
-        (name = "events", description = "Audit events"),
+        (name = "commands", description = "Commands to devices: sent at once to a connected device, queued for one that is away, expired past their deadline"),
+        (name = "events", description = "Audit and device events"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

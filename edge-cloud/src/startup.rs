@@ -2,9 +2,11 @@
 //! routes. Standalone (until it joins a center) its devices have no home edge id.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
+use operator_api::commands;
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::tls;
@@ -36,10 +38,12 @@ impl Application {
             tables,
             openapi: openapi::document(),
             routes: |cfg: &mut web::ServiceConfig| {
-                cfg.configure(devices::configure);
+                cfg.configure(devices::configure)
+                    .configure(commands::configure);
             },
             home_edges: HomeEdges::Fixed(None),
             presence: Some(sessions.clone()),
+            dispatch: Some(sessions.clone()),
         };
         let served = server::build(&settings.node, service).await?;
         let listener = tokio::net::TcpListener::bind(settings.device_listen)
@@ -65,6 +69,7 @@ impl Application {
             settings.hub.clone(),
             tls,
         ));
+        tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
         tokio::spawn(hub.serve(listener));
         Ok(Edge {
             served,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod commands;
 pub mod devices;
 pub mod docs;
 pub mod error;

@@ -6,9 +6,10 @@ use fleet_store::Replica;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{broadcast, Mutex, OwnedMutexGuard};
 
 use crate::auth::Tokens;
+use crate::commands::Dispatch;
 use crate::devices::{HomeEdges, Presence};
 use crate::metrics::Metrics;
 use crate::throttle::LoginThrottle;
@@ -22,6 +23,10 @@ pub struct Node {
     pub home_edges: HomeEdges,
     /// Who is connected, where this node holds device connections.
     pub presence: Option<Arc<dyn Presence>>,
+    /// Where new commands go, where this node holds (or reaches) device connections.
+    pub dispatch: Option<Arc<dyn Dispatch>>,
+    /// Announces the id of every command that reached a final state.
+    pub finished: broadcast::Sender<i64>,
     /// SQLite has one writer at a time, and a transaction that reads before it writes
     /// fails at once with "database is locked" instead of waiting when another writer
     /// holds the lock. Queueing write transactions here turns that into waiting.
@@ -46,6 +51,8 @@ impl Node {
             login_throttle: LoginThrottle::default(),
             home_edges: HomeEdges::Registry,
             presence: None,
+            dispatch: None,
+            finished: broadcast::channel(1024).0,
             write_queue,
         }
     }

@@ -48,6 +48,7 @@ pub struct Service<R> {
     pub routes: R,
     pub home_edges: crate::devices::HomeEdges,
     pub presence: Option<std::sync::Arc<dyn crate::devices::Presence>>,
+    pub dispatch: Option<std::sync::Arc<dyn crate::commands::Dispatch>>,
 }
 
 /// A node bound to its port, ready to run.
@@ -104,6 +105,7 @@ where
     );
     node.home_edges = service.home_edges;
     node.presence = service.presence;
+    node.dispatch = service.dispatch;
     let node = web::Data::new(node);
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;

@@ -1,3 +1,4 @@
+mod commands;
 mod helpers;
 mod hub;
 mod site;

@@ -1,0 +1,241 @@
+//! Commands through the site API to devices on the hub, end to end.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shared_proto::southbound::{CommandProgress, CommandResult, Outcome, Pdu, Ping};
+
+use crate::helpers::*;
+
+async fn registered(edge: &TestEdge, sn: &str) -> (String, String) {
+    let d = edge.api.device("gw", sn).await;
+    (
+        d["id"].as_str().expect("id").to_string(),
+        d["secret"].as_str().expect("secret").to_string(),
+    )
+}
+
+/// Plays a device that answers every command it gets, once, with "done <name>".
+async fn answer_commands(mut device: DeviceClient) {
+    while let Some(env) = device.recv().await {
+        if let Pdu::Command(c) = env.pdu {
+            device
+                .send(Pdu::CommandProgress(CommandProgress {
+                    command_id: c.command_id.clone(),
+                    progress: 0,
+                    message: String::new(),
+                }))
+                .await;
+            device
+                .send(Pdu::CommandResult(CommandResult {
+                    command_id: c.command_id,
+                    outcome: Outcome::Succeeded,
+                    exit_code: Some(0),
+                    output: format!("done {:?}", c.name),
+                    truncated: false,
+                    error: None,
+                    data: serde_json::Value::Null,
+                }))
+                .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_command_to_a_connected_device_waits_for_its_result() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    tokio::spawn(answer_commands(device));
+    let (status, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "get_status", "timeout_s": 10, "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let c = &body["data"];
+    assert_eq!(c["state"], "succeeded");
+    assert_eq!(c["progress"], 100);
+    assert_eq!(c["result"]["exit_code"], 0);
+    assert_eq!(c["result"]["output"], "done GetStatus");
+    let (_, listed) = edge
+        .api
+        .get(&format!("/api/v1/devices/{id}/commands"))
+        .await;
+    assert_eq!(listed["data"]["total"], 1);
+    let (status, one) = edge
+        .api
+        .get(&format!(
+            "/api/v1/commands/{}",
+            c["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(
+        (status, one["data"]["state"].clone()),
+        (200, json!("succeeded"))
+    );
+}
+
+#[tokio::test]
+async fn without_wait_the_command_id_comes_back_at_once() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let (status, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "reboot"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::Command(c)) => assert_eq!(c.command_id, command),
+        other => panic!("expected the command, got {other:?}"),
+    }
+    let mut sent = false;
+    for _ in 0..50 {
+        let (_, body) = edge.api.get(&format!("/api/v1/commands/{command}")).await;
+        if body["data"]["state"] == "sent" {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent, "delivered commands are marked sent");
+}
+
+#[tokio::test]
+async fn a_queued_command_is_delivered_when_the_device_returns() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (status, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "exec", "args": {"script": "uptime"}, "timeout_s": 60}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["data"]["state"].clone()),
+        (202, json!("queued"))
+    );
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::Command(c)) => {
+            assert_eq!(c.command_id, command);
+            assert_eq!(c.args, json!({"script": "uptime"}));
+        }
+        other => panic!("expected the queued command, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_expired_command_is_never_delivered() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (_, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "reboot", "timeout_s": 1}),
+        )
+        .await;
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    device.send(Pdu::Ping(Ping { sent_ms: 5 })).await;
+    assert_eq!(
+        device.recv().await.map(|e| e.pdu),
+        Some(Pdu::Pong(Ping { sent_ms: 5 })),
+        "no command came first"
+    );
+    let (_, body) = edge.api.get(&format!("/api/v1/commands/{command}")).await;
+    assert_eq!(body["data"]["state"], "expired");
+}
+
+#[tokio::test]
+async fn a_late_or_repeated_result_does_not_move_a_finished_command() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let (_, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "reboot"}),
+        )
+        .await;
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let _ = device.recv().await;
+    let result = |outcome| {
+        Pdu::CommandResult(CommandResult {
+            command_id: command.clone(),
+            outcome,
+            exit_code: None,
+            output: String::new(),
+            truncated: false,
+            error: None,
+            data: serde_json::Value::Null,
+        })
+    };
+    device.send(result(Outcome::Succeeded)).await;
+    device.send(result(Outcome::Failed)).await;
+    device
+        .send(Pdu::CommandProgress(CommandProgress {
+            command_id: command.clone(),
+            progress: 10,
+            message: String::new(),
+        }))
+        .await;
+    device.send(Pdu::Ping(Ping { sent_ms: 1 })).await;
+    let _ = device.recv().await;
+    let (_, body) = edge.api.get(&format!("/api/v1/commands/{command}")).await;
+    assert_eq!(body["data"]["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn cancel_and_bad_requests() {
+    let edge = spawn_edge().await;
+    let (id, _) = registered(&edge, "SN-1").await;
+    let path = format!("/api/v1/devices/{id}/commands");
+    for (body, field) in [
+        (json!({"name": "format_disk"}), "name"),
+        (json!({"name": "reboot", "timeout_s": 0}), "timeout_s"),
+        (json!({"name": "exec", "args": [1]}), "args"),
+        (json!({"args": {}}), "name"),
+    ] {
+        let (status, answer) = edge.api.post(&path, body).await;
+        assert_error(status, &answer, 400, "INVALID_ARGUMENT", Some(field));
+    }
+    let (status, answer) = edge
+        .api
+        .post("/api/v1/devices/123/commands", json!({"name": "reboot"}))
+        .await;
+    assert_error(status, &answer, 404, "NOT_FOUND", None);
+    let (_, listed) = edge.api.get(&path).await;
+    assert_eq!(
+        listed["data"]["total"], 0,
+        "refused requests created nothing"
+    );
+
+    let (_, body) = edge.api.post(&path, json!({"name": "reboot"})).await;
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let (status, body) = edge
+        .api
+        .post(&format!("/api/v1/commands/{command}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["data"]["state"].clone()),
+        (200, json!("cancelled"))
+    );
+    let (status, body) = edge
+        .api
+        .post(&format!("/api/v1/commands/{command}/cancel"), json!({}))
+        .await;
+    assert_error(status, &body, 409, "FAILED_PRECONDITION", None);
+}

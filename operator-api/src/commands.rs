@@ -1,0 +1,343 @@
+//! Commands to devices, as every node's API offers them: create (return at once, or
+//! wait for the result up to the command's timeout), read, list, cancel. Whatever
+//! holds the device connections (an edge's hub; at the center, the edge link) plugs
+//! in as [`Dispatch`] and reports progress through [`advance`].
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_store::commands::{self, State};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use shared_proto::id::parse_id;
+use shared_proto::southbound::CommandName;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::devices::visible;
+use crate::reply::{PageRequest, Paged};
+use crate::{input, reply, ApiError, Caller, Node};
+
+/// Hands a new command to whatever holds the device's connection. Returns whether a
+/// live session took it; if not, it stays queued until the device returns.
+pub trait Dispatch: Send + Sync {
+    fn offer(&self, command: &commands::Model) -> bool;
+}
+
+pub const MAX_TIMEOUT_S: u64 = 86_400;
+const MAX_ARGS_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CommandRequest {
+    #[schema(value_type = String, example = "exec")]
+    pub name: CommandName,
+    /// Arguments of the command (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args: Option<serde_json::Value>,
+    /// Seconds the command may wait for delivery, and then run [default: 60].
+    pub timeout_s: Option<u64>,
+    /// Wait for the result (up to `timeout_s`) instead of answering at once.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Command {
+    pub id: String,
+    pub device_id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+    /// queued, sent, running, succeeded, failed, timed_out, expired or cancelled.
+    pub state: String,
+    pub progress: i32,
+    /// `{exit_code, output, truncated, error, data}` once the device answered.
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
+    pub timeout_s: i64,
+    /// Not delivered by this time (ms since the epoch), it expires.
+    pub deadline_at: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<commands::Model> for Command {
+    fn from(m: commands::Model) -> Self {
+        Self {
+            id: m.id.to_string(),
+            device_id: m.device_id.to_string(),
+            name: m.name,
+            args: serde_json::from_str(&m.args).unwrap_or_default(),
+            state: m.state,
+            progress: m.progress,
+            result: m
+                .result
+                .and_then(|r| serde_json::from_str(&r).ok())
+                .unwrap_or_default(),
+            timeout_s: m.timeout_s,
+            deadline_at: m.deadline_at,
+            created_by: m.created_by,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+fn name_of(name: CommandName) -> String {
+    serde_json::to_value(name)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Moves a command forward (never back) and announces it when it finished. Returns
+/// the saved command, or `None` when the move was not allowed or it does not exist.
+pub async fn advance(
+    node: &Node,
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+) -> Result<Option<commands::Model>, sea_orm::DbErr> {
+    let (_turn, txn) = node.write().await?;
+    let Some(old) = commands::Entity::find_by_id(id).one(&txn).await? else {
+        return Ok(None);
+    };
+    let current = State::parse(&old.state).unwrap_or(State::Queued);
+    if !current.may_become(state) {
+        return Ok(None);
+    }
+    let mut new = old.clone();
+    new.state = state.as_str().to_string();
+    if let Some(p) = progress {
+        new.progress = p.clamp(0, 100);
+    }
+    if state == State::Succeeded {
+        new.progress = 100;
+    }
+    if let Some(r) = result {
+        new.result = Some(r.to_string());
+    }
+    new.updated_at = fleet_store::now_ms();
+    let saved = node.replica.update(&txn, &old, new).await?;
+    txn.commit().await?;
+    if state.is_final() {
+        let _ = node.finished.send(id);
+    }
+    Ok(Some(saved))
+}
+
+async fn visible_command<C: ConnectionTrait>(
+    db: &C,
+    caller: &Caller,
+    id: i64,
+) -> Result<commands::Model, ApiError> {
+    let command = commands::Entity::find_by_id(id)
+        .filter(commands::Column::Deleted.eq(false))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no command with id {id}")))?;
+    visible(db, caller, command.device_id)
+        .await
+        .map_err(|_| ApiError::not_found(format!("no command with id {id}")))?;
+    Ok(command)
+}
+
+/// Send a command to a device; with `wait`, answer when it finished (200) or its
+/// timeout passed (202, still under way).
+#[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "commands", request_body = CommandRequest,
+    params(("id" = String, Path, description = "Device id")), security(("bearer" = [])),
+    responses((status = 200, description = "Finished", body = Command),
+              (status = 202, description = "Accepted, not finished yet", body = Command)))]
+pub async fn create(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let device = parse_id("id", &path)?;
+    let req: CommandRequest = input::json(&body)?;
+    let timeout_s = req.timeout_s.unwrap_or(60);
+    if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+        return Err(ApiError::invalid(
+            "timeout_s",
+            format!("must be 1 to {MAX_TIMEOUT_S}"),
+        ));
+    }
+    let args = req.args.unwrap_or_else(|| serde_json::json!({}));
+    if !args.is_object() {
+        return Err(ApiError::invalid("args", "must be a JSON object"));
+    }
+    let args = args.to_string();
+    if args.len() > MAX_ARGS_BYTES {
+        return Err(ApiError::invalid(
+            "args",
+            format!("must be at most {MAX_ARGS_BYTES} bytes"),
+        ));
+    }
+    let mut finished = node.finished.subscribe();
+    let (_turn, txn) = node.write().await?;
+    visible(&txn, &caller, device).await?;
+    let now = fleet_store::now_ms();
+    let timeout_ms = i64::try_from(timeout_s * 1000).unwrap_or(i64::MAX);
+    let row = commands::Model {
+        id: node.replica.new_id(),
+        device_id: device,
+        batch_id: None,
+        name: name_of(req.name),
+        args,
+        state: State::Queued.as_str().into(),
+        progress: 0,
+        timeout_s: i64::try_from(timeout_s).unwrap_or(i64::MAX),
+        deadline_at: now.saturating_add(timeout_ms),
+        result: None,
+        created_by: caller.username.clone(),
+        created_at: now,
+        updated_at: now,
+        hlc: 0,
+        origin: 0,
+        deleted: false,
+        field_stamps: String::new(),
+    };
+    let saved = node.replica.insert(&txn, row).await?;
+    txn.commit().await?;
+    drop(_turn);
+    if let Some(dispatch) = &node.dispatch {
+        dispatch.offer(&saved);
+    }
+    let id = saved.id;
+    if req.wait {
+        let wait = async {
+            loop {
+                match finished.recv().await {
+                    Ok(done) if done == id => break,
+                    Ok(_) => {}
+                    // Missed announcements: look at the row instead.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let now = commands::Entity::find_by_id(id).one(&node.db).await;
+                        if let Ok(Some(c)) = now {
+                            if State::parse(&c.state).is_some_and(State::is_final) {
+                                break;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(timeout_s), wait).await;
+    }
+    let current = commands::Entity::find_by_id(id)
+        .one(&node.db)
+        .await?
+        .unwrap_or(saved);
+    let done = State::parse(&current.state).is_some_and(State::is_final);
+    let status = if done {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = reply::with_status(
+        status,
+        if done { "finished" } else { "accepted" },
+        Command::from(current),
+    );
+    response
+        .extensions_mut()
+        .insert(crate::audit::AuditTarget(id.to_string()));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CommandFilter {
+    /// Only commands in this state.
+    pub state: Option<String>,
+    pub page: Option<u64>,
+    pub per_page: Option<u64>,
+}
+
+/// A device's commands, newest first.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "Device id"), CommandFilter), security(("bearer" = [])),
+    responses((status = 200, description = "A page of commands", body = inline(Paged<Command>))))]
+pub async fn list(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let device = parse_id("id", &path)?;
+    let f: CommandFilter = input::query(&req)?;
+    let page = PageRequest::new(f.page, f.per_page)?;
+    visible(&node.db, &caller, device).await?;
+    let mut q = commands::Entity::find()
+        .filter(commands::Column::DeviceId.eq(device))
+        .filter(commands::Column::Deleted.eq(false));
+    if let Some(s) = f.state {
+        let state =
+            State::parse(&s).ok_or_else(|| ApiError::invalid("state", "is not a command state"))?;
+        q = q.filter(commands::Column::State.eq(state.as_str()));
+    }
+    let total = crate::reply::count(&node.db, q.clone()).await?;
+    let rows = q
+        .order_by_desc(commands::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(&node.db)
+        .await?;
+    Ok(reply::ok(page.wrap(
+        rows.into_iter().map(Command::from).collect(),
+        total,
+    )))
+}
+
+/// One command.
+#[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "Command id")), security(("bearer" = [])),
+    responses((status = 200, description = "The command", body = Command)))]
+pub async fn get(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id("id", &path)?;
+    Ok(reply::ok(Command::from(
+        visible_command(&node.db, &caller, id).await?,
+    )))
+}
+
+/// Cancel a command that has not finished. A command already running on the device
+/// is marked cancelled here; its late result is ignored.
+#[utoipa::path(post, path = "/api/v1/commands/{id}/cancel", tag = "commands",
+    params(("id" = String, Path, description = "Command id")), security(("bearer" = [])),
+    responses((status = 200, description = "Cancelled", body = Command),
+              (status = 409, description = "Already finished")))]
+pub async fn cancel(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let id = parse_id("id", &path)?;
+    let command = visible_command(&node.db, &caller, id).await?;
+    match advance(&node, command.id, State::Cancelled, None, None).await? {
+        Some(saved) => Ok(reply::ok(Command::from(saved))),
+        None => Err(ApiError::FailedPrecondition(format!(
+            "command {id} has already finished"
+        ))),
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/devices/{id}/commands")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(web::resource("/api/v1/commands/{id}").route(web::get().to(get)))
+    .service(web::resource("/api/v1/commands/{id}/cancel").route(web::post().to(cancel)));
+}
