@@ -106,6 +106,13 @@ CREATE TABLE `change_log` (
 );
 CREATE INDEX `idx-change_log-row_id` ON `change_log` (`row_id`);
 
+CREATE TABLE `device_status` (
+  `device_id` bigint NOT NULL PRIMARY KEY,
+  `version` bigint NOT NULL,
+  `status` text NOT NULL,
+  `updated_at` bigint NOT NULL
+);
+
 CREATE TABLE `events` (
   `id` bigint NOT NULL PRIMARY KEY,
   `at` bigint NOT NULL,

@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Seconds a new device connection has to log in [default: 10].
     #[arg(long)]
     pub login_timeout_s: Option<u64>,
+    /// Milliseconds between writes of changed device statuses to the database [default: 2000].
+    #[arg(long)]
+    pub status_flush_ms: Option<u64>,
 }
 
 /// The resolved settings of an edge.
@@ -71,6 +74,8 @@ pub struct Settings {
     pub node: NodeSettings,
     pub device_listen: SocketAddr,
     pub hub: HubSettings,
+    /// How often changed device statuses are written, as one batch.
+    pub status_flush: Duration,
 }
 
 impl Settings {
@@ -83,6 +88,7 @@ impl Settings {
                 missed_limit: 3,
                 login_timeout: Duration::from_secs(10),
             },
+            status_flush: Duration::from_secs(2),
         }
     }
 
@@ -111,6 +117,9 @@ impl Settings {
         }
         if let Some(v) = args.missed_heartbeats.or(file.missed_heartbeats) {
             out.hub.missed_limit = v.max(1);
+        }
+        if let Some(v) = args.status_flush_ms.or(file.status_flush_ms) {
+            out.status_flush = Duration::from_millis(v.max(10));
         }
         if let Some(v) = args.login_timeout_s.or(file.login_timeout_s) {
             out.hub.login_timeout = Duration::from_secs(v.max(1));

@@ -6,6 +6,7 @@
 //! Who is connected lives in memory (device id -> session); heartbeats never touch
 //! the database. Only logins, refusals and disconnects are recorded, as events.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use actix_web::web;
 use dashmap::DashMap;
 use fleet_store::commands::{self, State};
-use fleet_store::{credentials, devices};
+use fleet_store::{credentials, device_status, devices};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::commands::{advance, Dispatch};
 use operator_api::devices::Presence;
@@ -50,6 +51,8 @@ pub struct HubSettings {
 pub struct Sessions {
     live: DashMap<i64, Live>,
     statuses: DashMap<i64, Held>,
+    /// Devices whose status changed since the last write to the database.
+    dirty: std::sync::Mutex<HashSet<i64>>,
     serial: AtomicU64,
 }
 
@@ -91,6 +94,21 @@ fn command_pdu(c: &commands::Model) -> Option<Pdu> {
 }
 
 impl Sessions {
+    /// Takes in the statuses stored in the database, so status versions survive a
+    /// restart of the edge.
+    pub async fn restore(&self, db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+        for row in device_status::Entity::find().all(db).await? {
+            self.statuses.insert(
+                row.device_id,
+                Held {
+                    version: u64::try_from(row.version).unwrap_or(0),
+                    status: serde_json::from_str(&row.status).unwrap_or_default(),
+                },
+            );
+        }
+        Ok(())
+    }
+
     pub fn online(&self) -> usize {
         self.live.len()
     }
@@ -514,6 +532,61 @@ impl Hub {
         None
     }
 
+    /// Writes the statuses that changed since the last call, in multi-row statements.
+    pub async fn flush_statuses(&self) -> Result<usize, sea_orm::DbErr> {
+        let dirty: Vec<i64> = std::mem::take(
+            &mut *self
+                .sessions
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        let now = fleet_store::now_ms();
+        let rows: Vec<device_status::Model> = dirty
+            .iter()
+            .filter_map(|id| {
+                let held = self.sessions.statuses.get(id)?;
+                Some(device_status::Model {
+                    device_id: *id,
+                    version: i64::try_from(held.version).unwrap_or(i64::MAX),
+                    status: serde_json::to_string(&held.status).unwrap_or_default(),
+                    updated_at: now,
+                })
+            })
+            .collect();
+        let written = rows.len();
+        for chunk in rows.chunks(500) {
+            let stored = async {
+                let (_turn, txn) = self.node.write().await?;
+                device_status::upsert_many(&txn, chunk.to_vec()).await?;
+                txn.commit().await
+            };
+            if let Err(e) = stored.await {
+                // Keep them dirty so the next round writes them.
+                self.sessions
+                    .dirty
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(dirty);
+                return Err(e);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes changed statuses every `every` until the process ends.
+    pub async fn persist(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.flush_statuses().await {
+                tracing::error!(error = %e, "writing device statuses failed; retrying next round");
+            }
+        }
+    }
+
     /// Expires commands nobody picked up in time and times out those that never
     /// reported back. Runs until the process ends.
     pub async fn sweep(self: Arc<Self>, every: Duration) {
@@ -566,6 +639,12 @@ impl Hub {
             held.status.merge(report.status);
         }
         held.version = report.version;
+        drop(held);
+        self.sessions
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device);
         Pdu::StatusAck(StatusAck {
             version: report.version,
         })

@@ -7,6 +7,7 @@ pub mod config;
 pub mod hub;
 pub mod openapi;
 pub mod startup;
+pub mod status;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -50,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
                 app.device_port
             )?;
             drop(out);
+            let hub = app.hub.clone();
             app.served.run_until_stopped().await.context("serving")?;
+            // The last statuses reported before the stop are not lost.
+            hub.flush_statuses()
+                .await
+                .context("writing the last device statuses")?;
             tracing::info!("edge stopped");
             Ok(())
         }

@@ -14,7 +14,7 @@ use sea_orm::DbBackend;
 
 use crate::config::Settings;
 use crate::hub::{Hub, Sessions};
-use crate::openapi;
+use crate::{openapi, status};
 
 /// Every table of an edge's database, in creation order.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
@@ -27,6 +27,7 @@ pub struct Edge {
     /// Port of the devices' WebSocket endpoint.
     pub device_port: u16,
     pub sessions: Arc<Sessions>,
+    pub hub: Arc<Hub>,
 }
 
 pub struct Application;
@@ -34,11 +35,14 @@ pub struct Application;
 impl Application {
     pub async fn build(settings: Settings) -> Result<Edge, StartupError> {
         let sessions = Arc::new(Sessions::default());
+        let site_sessions = web::Data::from(sessions.clone());
         let service = Service {
             tables,
             openapi: openapi::document(),
-            routes: |cfg: &mut web::ServiceConfig| {
-                cfg.configure(devices::configure)
+            routes: move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(site_sessions.clone())
+                    .route("/api/v1/devices/{id}/status", web::get().to(status::get))
+                    .configure(devices::configure)
                     .configure(commands::configure);
             },
             home_edges: HomeEdges::Fixed(None),
@@ -46,6 +50,7 @@ impl Application {
             dispatch: Some(sessions.clone()),
         };
         let served = server::build(&settings.node, service).await?;
+        sessions.restore(&served.node.db).await?;
         let listener = tokio::net::TcpListener::bind(settings.device_listen)
             .await
             .map_err(|source| StartupError::Io {
@@ -70,11 +75,13 @@ impl Application {
             tls,
         ));
         tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
-        tokio::spawn(hub.serve(listener));
+        tokio::spawn(hub.clone().persist(settings.status_flush));
+        tokio::spawn(hub.clone().serve(listener));
         Ok(Edge {
             served,
             device_port,
             sessions,
+            hub,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sea_orm::EntityTrait;
 use serde_json::json;
 use shared_proto::southbound::{ErrorCode, Login, Pdu, Ping, Status, StatusReport};
 
@@ -291,4 +292,54 @@ async fn a_device_that_stops_heartbeating_goes_offline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recorded, "an offline event names the reason");
+}
+
+#[tokio::test]
+async fn statuses_are_served_and_written_in_batches() {
+    let edge = spawn_edge_with(|s| s.status_flush = Duration::from_millis(50)).await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (_, body) = edge.api.get(&format!("/api/v1/devices/{id}/status")).await;
+    assert_eq!(
+        body["data"],
+        json!({"device_id": id, "online": false, "version": 0, "status": null})
+    );
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let status = Status {
+        cpu_percent: Some(12.5),
+        agent_version: Some("0.1.0".into()),
+        ..Default::default()
+    };
+    device
+        .send(Pdu::StatusReport(StatusReport {
+            version: 3,
+            full: true,
+            base_version: None,
+            status,
+        }))
+        .await;
+    let _ = device.recv().await;
+    let (_, body) = edge.api.get(&format!("/api/v1/devices/{id}/status")).await;
+    assert_eq!(body["data"]["online"], json!(true));
+    assert_eq!(body["data"]["version"], 3);
+    assert_eq!(body["data"]["status"]["cpu_percent"], 12.5);
+
+    let db = edge.api.db().await;
+    let device_id: i64 = id.parse().expect("id");
+    let mut stored = None;
+    for _ in 0..100 {
+        stored = fleet_store::device_status::Entity::find_by_id(device_id)
+            .one(&db)
+            .await
+            .expect("query");
+        if stored.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = stored.expect("written by the batch writer");
+    assert_eq!(stored.version, 3);
+    // A restarted edge starts from what was written.
+    let fresh = edge_cloud::hub::Sessions::default();
+    fresh.restore(&db).await.expect("restore");
+    assert_eq!(fresh.status(device_id).map(|h| h.version), Some(3));
 }
