@@ -29,6 +29,7 @@ impl Application {
             home_edges: HomeEdges::Registry,
             presence: None,
             dispatch: None,
+            metrics: None,
         };
         server::build(&settings.node, service).await
     }

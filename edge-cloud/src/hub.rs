@@ -22,6 +22,11 @@ use operator_api::devices::Presence;
 use operator_api::events::{self, NewEvent};
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
     Command, DecodeError, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Outcome, Pdu, Status,
@@ -118,7 +123,78 @@ impl Sessions {
     }
 }
 
+/// What the hub counts, for `/metrics`.
+#[derive(Clone, Default)]
+pub struct HubMetrics {
+    sessions: Gauge,
+    logins: Family<OutcomeLabel, Counter>,
+    messages: Family<MessageLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    direction: &'static str,
+    kind: &'static str,
+}
+
+impl HubMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "device_sessions",
+            "Open device sessions",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "device_logins",
+            "Device logins by outcome (ok, refused)",
+            self.logins.clone(),
+        );
+        registry.register(
+            "device_messages",
+            "Southbound messages by direction (in, out) and type",
+            self.messages.clone(),
+        );
+    }
+
+    fn login(&self, outcome: &'static str) {
+        self.logins.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    fn message(&self, direction: &'static str, pdu: &Pdu) {
+        self.messages
+            .get_or_create(&MessageLabels {
+                direction,
+                kind: kind_of(pdu),
+            })
+            .inc();
+    }
+}
+
+fn kind_of(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::Login(_) => "login",
+        Pdu::LoginOk(_) => "login_ok",
+        Pdu::Ping(_) => "ping",
+        Pdu::Pong(_) => "pong",
+        Pdu::StatusReport(_) => "status_report",
+        Pdu::StatusAck(_) => "status_ack",
+        Pdu::StatusResync(_) => "status_resync",
+        Pdu::DesiredConfig(_) => "desired_config",
+        Pdu::ConfigApplied(_) => "config_applied",
+        Pdu::Command(_) => "command",
+        Pdu::CommandProgress(_) => "command_progress",
+        Pdu::CommandResult(_) => "command_result",
+        Pdu::Error(_) => "error",
+    }
+}
+
 pub struct Hub {
+    metrics: HubMetrics,
     node: web::Data<Node>,
     sessions: Arc<Sessions>,
     settings: HubSettings,
@@ -161,8 +237,10 @@ impl Hub {
         sessions: Arc<Sessions>,
         settings: HubSettings,
         tls: Option<rustls::ServerConfig>,
+        metrics: HubMetrics,
     ) -> Self {
         Self {
+            metrics,
             node,
             sessions,
             settings,
@@ -237,6 +315,7 @@ impl Hub {
         };
         let (mut ws, login_id, login) = tokio::time::timeout(deadline, attempt).await.ok()??;
         let Some(device) = self.authenticate(&login).await else {
+            self.metrics.login("refused");
             self.throttle.failed(peer.ip());
             let who = login
                 .device_id
@@ -254,6 +333,7 @@ impl Hub {
             return None;
         };
         self.throttle.succeeded(peer.ip());
+        self.metrics.login("ok");
         let status_version = self.sessions.status(device).map_or(0, |h| h.version);
         let ok = Pdu::LoginOk(LoginOk {
             device_id: device.to_string(),
@@ -302,6 +382,7 @@ impl Hub {
         if let Some(old) = old {
             old.close.notify_one();
         }
+        self.metrics.sessions.inc();
         self.record(
             &format!("device:{device}"),
             "device.online",
@@ -327,6 +408,11 @@ impl Hub {
             tokio::select! {
                 () = close.notified() => break End::Replaced,
                 Some(command) = commands_in.recv() => {
+                    // A command offered while this session was starting may have gone
+                    // out with the pending ones already.
+                    if !self.still_queued(command.id).await {
+                        continue;
+                    }
                     next_id += 1;
                     if self.deliver(&mut ws, next_id, &command).await.is_err() {
                         break End::Closed;
@@ -368,9 +454,13 @@ impl Hub {
                             bad += 1;
                             Some(e.to_pdu())
                         }
-                        Ok(env) => self.handle(device, env).await,
+                        Ok(env) => {
+                            self.metrics.message("in", &env.pdu);
+                            self.handle(device, env).await
+                        }
                     };
                     if let Some(pdu) = reply {
+                        self.metrics.message("out", &pdu);
                         if send(&mut ws, next_id, pdu).await.is_err() {
                             break End::Closed;
                         }
@@ -382,6 +472,7 @@ impl Hub {
             }
         };
         let _ = ws.close(None).await;
+        self.metrics.sessions.dec();
         let ours = self
             .sessions
             .live
@@ -481,6 +572,13 @@ impl Hub {
         live
     }
 
+    async fn still_queued(&self, id: i64) -> bool {
+        matches!(
+            commands::Entity::find_by_id(id).one(&self.node.db).await,
+            Ok(Some(c)) if c.state == State::Queued.as_str()
+        )
+    }
+
     async fn deliver<S>(
         &self,
         ws: &mut WebSocketStream<S>,
@@ -501,6 +599,7 @@ impl Hub {
             .await;
             return Ok(());
         };
+        self.metrics.message("out", &pdu);
         send(ws, id, pdu).await?;
         if let Err(e) = advance(&self.node, command.id, State::Sent, None, None).await {
             tracing::error!(error = %e, command = command.id, "marking a command sent failed");

@@ -13,7 +13,7 @@ use operator_api::tls;
 use sea_orm::DbBackend;
 
 use crate::config::Settings;
-use crate::hub::{Hub, Sessions};
+use crate::hub::{Hub, HubMetrics, Sessions};
 use crate::{openapi, status};
 
 /// Every table of an edge's database, in creation order.
@@ -36,6 +36,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Edge, StartupError> {
         let sessions = Arc::new(Sessions::default());
         let site_sessions = web::Data::from(sessions.clone());
+        let hub_metrics = HubMetrics::default();
         let service = Service {
             tables,
             openapi: openapi::document(),
@@ -48,6 +49,12 @@ impl Application {
             home_edges: HomeEdges::Fixed(None),
             presence: Some(sessions.clone()),
             dispatch: Some(sessions.clone()),
+            metrics: Some(Box::new({
+                let metrics = hub_metrics.clone();
+                move |registry: &mut prometheus_client::registry::Registry| {
+                    metrics.register(registry)
+                }
+            })),
         };
         let served = server::build(&settings.node, service).await?;
         sessions.restore(&served.node.db).await?;
@@ -73,6 +80,7 @@ impl Application {
             sessions.clone(),
             settings.hub.clone(),
             tls,
+            hub_metrics,
         ));
         tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
         tokio::spawn(hub.clone().persist(settings.status_flush));

@@ -41,6 +41,9 @@ pub enum StartupError {
     },
 }
 
+/// Registers a binary's own metrics in the node's registry.
+pub type RegisterMetrics = Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>;
+
 /// What a binary adds to the common node: its tables, its API document and its routes.
 pub struct Service<R> {
     pub tables: fn(DbBackend) -> Vec<TableSpec>,
@@ -49,6 +52,8 @@ pub struct Service<R> {
     pub home_edges: crate::devices::HomeEdges,
     pub presence: Option<std::sync::Arc<dyn crate::devices::Presence>>,
     pub dispatch: Option<std::sync::Arc<dyn crate::commands::Dispatch>>,
+    /// Registers the binary's own metrics next to the common ones.
+    pub metrics: Option<RegisterMetrics>,
 }
 
 /// A node bound to its port, ready to run.
@@ -97,11 +102,15 @@ where
         base64::engine::general_purpose::STANDARD.encode(key)
     })
     .await?;
+    let mut metrics = Metrics::new();
+    if let Some(register) = service.metrics {
+        register(&mut metrics.registry);
+    }
     let mut node = Node::new(
         db,
         Replica::new(Snowflake::new(settings.worker_id)?),
         Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
-        Metrics::new(),
+        metrics,
     );
     node.home_edges = service.home_edges;
     node.presence = service.presence;

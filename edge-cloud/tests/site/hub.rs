@@ -343,3 +343,31 @@ async fn statuses_are_served_and_written_in_batches() {
     fresh.restore(&db).await.expect("restore");
     assert_eq!(fresh.status(device_id).map(|h| h.version), Some(3));
 }
+
+#[tokio::test]
+async fn the_hub_is_measured() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    device.send(Pdu::Ping(Ping { sent_ms: 1 })).await;
+    let _ = device.recv().await;
+    let (status, text) = edge
+        .api
+        .raw(
+            reqwest::Method::GET,
+            "/metrics",
+            None,
+            "text/plain",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for line in [
+        "device_sessions 1",
+        "device_logins_total{outcome=\"ok\"} 1",
+        "device_messages_total{direction=\"in\",kind=\"ping\"} 1",
+        "device_messages_total{direction=\"out\",kind=\"pong\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}
