@@ -1,0 +1,109 @@
+//! The agent's configuration: a TOML file, with flags and `AGENT_…` variables on top.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub device_id: String,
+    pub secret: String,
+    /// Edge device endpoints, e.g. `wss://edge-a:9444/devices`. The agent measures
+    /// each one's round trip, uses the nearest, and fails over in that order.
+    pub edges: Vec<String>,
+    /// CA certificate the edges' certificates are checked against.
+    pub ca_file: PathBuf,
+    #[serde(default = "default_report_interval")]
+    pub report_interval_s: u64,
+    /// Where the agent keeps what must survive a restart (executed command ids).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// `exec` may run only these: name -> program path. Arguments are passed without a shell.
+    #[serde(default)]
+    pub scripts: BTreeMap<String, PathBuf>,
+    /// Program that reboots the device; without one, `reboot` restarts the agent.
+    #[serde(default)]
+    pub reboot_hook: Option<PathBuf>,
+    /// Largest command output returned, in bytes.
+    #[serde(default = "default_output_cap")]
+    pub output_cap_bytes: usize,
+    /// Longest backoff between reconnect attempts, in seconds.
+    #[serde(default = "default_backoff_cap")]
+    pub backoff_cap_s: u64,
+}
+
+fn default_report_interval() -> u64 {
+    30
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("data/agent")
+}
+fn default_output_cap() -> usize {
+    64 * 1024
+}
+fn default_backoff_cap() -> u64 {
+    60
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.edges.is_empty() {
+            return invalid("edges", "name at least one edge");
+        }
+        if let Some(bad) = self.edges.iter().find(|e| !e.starts_with("wss://")) {
+            return Err(ConfigError::Invalid {
+                field: "edges",
+                message: format!("{bad:?} is not a wss:// URL (devices always use TLS)"),
+            });
+        }
+        if self.report_interval_s == 0 {
+            return invalid("report_interval_s", "must be at least 1");
+        }
+        if self.device_id.is_empty() || self.secret.is_empty() {
+            return invalid("device_id", "device_id and secret are required");
+        }
+        Ok(())
+    }
+
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_secs(self.report_interval_s)
+    }
+}

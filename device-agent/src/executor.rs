@@ -1,0 +1,243 @@
+//! Runs commands. A command id runs at most once, even across a restart: its id is
+//! written to the state directory before it starts, and later deliveries of the same
+//! id get the remembered result (or nothing while it still runs).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared_proto::southbound::{Command, CommandResult, Outcome};
+use tokio::io::AsyncReadExt;
+
+use crate::config::AgentConfig;
+
+pub struct Executor {
+    scripts: std::collections::BTreeMap<String, PathBuf>,
+    reboot_hook: Option<PathBuf>,
+    output_cap: usize,
+    journal: PathBuf,
+    started: HashSet<String>,
+    results: HashMap<String, CommandResult>,
+}
+
+/// What to do with a delivered command.
+pub enum Delivery {
+    /// New: run it.
+    Run,
+    /// Seen before and finished: send this result again.
+    Repeat(CommandResult),
+    /// Seen before, still running or lost to a restart: nothing to do.
+    Ignore,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecArgs {
+    script: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+fn result(command_id: &str, outcome: Outcome) -> CommandResult {
+    CommandResult {
+        command_id: command_id.to_string(),
+        outcome,
+        exit_code: None,
+        output: String::new(),
+        truncated: false,
+        error: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+fn failed(command_id: &str, outcome: Outcome, error: impl Into<String>) -> CommandResult {
+    CommandResult {
+        error: Some(error.into()),
+        ..result(command_id, outcome)
+    }
+}
+
+impl Executor {
+    pub fn new(config: &AgentConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)?;
+        let journal = config.state_dir.join("executed-commands");
+        let started = std::fs::read_to_string(&journal)
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            scripts: config.scripts.clone(),
+            reboot_hook: config.reboot_hook.clone(),
+            output_cap: config.output_cap_bytes,
+            journal,
+            started,
+            results: HashMap::new(),
+        })
+    }
+
+    /// Decides about a delivery and, for a new command, records that it started.
+    pub fn accept(&mut self, command: &Command) -> Delivery {
+        if let Some(r) = self.results.get(&command.command_id) {
+            return Delivery::Repeat(r.clone());
+        }
+        if self.started.contains(&command.command_id) {
+            return Delivery::Ignore;
+        }
+        self.started.insert(command.command_id.clone());
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.journal)
+            .and_then(|mut f| writeln!(f, "{}", command.command_id));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not record a command id; a restart might repeat it");
+        }
+        Delivery::Run
+    }
+
+    pub fn remember(&mut self, r: &CommandResult) {
+        if self.results.len() >= 1000 {
+            self.results.clear();
+        }
+        self.results.insert(r.command_id.clone(), r.clone());
+    }
+
+    /// Checks an `exec` against the allow-list; the answer runs without `self`.
+    pub fn prepare(
+        &self,
+        command: &Command,
+        default_timeout: Duration,
+    ) -> Result<Prepared, Box<CommandResult>> {
+        let id = &command.command_id;
+        let args: ExecArgs = serde_json::from_value(command.args.clone()).map_err(|e| {
+            Box::new(failed(
+                id,
+                Outcome::Rejected,
+                format!("bad exec arguments: {e}"),
+            ))
+        })?;
+        let program = self.scripts.get(&args.script).ok_or_else(|| {
+            failed(
+                id,
+                Outcome::Rejected,
+                format!("script {:?} is not allowed on this device", args.script),
+            )
+        })?;
+        Ok(Prepared {
+            command_id: id.clone(),
+            program: program.clone(),
+            args: args.args,
+            timeout: args.timeout_s.map_or(default_timeout, Duration::from_secs),
+            output_cap: self.output_cap,
+        })
+    }
+
+    /// Reboots through the hook. Without one the caller restarts the agent.
+    pub async fn reboot_hook(&self, command: &Command) -> Option<CommandResult> {
+        let hook = self.reboot_hook.as_ref()?;
+        let status = tokio::process::Command::new(hook).status().await;
+        Some(match status {
+            Ok(s) if s.success() => result(&command.command_id, Outcome::Succeeded),
+            Ok(s) => failed(
+                &command.command_id,
+                Outcome::Failed,
+                format!("reboot hook exited with {s}"),
+            ),
+            Err(e) => failed(
+                &command.command_id,
+                Outcome::Failed,
+                format!("reboot hook: {e}"),
+            ),
+        })
+    }
+
+    pub fn succeeded(command_id: &str, data: serde_json::Value) -> CommandResult {
+        CommandResult {
+            data,
+            ..result(command_id, Outcome::Succeeded)
+        }
+    }
+
+    pub fn rejected(command_id: &str, why: &str) -> CommandResult {
+        failed(command_id, Outcome::Rejected, why)
+    }
+
+    pub fn expired(command_id: &str) -> CommandResult {
+        failed(command_id, Outcome::Expired, "arrived after its deadline")
+    }
+}
+
+/// An allowed `exec`, ready to run: the program, its arguments (no shell), a timeout
+/// and an output cap.
+pub struct Prepared {
+    command_id: String,
+    program: PathBuf,
+    args: Vec<String>,
+    timeout: Duration,
+    output_cap: usize,
+}
+
+impl Prepared {
+    pub async fn run(self) -> CommandResult {
+        let id = &self.command_id;
+        let child = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                return failed(
+                    id,
+                    Outcome::Failed,
+                    format!("could not start {}: {e}", self.program.display()),
+                )
+            }
+        };
+        let cap = self.output_cap;
+        let limit = u64::try_from(cap + 1).unwrap_or(u64::MAX);
+        let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.take(limit).read_to_end(&mut out).await;
+            }
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.take(limit).read_to_end(&mut err).await;
+            }
+            let status = child.wait().await;
+            (out, err, status)
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Err(_) => failed(
+                id,
+                Outcome::TimedOut,
+                format!("still running after {} s; killed", self.timeout.as_secs()),
+            ),
+            Ok((mut out, err, status)) => {
+                out.extend_from_slice(&err);
+                let truncated = out.len() > cap;
+                out.truncate(cap);
+                let code = status.ok().and_then(|s| s.code());
+                CommandResult {
+                    outcome: if code == Some(0) {
+                        Outcome::Succeeded
+                    } else {
+                        Outcome::Failed
+                    },
+                    exit_code: code,
+                    output: String::from_utf8_lossy(&out).into_owned(),
+                    truncated,
+                    ..result(id, Outcome::Failed)
+                }
+            }
+        }
+    }
+}

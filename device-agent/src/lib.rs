@@ -1,0 +1,8 @@
+//! The device agent: connects to the nearest of its edges, reports status, runs
+//! commands. See `docs/protocol.md` for the protocol.
+
+pub mod backoff;
+pub mod config;
+pub mod executor;
+pub mod link;
+pub mod reporter;

@@ -1,0 +1,481 @@
+//! The connection manager: picks the nearest edge (lowest TCP connect time), logs in,
+//! keeps the session (two-way heartbeat, status reports, commands), and on loss
+//! reconnects with exponential backoff and full jitter, failing over to the next
+//! edge in order. The backoff restarts after a session that stayed up a while.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::SeedableRng;
+use shared_proto::southbound::{
+    Command, CommandName, CommandProgress, CommandResult, ConfigApplied, Envelope, Login, LoginOk,
+    Pdu, Ping, Status, StatusReport,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::executor::{Delivery, Executor};
+use crate::reporter::Reporter;
+
+/// A session that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("reading the CA file {path}: {message}")]
+    Ca { path: String, message: String },
+    #[error("state directory: {0}")]
+    State(#[from] std::io::Error),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Lost,
+    Shutdown,
+    /// A `reboot` without a hook: the caller restarts the agent.
+    Restart,
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    tls: Arc<rustls::ClientConfig>,
+    executor: Executor,
+    reporter: Reporter,
+    /// The last status this agent reported, with its version.
+    last: Option<(u64, Status)>,
+    report_every: Duration,
+}
+
+struct Target {
+    url: String,
+    host: String,
+    port: u16,
+}
+
+fn parse(url: &str) -> Option<Target> {
+    let rest = url.strip_prefix("wss://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority
+        .rsplit_once(':')
+        .map_or((authority, Some(443)), |(h, p)| (h, p.parse().ok()));
+    Some(Target {
+        url: url.to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: port?,
+    })
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        let pem = std::fs::read(&config.ca_file).map_err(|e| AgentError::Ca {
+            path: config.ca_file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| AgentError::Ca {
+                path: config.ca_file.display().to_string(),
+                message: e.to_string(),
+            })?;
+            roots.add(cert).map_err(|e| AgentError::Ca {
+                path: config.ca_file.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::Ca {
+            path: config.ca_file.display().to_string(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self {
+            executor: Executor::new(&config)?,
+            reporter: Reporter::new(),
+            last: None,
+            report_every: config.report_interval(),
+            tls: Arc::new(tls),
+            config,
+        })
+    }
+
+    /// Runs until `shutdown` turns true (or a `reboot` asks for a restart).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> End {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(self.config.backoff_cap_s),
+        );
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        loop {
+            for target in self.nearest_first().await {
+                if *shutdown.borrow() {
+                    return End::Shutdown;
+                }
+                let Some((ws, ok)) = self.connect(&target).await else {
+                    continue;
+                };
+                tracing::info!(edge = %target.url, "connected");
+                let started = Instant::now();
+                let end = self.session(ws, ok, &mut shutdown).await;
+                if end != End::Lost {
+                    return end;
+                }
+                tracing::warn!(edge = %target.url, "session lost");
+                if started.elapsed() >= STABLE {
+                    backoff.reset();
+                }
+            }
+            let delay = backoff.next_delay(&mut rng);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return End::Shutdown,
+            }
+        }
+    }
+
+    /// The configured edges, nearest (fastest TCP connect) first; unreachable ones last.
+    async fn nearest_first(&self) -> Vec<Target> {
+        let mut timed = Vec::new();
+        for url in &self.config.edges {
+            let Some(target) = parse(url) else { continue };
+            let started = Instant::now();
+            let reachable = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TcpStream::connect((target.host.as_str(), target.port)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            let rtt = if reachable {
+                started.elapsed()
+            } else {
+                Duration::MAX
+            };
+            timed.push((rtt, target));
+        }
+        timed.sort_by_key(|(rtt, _)| *rtt);
+        timed.into_iter().map(|(_, t)| t).collect()
+    }
+
+    async fn connect(&self, target: &Target) -> Option<(Ws, LoginOk)> {
+        let attempt = async {
+            let tcp = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .ok()?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone()).ok()?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            let (mut ws, _) = tokio_tungstenite::client_async(target.url.as_str(), tls)
+                .await
+                .ok()?;
+            let login = Pdu::Login(Login {
+                device_id: Some(self.config.device_id.clone()),
+                sn: None,
+                model: None,
+                secret: self.config.secret.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            });
+            ws.send(Message::Text(Envelope::new(1, login).encode().into()))
+                .await
+                .ok()?;
+            loop {
+                match ws.next().await? {
+                    Ok(Message::Text(t)) => match Envelope::decode(&t).ok()?.pdu {
+                        Pdu::LoginOk(ok) => return Some((ws, ok)),
+                        _ => continue,
+                    },
+                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                    _ => return None,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), attempt)
+            .await
+            .ok()?
+    }
+
+    async fn session(
+        &mut self,
+        mut ws: Ws,
+        ok: LoginOk,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let heartbeat = Duration::from_secs(u64::from(ok.heartbeat_interval_s.max(1)));
+        let silence_limit = heartbeat * ok.missed_limit.max(1);
+        let mut full_next = self.last.as_ref().map(|(v, _)| *v) != Some(ok.status_version);
+        let mut out = Outbox {
+            ws: &mut ws,
+            next_id: 2,
+        };
+        let mut report = tokio::time::interval(self.report_every);
+        let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        let (done_tx, mut done_rx) = mpsc::channel::<CommandResult>(16);
+        let mut last_heard = Instant::now();
+        if let Some(id) = self.take_reboot_pending() {
+            let r = Executor::succeeded(&id, serde_json::json!({"restarted": true}));
+            self.executor.remember(&r);
+            if !out.send(Pdu::CommandResult(r)).await {
+                return End::Lost;
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = out.ws.close(None).await;
+                    return End::Shutdown;
+                }
+                _ = report.tick() => {
+                    if !self.report(&mut out, full_next).await {
+                        return End::Lost;
+                    }
+                    full_next = false;
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= silence_limit {
+                        return End::Lost;
+                    }
+                    if !out.send(Pdu::Ping(Ping { sent_ms: now_ms() })).await {
+                        return End::Lost;
+                    }
+                }
+                Some(result) = done_rx.recv() => {
+                    self.executor.remember(&result);
+                    if !out.send(Pdu::CommandResult(result)).await {
+                        return End::Lost;
+                    }
+                }
+                frame = out.ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            last_heard = Instant::now();
+                            continue;
+                        }
+                        _ => return End::Lost,
+                    };
+                    last_heard = Instant::now();
+                    let Ok(env) = Envelope::decode(&text) else { continue };
+                    let sent = match env.pdu {
+                        Pdu::Ping(p) => out.send(Pdu::Pong(p)).await,
+                        Pdu::StatusResync(_) => {
+                            let ok = self.report(&mut out, true).await;
+                            full_next = false;
+                            ok
+                        }
+                        Pdu::DesiredConfig(c) => {
+                            self.report_every = Duration::from_secs(u64::from(c.report_interval_s.max(1)));
+                            report = tokio::time::interval_at(Instant::now() + self.report_every, self.report_every);
+                            out.send(Pdu::ConfigApplied(ConfigApplied { version: c.version, error: None })).await
+                        }
+                        Pdu::Command(c) => match self.command(c, &mut out, &done_tx).await {
+                            Some(End::Restart) => {
+                                let _ = out.ws.close(None).await;
+                                return End::Restart;
+                            }
+                            Some(_) => return End::Lost,
+                            None => true,
+                        },
+                        Pdu::Error(e) => {
+                            tracing::debug!(code = ?e.code, message = %e.message, "edge reported an error");
+                            true
+                        }
+                        _ => true,
+                    };
+                    if !sent {
+                        return End::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reboot command this process was restarted for, if any (answered once).
+    fn take_reboot_pending(&self) -> Option<String> {
+        let path = self.config.state_dir.join("reboot-pending");
+        let id = std::fs::read_to_string(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        Some(id.trim().to_string()).filter(|id| !id.is_empty())
+    }
+
+    /// Sends a full report, or the fields changed since the last one (nothing when
+    /// nothing changed). Returns false when the connection failed.
+    async fn report(&mut self, out: &mut Outbox<'_>, full: bool) -> bool {
+        let status = self.reporter.collect();
+        let version = self.last.as_ref().map_or(1, |(v, _)| v + 1);
+        let report = match (&self.last, full) {
+            (Some((base, before)), false) => {
+                let diff = status.changed_since(before);
+                if diff == Status::default() {
+                    return true;
+                }
+                StatusReport {
+                    version,
+                    full: false,
+                    base_version: Some(*base),
+                    status: diff,
+                }
+            }
+            _ => StatusReport {
+                version,
+                full: true,
+                base_version: None,
+                status: status.clone(),
+            },
+        };
+        self.last = Some((version, status));
+        out.send(Pdu::StatusReport(report)).await
+    }
+
+    /// Handles a delivered command. `Some(end)` when the session must end.
+    async fn command(
+        &mut self,
+        c: Command,
+        out: &mut Outbox<'_>,
+        done: &mpsc::Sender<CommandResult>,
+    ) -> Option<End> {
+        if c.deadline_ms < now_ms() {
+            let r = Executor::expired(&c.command_id);
+            self.executor.remember(&r);
+            return (!out.send(Pdu::CommandResult(r)).await).then_some(End::Lost);
+        }
+        match self.executor.accept(&c) {
+            Delivery::Ignore => return None,
+            Delivery::Repeat(r) => {
+                return (!out.send(Pdu::CommandResult(r)).await).then_some(End::Lost)
+            }
+            Delivery::Run => {}
+        }
+        let progress = Pdu::CommandProgress(CommandProgress {
+            command_id: c.command_id.clone(),
+            progress: 0,
+            message: "started".into(),
+        });
+        if !out.send(progress).await {
+            return Some(End::Lost);
+        }
+        let immediate = match c.name {
+            CommandName::GetStatus => {
+                let status = self.reporter.collect();
+                Some(Executor::succeeded(
+                    &c.command_id,
+                    serde_json::to_value(status).unwrap_or_default(),
+                ))
+            }
+            CommandName::SetConfig => match c
+                .args
+                .get("report_interval_s")
+                .and_then(serde_json::Value::as_u64)
+            {
+                Some(s) if s > 0 => {
+                    self.report_every = Duration::from_secs(s);
+                    Some(Executor::succeeded(
+                        &c.command_id,
+                        serde_json::json!({"report_interval_s": s}),
+                    ))
+                }
+                _ => Some(Executor::rejected(
+                    &c.command_id,
+                    "args.report_interval_s must be a positive number",
+                )),
+            },
+            CommandName::Exec => match self.executor.prepare(
+                &c,
+                self.config.report_interval().max(Duration::from_secs(30)),
+            ) {
+                Err(r) => Some(*r),
+                Ok(prepared) => {
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let _ = done.send(prepared.run().await).await;
+                    });
+                    None
+                }
+            },
+            CommandName::Reboot => match self.executor.reboot_hook(&c).await {
+                Some(r) => Some(r),
+                None => {
+                    // Without a hook the agent restarts itself; the result is sent
+                    // by the new process once it is back.
+                    if let Err(e) =
+                        std::fs::write(self.config.state_dir.join("reboot-pending"), &c.command_id)
+                    {
+                        Some(Executor::rejected(
+                            &c.command_id,
+                            &format!("cannot record the reboot: {e}"),
+                        ))
+                    } else {
+                        return Some(End::Restart);
+                    }
+                }
+            },
+            CommandName::PullLogs => Some(Executor::rejected(
+                &c.command_id,
+                "log upload to the edge is not available in this agent version",
+            )),
+        };
+        if let Some(r) = immediate {
+            self.executor.remember(&r);
+            if !out.send(Pdu::CommandResult(r)).await {
+                return Some(End::Lost);
+            }
+        }
+        None
+    }
+}
+
+struct Outbox<'a> {
+    ws: &'a mut Ws,
+    next_id: u64,
+}
+
+impl Outbox<'_> {
+    async fn send(&mut self, pdu: Pdu) -> bool {
+        self.next_id += 1;
+        self.ws
+            .send(Message::Text(
+                Envelope::new(self.next_id, pdu).encode().into(),
+            ))
+            .await
+            .is_ok()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edge_urls_parse() {
+        let t = super::parse("wss://edge-a.example:9444/devices").expect("parses");
+        assert_eq!((t.host.as_str(), t.port), ("edge-a.example", 9444));
+        let t = super::parse("wss://[::1]:9444").expect("parses");
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9444));
+        assert_eq!(super::parse("wss://host/x").map(|t| t.port), Some(443));
+        assert!(super::parse("ws://plain:1").is_none());
+    }
+}

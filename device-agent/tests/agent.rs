@@ -1,0 +1,187 @@
+//! The agent against a real edge over WSS: login, status, commands.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api_harness::*;
+use device_agent::config::AgentConfig;
+use device_agent::link::Agent;
+use serde_json::json;
+
+struct Site {
+    api: TestApp,
+    device_port: u16,
+}
+
+async fn spawn_edge() -> Site {
+    let (dir, node) = test_settings(edge_cloud::config::DEFAULTS).await;
+    let mut settings = edge_cloud::Settings {
+        node,
+        ..edge_cloud::Settings::with_data_dir(dir.path())
+    };
+    settings.device_listen = "127.0.0.1:0".parse().expect("addr");
+    let database_url = settings.node.database_url.clone();
+    let edge = edge_cloud::Application::build(settings)
+        .await
+        .expect("edge starts");
+    let device_port = edge.device_port;
+    Site {
+        api: start(edge.served, dir, database_url).await,
+        device_port,
+    }
+}
+
+fn config(site: &Site, id: &str, secret: &str, state: &std::path::Path) -> AgentConfig {
+    let mut scripts = BTreeMap::new();
+    scripts.insert("echo".to_string(), PathBuf::from("/bin/echo"));
+    scripts.insert("sleep".to_string(), PathBuf::from("/bin/sleep"));
+    AgentConfig {
+        device_id: id.into(),
+        secret: secret.into(),
+        edges: vec![format!("wss://localhost:{}/devices", site.device_port)],
+        ca_file: site.api.data_dir.join("tls/ca.crt"),
+        report_interval_s: 1,
+        state_dir: state.to_path_buf(),
+        scripts,
+        reboot_hook: None,
+        output_cap_bytes: 1024,
+        backoff_cap_s: 2,
+    }
+}
+
+async fn online(site: &Site, id: &str) -> bool {
+    for _ in 0..100 {
+        let (_, body) = site.api.get(&format!("/api/v1/devices/{id}")).await;
+        if body["data"]["online"] == json!(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn command(site: &Site, id: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, answer) = site
+        .api
+        .post(&format!("/api/v1/devices/{id}/commands"), body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["data"].clone()
+}
+
+#[tokio::test]
+async fn the_agent_connects_reports_and_runs_commands() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let d = site.api.device("agent-1", "SN-A1").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let state = tempfile::tempdir().expect("state dir");
+    let agent = Agent::new(config(
+        &site,
+        &id,
+        d["secret"].as_str().expect("secret"),
+        state.path(),
+    ))
+    .expect("agent");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    assert!(online(&site, &id).await, "the agent's device comes online");
+
+    let mut reported = false;
+    for _ in 0..100 {
+        let (_, body) = site.api.get(&format!("/api/v1/devices/{id}/status")).await;
+        if body["data"]["status"]["agent_version"].is_string()
+            && body["data"]["status"]["memory_total_bytes"].as_u64() > Some(0)
+        {
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reported, "a full status report from sysinfo arrived");
+
+    let c = command(&site, &id, json!({"name": "exec", "args": {"script": "echo", "args": ["hello", "edge"]}, "wait": true, "timeout_s": 10})).await;
+    assert_eq!(
+        (c["state"].clone(), c["result"]["exit_code"].clone()),
+        (json!("succeeded"), json!(0))
+    );
+    assert_eq!(c["result"]["output"], "hello edge\n");
+
+    let c = command(&site, &id, json!({"name": "exec", "args": {"script": "rm", "args": ["-rf", "/"]}, "wait": true, "timeout_s": 10})).await;
+    assert_eq!(c["state"], "failed");
+    assert!(
+        c["result"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not allowed")),
+        "{c}"
+    );
+
+    let c = command(&site, &id, json!({"name": "exec", "args": {"script": "sleep", "args": ["5"], "timeout_s": 1}, "wait": true, "timeout_s": 10})).await;
+    assert_eq!(c["state"], "timed_out", "{c}");
+
+    let c = command(
+        &site,
+        &id,
+        json!({"name": "get_status", "wait": true, "timeout_s": 10}),
+    )
+    .await;
+    assert_eq!(c["state"], "succeeded");
+    assert!(c["result"]["data"]["uptime_s"].as_u64().is_some(), "{c}");
+
+    let c = command(&site, &id, json!({"name": "set_config", "args": {"report_interval_s": 5}, "wait": true, "timeout_s": 10})).await;
+    assert_eq!(
+        (
+            c["state"].clone(),
+            c["result"]["data"]["report_interval_s"].clone()
+        ),
+        (json!("succeeded"), json!(5))
+    );
+
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops")
+        .expect("task");
+}
+
+#[test]
+fn a_command_id_runs_at_most_once_even_across_a_restart() {
+    use device_agent::executor::{Delivery, Executor};
+    use shared_proto::southbound::{Command, CommandName};
+    let state = tempfile::tempdir().expect("state dir");
+    let site_less = AgentConfig {
+        device_id: "1".into(),
+        secret: "s".into(),
+        edges: vec!["wss://localhost:1/devices".into()],
+        ca_file: PathBuf::from("unused"),
+        report_interval_s: 1,
+        state_dir: state.path().to_path_buf(),
+        scripts: BTreeMap::new(),
+        reboot_hook: None,
+        output_cap_bytes: 1024,
+        backoff_cap_s: 2,
+    };
+    let command = Command {
+        command_id: "42".into(),
+        name: CommandName::GetStatus,
+        args: json!({}),
+        deadline_ms: i64::MAX,
+    };
+    let mut executor = Executor::new(&site_less).expect("executor");
+    assert!(matches!(executor.accept(&command), Delivery::Run));
+    assert!(
+        matches!(executor.accept(&command), Delivery::Ignore),
+        "a second delivery while it runs"
+    );
+    executor.remember(&Executor::succeeded("42", json!(null)));
+    assert!(
+        matches!(executor.accept(&command), Delivery::Repeat(_)),
+        "a finished one answers its result again"
+    );
+    let mut restarted = Executor::new(&site_less).expect("executor");
+    assert!(
+        matches!(restarted.accept(&command), Delivery::Ignore),
+        "not run again after a restart"
+    );
+}
