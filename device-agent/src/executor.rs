@@ -18,7 +18,8 @@ pub struct Executor {
     scripts: std::collections::BTreeMap<String, PathBuf>,
     reboot_hook: Option<PathBuf>,
     output_cap: usize,
-    journal: PathBuf,
+    /// Where started command ids are kept across restarts (none for simulated devices).
+    journal: Option<PathBuf>,
     started: HashSet<String>,
     results: HashMap<String, CommandResult>,
 }
@@ -72,10 +73,22 @@ impl Executor {
             scripts: config.scripts.clone(),
             reboot_hook: config.reboot_hook.clone(),
             output_cap: config.output_cap_bytes,
-            journal,
+            journal: Some(journal),
             started,
             results: HashMap::new(),
         })
+    }
+
+    /// An executor that remembers in memory only and runs no programs.
+    pub fn in_memory() -> Self {
+        Self {
+            scripts: std::collections::BTreeMap::new(),
+            reboot_hook: None,
+            output_cap: 4096,
+            journal: None,
+            started: HashSet::new(),
+            results: HashMap::new(),
+        }
     }
 
     /// Decides about a delivery and, for a new command, records that it started.
@@ -87,10 +100,13 @@ impl Executor {
             return Delivery::Ignore;
         }
         self.started.insert(command.command_id.clone());
+        let Some(journal) = &self.journal else {
+            return Delivery::Run;
+        };
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.journal)
+            .open(journal)
             .and_then(|mut f| writeln!(f, "{}", command.command_id));
         if let Err(e) = written {
             tracing::warn!(error = %e, "could not record a command id; a restart might repeat it");

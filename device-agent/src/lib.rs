@@ -4,5 +4,6 @@
 pub mod backoff;
 pub mod config;
 pub mod executor;
+pub mod fleet;
 pub mod link;
 pub mod reporter;

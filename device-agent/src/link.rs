@@ -3,6 +3,7 @@
 //! reconnects with exponential backoff and full jitter, failing over to the next
 //! edge in order. The backoff restarts after a session that stayed up a while.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::executor::{Delivery, Executor};
-use crate::reporter::Reporter;
+use crate::reporter::{Reporter, StatusSource};
 
 /// A session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
@@ -52,7 +53,11 @@ pub struct Agent {
     config: AgentConfig,
     tls: Arc<rustls::ClientConfig>,
     executor: Executor,
-    reporter: Reporter,
+    source: StatusSource,
+    /// Simulated devices reboot instantly instead of restarting the process.
+    simulated: bool,
+    /// Counts successful logins, for progress displays.
+    logins: Option<Arc<AtomicU64>>,
     /// The last status this agent reported, with its version.
     last: Option<(u64, Status)>,
     report_every: Duration,
@@ -82,39 +87,36 @@ fn parse(url: &str) -> Option<Target> {
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
-        let pem = std::fs::read(&config.ca_file).map_err(|e| AgentError::Ca {
-            path: config.ca_file.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| AgentError::Ca {
-                path: config.ca_file.display().to_string(),
-                message: e.to_string(),
-            })?;
-            roots.add(cert).map_err(|e| AgentError::Ca {
-                path: config.ca_file.display().to_string(),
-                message: e.to_string(),
-            })?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AgentError::Ca {
-            path: config.ca_file.display().to_string(),
-            message: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client_tls(&config.ca_file)?;
         Ok(Self {
             executor: Executor::new(&config)?,
-            reporter: Reporter::new(),
+            source: StatusSource::Host(Box::default()),
+            simulated: false,
+            logins: None,
             last: None,
             report_every: config.report_interval(),
-            tls: Arc::new(tls),
+            tls,
             config,
         })
+    }
+
+    /// A simulated device: synthetic status, no programs, nothing on disk.
+    pub fn simulated(
+        config: AgentConfig,
+        tls: Arc<rustls::ClientConfig>,
+        seed: u64,
+        logins: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            executor: Executor::in_memory(),
+            source: StatusSource::synthetic(seed),
+            simulated: true,
+            logins: Some(logins),
+            last: None,
+            report_every: config.report_interval(),
+            tls,
+            config,
+        }
     }
 
     /// Runs until `shutdown` turns true (or a `reboot` asks for a restart).
@@ -133,6 +135,9 @@ impl Agent {
                     continue;
                 };
                 tracing::info!(edge = %target.url, "connected");
+                if let Some(logins) = &self.logins {
+                    logins.fetch_add(1, Ordering::Relaxed);
+                }
                 let started = Instant::now();
                 let end = self.session(ws, ok, &mut shutdown).await;
                 if end != End::Lost {
@@ -311,6 +316,9 @@ impl Agent {
 
     /// The reboot command this process was restarted for, if any (answered once).
     fn take_reboot_pending(&self) -> Option<String> {
+        if self.simulated {
+            return None;
+        }
         let path = self.config.state_dir.join("reboot-pending");
         let id = std::fs::read_to_string(&path).ok()?;
         let _ = std::fs::remove_file(&path);
@@ -320,7 +328,7 @@ impl Agent {
     /// Sends a full report, or the fields changed since the last one (nothing when
     /// nothing changed). Returns false when the connection failed.
     async fn report(&mut self, out: &mut Outbox<'_>, full: bool) -> bool {
-        let status = self.reporter.collect();
+        let status = self.source.collect();
         let version = self.last.as_ref().map_or(1, |(v, _)| v + 1);
         let report = match (&self.last, full) {
             (Some((base, before)), false) => {
@@ -375,7 +383,7 @@ impl Agent {
         }
         let immediate = match c.name {
             CommandName::GetStatus => {
-                let status = self.reporter.collect();
+                let status = self.source.collect();
                 Some(Executor::succeeded(
                     &c.command_id,
                     serde_json::to_value(status).unwrap_or_default(),
@@ -411,6 +419,10 @@ impl Agent {
                     None
                 }
             },
+            CommandName::Reboot if self.simulated => Some(Executor::succeeded(
+                &c.command_id,
+                serde_json::json!({"simulated": true}),
+            )),
             CommandName::Reboot => match self.executor.reboot_hook(&c).await {
                 Some(r) => Some(r),
                 None => {
@@ -441,6 +453,28 @@ impl Agent {
         }
         None
     }
+}
+
+/// TLS settings for dialling edges whose certificates chain to the CA in `ca_file`.
+pub fn client_tls(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, AgentError> {
+    let ca_error = |message: String| AgentError::Ca {
+        path: ca_file.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| ca_error(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+        roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ca_error(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 struct Outbox<'a> {

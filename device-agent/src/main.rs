@@ -30,13 +30,94 @@ enum Command {
         #[arg(long, env = "AGENT_LOG", default_value = "info")]
         log: String,
     },
+    /// Run N virtual devices (from a credentials file) in this process.
+    Simulate {
+        /// How many devices of the credentials file to run [default: all].
+        #[arg(long)]
+        count: Option<usize>,
+        /// CSV with the header `device_id,secret`, as `provision` writes it.
+        #[arg(long)]
+        credentials: PathBuf,
+        /// Edge device endpoints (repeatable); each device uses the nearest.
+        #[arg(long = "edge", required = true)]
+        edges: Vec<String>,
+        /// CA certificate of the edges.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Seconds between status reports [default: 30].
+        #[arg(long, default_value_t = 30)]
+        report_interval_s: u64,
+    },
+    /// Register N devices at an edge's site API and write their credentials file.
+    Provision {
+        /// Site API base URL, e.g. https://127.0.0.1:9443.
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long, default_value = "admin")]
+        username: String,
+        #[arg(long, env = "AGENT_SITE_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long)]
+        count: usize,
+        /// Prefix of the devices' names and serial numbers.
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+        /// Where to write `device_id,secret` lines.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // rustls panics at config time if two crypto providers are linked and none chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Command::Run { config, edges, log } = Cli::parse().command;
+    let (config, edges, log) = match Cli::parse().command {
+        Command::Run { config, edges, log } => (config, edges, log),
+        Command::Simulate {
+            count,
+            credentials,
+            edges,
+            ca,
+            report_interval_s,
+        } => {
+            let mut devices = device_agent::fleet::read_credentials(&credentials)?;
+            if let Some(n) = count {
+                devices.truncate(n);
+            }
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop.send(true);
+            });
+            device_agent::fleet::simulate(devices, edges, &ca, report_interval_s, stopped).await?;
+            return Ok(());
+        }
+        Command::Provision {
+            site,
+            ca,
+            username,
+            password,
+            count,
+            prefix,
+            out,
+        } => {
+            let n = device_agent::fleet::provision(
+                site.trim_end_matches('/'),
+                &ca,
+                &username,
+                &password,
+                count,
+                &prefix,
+                &out,
+            )
+            .await?;
+            println!("wrote {n} device credentials to {}", out.display());
+            return Ok(());
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&log).context("invalid log filter")?,

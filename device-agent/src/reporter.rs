@@ -64,3 +64,48 @@ impl Reporter {
         }
     }
 }
+
+/// Where status comes from: the host itself, or a made-up but plausible device (the
+/// simulator), cheap enough for tens of thousands in one process.
+pub enum StatusSource {
+    Host(Box<Reporter>),
+    Synthetic {
+        seed: u64,
+        reports: u64,
+        started: std::time::Instant,
+    },
+}
+
+impl StatusSource {
+    pub fn synthetic(seed: u64) -> Self {
+        StatusSource::Synthetic {
+            seed,
+            reports: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn collect(&mut self) -> Status {
+        match self {
+            StatusSource::Host(r) => r.collect(),
+            StatusSource::Synthetic {
+                seed,
+                reports,
+                started,
+            } => {
+                *reports += 1;
+                let wave = (*seed).wrapping_mul(31).wrapping_add(*reports * 7) % 100;
+                Status {
+                    cpu_percent: Some(wave as f32 / 2.0),
+                    memory_used_bytes: Some(256 * 1024 * 1024 + (wave << 20)),
+                    memory_total_bytes: Some(1024 * 1024 * 1024),
+                    disk_used_bytes: Some(4 * 1024 * 1024 * 1024),
+                    disk_total_bytes: Some(16 * 1024 * 1024 * 1024),
+                    uptime_s: Some(started.elapsed().as_secs()),
+                    network: None,
+                    agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                }
+            }
+        }
+    }
+}

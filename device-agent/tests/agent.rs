@@ -185,3 +185,82 @@ fn a_command_id_runs_at_most_once_even_across_a_restart() {
         "not run again after a restart"
     );
 }
+
+#[tokio::test]
+async fn provisioned_devices_run_in_the_simulator() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let credentials = dir.path().join("devices.csv");
+    let ca = site.api.data_dir.join("tls/ca.crt");
+    let n = device_agent::fleet::provision(
+        &site.api.address,
+        &ca,
+        "admin",
+        ADMIN_PASSWORD,
+        20,
+        "sim",
+        &credentials,
+    )
+    .await
+    .expect("provisioned");
+    assert_eq!(n, 20);
+    let devices = device_agent::fleet::read_credentials(&credentials).expect("credentials");
+    assert_eq!(devices.len(), 20);
+    let first = devices[0].0.clone();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let edges = vec![format!("wss://localhost:{}/devices", site.device_port)];
+    let ca_file = ca.clone();
+    let running = tokio::spawn(async move {
+        device_agent::fleet::simulate(devices, edges, &ca_file, 1, stopped).await
+    });
+    let mut all_online = false;
+    for _ in 0..200 {
+        let (_, body) = site.api.get("/api/v1/devices?per_page=100").await;
+        let items = body["data"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if items.len() == 20 && items.iter().all(|d| d["online"] == json!(true)) {
+            all_online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(all_online, "every simulated device logged in");
+    let c = command(
+        &site,
+        &first,
+        json!({"name": "get_status", "wait": true, "timeout_s": 10}),
+    )
+    .await;
+    assert_eq!(c["state"], "succeeded");
+    assert_eq!(
+        c["result"]["data"]["memory_total_bytes"],
+        1024 * 1024 * 1024
+    );
+    let c = command(
+        &site,
+        &first,
+        json!({"name": "reboot", "wait": true, "timeout_s": 10}),
+    )
+    .await;
+    assert_eq!(c["state"], "succeeded");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the simulator stops")
+        .expect("task")
+        .expect("ran");
+}
+
+#[test]
+fn a_malformed_credentials_file_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.csv");
+    std::fs::write(&path, "id,key\n1,2\n").expect("write");
+    assert!(device_agent::fleet::read_credentials(&path).is_err());
+    std::fs::write(&path, "device_id,secret\n1\n").expect("write");
+    assert!(device_agent::fleet::read_credentials(&path).is_err());
+}
