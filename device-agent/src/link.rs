@@ -24,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::executor::{Delivery, Executor};
-use crate::reporter::{Reporter, StatusSource};
+use crate::reporter::StatusSource;
 
 /// A session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
