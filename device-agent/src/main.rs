@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -114,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
                 &out,
             )
             .await?;
-            println!("wrote {n} device credentials to {}", out.display());
+            writeln!(
+                std::io::stdout(),
+                "wrote {n} device credentials to {}",
+                out.display()
+            )?;
             return Ok(());
         }
     };
