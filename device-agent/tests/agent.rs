@@ -12,10 +12,24 @@ use serde_json::json;
 struct Site {
     api: TestApp,
     device_port: u16,
+    hub: std::sync::Arc<edge_cloud::hub::Hub>,
 }
 
 async fn spawn_edge() -> Site {
+    spawn_edge_trusting(None).await
+}
+
+/// An edge; with `same_tls_as`, serving that edge's certificate (one CA for the site).
+async fn spawn_edge_trusting(same_tls_as: Option<&Site>) -> Site {
     let (dir, node) = test_settings(edge_cloud::config::DEFAULTS).await;
+    if let Some(other) = same_tls_as {
+        // The development certificate found in the data directory is reused.
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        for file in ["ca.crt", "ca.key", "server.crt", "server.key"] {
+            std::fs::copy(other.api.data_dir.join("tls").join(file), tls.join(file)).expect("copy");
+        }
+    }
     let mut settings = edge_cloud::Settings {
         node,
         ..edge_cloud::Settings::with_data_dir(dir.path())
@@ -26,9 +40,11 @@ async fn spawn_edge() -> Site {
         .await
         .expect("edge starts");
     let device_port = edge.device_port;
+    let hub = edge.hub.clone();
     Site {
         api: start(edge.served, dir, database_url).await,
         device_port,
+        hub,
     }
 }
 
@@ -263,4 +279,60 @@ fn a_malformed_credentials_file_is_refused() {
     assert!(device_agent::fleet::read_credentials(&path).is_err());
     std::fs::write(&path, "device_id,secret\n1\n").expect("write");
     assert!(device_agent::fleet::read_credentials(&path).is_err());
+}
+
+#[tokio::test]
+async fn the_agent_fails_over_to_the_next_edge_when_its_edge_goes_away() {
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = spawn_edge().await;
+    let b = spawn_edge_trusting(Some(&a)).await;
+    let d = a.api.device("roamer", "SN-R").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    // Until the edges sync with the center, copy the registration to the second edge.
+    let row = fleet_store::devices::Entity::find_by_id(id.parse::<i64>().expect("id"))
+        .one(&a.api.db().await)
+        .await
+        .expect("query")
+        .expect("row");
+    row.into_active_model()
+        .reset_all()
+        .insert(&b.api.db().await)
+        .await
+        .expect("copied");
+
+    let state = tempfile::tempdir().expect("state dir");
+    let mut cfg = config(&a, &id, d["secret"].as_str().expect("secret"), state.path());
+    cfg.edges
+        .push(format!("wss://localhost:{}/devices", b.device_port));
+    let agent = Agent::new(cfg).expect("agent");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(agent.run(stopped));
+
+    let mut first = None;
+    for _ in 0..100 {
+        if online_now(&a, &id).await {
+            first = Some(0);
+            break;
+        }
+        if online_now(&b, &id).await {
+            first = Some(1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sites = [&a, &b];
+    let first = first.expect("connected to one of the edges");
+    let (gone, other) = (sites[first], sites[1 - first]);
+    gone.hub.shutdown();
+    assert!(
+        online(other, &id).await,
+        "the agent moved to the remaining edge"
+    );
+    assert!(!online_now(gone, &id).await);
+}
+
+async fn online_now(site: &Site, id: &str) -> bool {
+    let (_, body) = site.api.get(&format!("/api/v1/devices/{id}")).await;
+    body["data"]["online"] == json!(true)
 }

@@ -34,7 +34,7 @@ use shared_proto::southbound::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -194,6 +194,8 @@ fn kind_of(pdu: &Pdu) -> &'static str {
 }
 
 pub struct Hub {
+    /// Turns true when the edge stops: the listener closes and every session ends.
+    stop: watch::Sender<bool>,
     metrics: HubMetrics,
     node: web::Data<Node>,
     sessions: Arc<Sessions>,
@@ -209,6 +211,7 @@ enum End {
     HeartbeatLost,
     Closed,
     TooManyBadFrames,
+    EdgeStopping,
 }
 
 impl End {
@@ -218,6 +221,7 @@ impl End {
             End::HeartbeatLost => "heartbeat lost",
             End::Closed => "connection closed",
             End::TooManyBadFrames => "too many bad frames",
+            End::EdgeStopping => "edge stopping",
         }
     }
 }
@@ -240,6 +244,7 @@ impl Hub {
         metrics: HubMetrics,
     ) -> Self {
         Self {
+            stop: watch::channel(false).0,
             metrics,
             node,
             sessions,
@@ -249,10 +254,20 @@ impl Hub {
         }
     }
 
-    /// Accepts device connections until the listener fails for good.
+    /// Closes the device endpoint and ends every session.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Accepts device connections until [`Hub::shutdown`].
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut stopped = self.stop.subscribe();
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.changed() => return,
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     let hub = self.clone();
                     tokio::spawn(async move { hub.connection(stream, peer).await });
@@ -404,9 +419,11 @@ impl Hub {
                 break;
             }
         }
+        let mut stopped = self.stop.subscribe();
         let end = loop {
             tokio::select! {
                 () = close.notified() => break End::Replaced,
+                _ = stopped.changed() => break End::EdgeStopping,
                 Some(command) = commands_in.recv() => {
                     // A command offered while this session was starting may have gone
                     // out with the pending ones already.

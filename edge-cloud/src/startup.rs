@@ -21,6 +21,18 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     schema::fleet_tables(backend)
 }
 
+impl Edge {
+    /// Stops the device endpoint and the site API gracefully, then writes the last
+    /// statuses.
+    pub async fn stop(&self) {
+        self.hub.shutdown();
+        self.served.handle().stop(true).await;
+        if let Err(e) = self.hub.flush_statuses().await {
+            tracing::error!(error = %e, "writing the last device statuses failed");
+        }
+    }
+}
+
 /// A running edge: its site API and its device hub.
 pub struct Edge {
     pub served: Served,
