@@ -109,6 +109,7 @@ CREATE INDEX `idx-change_log-row_id` ON `change_log` (`row_id`);
 CREATE TABLE `device_status` (
   `device_id` bigint NOT NULL PRIMARY KEY,
   `version` bigint NOT NULL,
+  `config_version` bigint NOT NULL,
   `status` text NOT NULL,
   `updated_at` bigint NOT NULL
 );

@@ -154,6 +154,28 @@ async fn the_agent_connects_reports_and_runs_commands() {
         (json!("succeeded"), json!(5))
     );
 
+    let (status, _) = site
+        .api
+        .put(
+            &format!("/api/v1/devices/{id}/config"),
+            json!({"report_interval_s": 7}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut applied = false;
+    for _ in 0..100 {
+        let (_, body) = site.api.get(&format!("/api/v1/devices/{id}/status")).await;
+        if body["data"]["config_version"] == 1 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        applied,
+        "the agent applied the desired configuration and said so"
+    );
+
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(5), running)
         .await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix_web::web;
 use dashmap::DashMap;
 use fleet_store::commands::{self, State};
-use fleet_store::{credentials, device_status, devices};
+use fleet_store::{credentials, desired_configs, device_status, devices};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::commands::{advance, Dispatch};
 use operator_api::devices::Presence;
@@ -29,8 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
-    Command, DecodeError, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Outcome, Pdu, Status,
-    StatusAck, StatusReport, StatusResync, MAX_FRAME_BYTES,
+    Command, DecodeError, DesiredConfig, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Outcome,
+    Pdu, Status, StatusAck, StatusReport, StatusResync, MAX_FRAME_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -61,10 +61,16 @@ pub struct Sessions {
     serial: AtomicU64,
 }
 
+/// What the rest of the edge hands to a live session.
+enum Outgoing {
+    Command(commands::Model),
+    Config(desired_configs::Model),
+}
+
 struct Live {
     serial: u64,
     close: Arc<Notify>,
-    outbox: mpsc::Sender<commands::Model>,
+    outbox: mpsc::Sender<Outgoing>,
 }
 
 /// The status the edge holds for a device, with its version.
@@ -72,6 +78,8 @@ struct Live {
 pub struct Held {
     pub version: u64,
     pub status: Status,
+    /// The desired-configuration version the device reported it runs.
+    pub config_version: i64,
 }
 
 impl Presence for Sessions {
@@ -82,10 +90,29 @@ impl Presence for Sessions {
 
 impl Dispatch for Sessions {
     fn offer(&self, command: &commands::Model) -> bool {
-        self.live
-            .get(&command.device_id)
-            .is_some_and(|live| live.outbox.try_send(command.clone()).is_ok())
+        self.live.get(&command.device_id).is_some_and(|live| {
+            live.outbox
+                .try_send(Outgoing::Command(command.clone()))
+                .is_ok()
+        })
     }
+
+    fn configure(&self, config: &desired_configs::Model) -> bool {
+        self.live.get(&config.device_id).is_some_and(|live| {
+            live.outbox
+                .try_send(Outgoing::Config(config.clone()))
+                .is_ok()
+        })
+    }
+}
+
+/// The PDU that delivers a desired configuration.
+fn config_pdu(c: &desired_configs::Model) -> Pdu {
+    Pdu::DesiredConfig(DesiredConfig {
+        version: c.version,
+        report_interval_s: u32::try_from(c.report_interval_s).unwrap_or(30),
+        settings: serde_json::from_str(&c.settings).unwrap_or_default(),
+    })
 }
 
 /// The PDU that delivers a stored command.
@@ -108,6 +135,7 @@ impl Sessions {
                 Held {
                     version: u64::try_from(row.version).unwrap_or(0),
                     status: serde_json::from_str(&row.status).unwrap_or_default(),
+                    config_version: row.config_version,
                 },
             );
         }
@@ -413,6 +441,10 @@ impl Hub {
         let mut last_heard = Instant::now();
         let mut next_id: u64 = 2;
         let mut bad = 0;
+        if let Some(config) = self.desired(device).await {
+            next_id += 1;
+            let _ = send(&mut ws, next_id, config_pdu(&config)).await;
+        }
         for command in self.pending(device).await {
             next_id += 1;
             if self.deliver(&mut ws, next_id, &command).await.is_err() {
@@ -420,18 +452,29 @@ impl Hub {
             }
         }
         let mut stopped = self.stop.subscribe();
+        // A stop that came while the session was opening has already been seen by
+        // this new receiver, so look at the value too.
         let end = loop {
+            if *stopped.borrow() {
+                break End::EdgeStopping;
+            }
             tokio::select! {
                 () = close.notified() => break End::Replaced,
                 _ = stopped.changed() => break End::EdgeStopping,
-                Some(command) = commands_in.recv() => {
-                    // A command offered while this session was starting may have gone
-                    // out with the pending ones already.
-                    if !self.still_queued(command.id).await {
-                        continue;
-                    }
+                Some(outgoing) = commands_in.recv() => {
                     next_id += 1;
-                    if self.deliver(&mut ws, next_id, &command).await.is_err() {
+                    let sent = match outgoing {
+                        // A command offered while this session was starting may have
+                        // gone out with the pending ones already.
+                        Outgoing::Command(command) if !self.still_queued(command.id).await => Ok(()),
+                        Outgoing::Command(command) => self.deliver(&mut ws, next_id, &command).await,
+                        Outgoing::Config(config) => {
+                            let pdu = config_pdu(&config);
+                            self.metrics.message("out", &pdu);
+                            send(&mut ws, next_id, pdu).await
+                        }
+                    };
+                    if sent.is_err() {
                         break End::Closed;
                     }
                 }
@@ -554,7 +597,26 @@ impl Hub {
                     .await;
                 reply.map(|m| error_pdu(ErrorCode::BadRequest, m, env.id))
             }
-            Pdu::ConfigApplied(_) => refuse("no configuration is pending for this device"),
+            Pdu::ConfigApplied(applied) => {
+                match applied.error {
+                    None => {
+                        self.sessions
+                            .statuses
+                            .entry(device)
+                            .or_default()
+                            .config_version = applied.version;
+                        self.sessions
+                            .dirty
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(device);
+                    }
+                    Some(e) => {
+                        tracing::warn!(device, version = applied.version, error = %e, "device could not apply its configuration")
+                    }
+                }
+                None
+            }
             Pdu::LoginOk(_)
             | Pdu::StatusAck(_)
             | Pdu::StatusResync(_)
@@ -587,6 +649,22 @@ impl Hub {
             }
         }
         live
+    }
+
+    /// The device's desired configuration, when it is newer than what it runs.
+    async fn desired(&self, device: i64) -> Option<desired_configs::Model> {
+        let config = desired_configs::Entity::find()
+            .filter(desired_configs::Column::DeviceId.eq(device))
+            .filter(desired_configs::Column::Deleted.eq(false))
+            .one(&self.node.db)
+            .await
+            .ok()??;
+        let applied = self
+            .sessions
+            .statuses
+            .get(&device)
+            .map_or(0, |h| h.config_version);
+        (config.version > applied).then_some(config)
     }
 
     async fn still_queued(&self, id: i64) -> bool {
@@ -667,6 +745,7 @@ impl Hub {
                 Some(device_status::Model {
                     device_id: *id,
                     version: i64::try_from(held.version).unwrap_or(i64::MAX),
+                    config_version: held.config_version,
                     status: serde_json::to_string(&held.status).unwrap_or_default(),
                     updated_at: now,
                 })

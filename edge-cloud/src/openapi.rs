@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document of an edge's site API, generated from the handlers.
 
-use operator_api::{auth, commands, devices, events, health, metrics, users};
+use operator_api::{auth, commands, configs, devices, events, health, metrics, users};
 
 use crate::status;
 use utoipa::OpenApi;
@@ -18,7 +18,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         users::list, users::create, users::get, users::update, users::delete,
         users::groups, users::add_groups, users::replace_groups, users::remove_groups,
         devices::list, devices::create, devices::get, devices::update, devices::delete,
-        devices::rotate_secret, status::get, devices::groups_of, devices::join_groups, devices::leave_groups,
+        devices::rotate_secret, status::get, configs::put, configs::get, devices::groups_of, devices::join_groups, devices::leave_groups,
         commands::create, commands::list, commands::get, commands::cancel,
         events::list,
         health::healthz, health::readyz, metrics::scrape,

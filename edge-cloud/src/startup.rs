@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
-use operator_api::commands;
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::tls;
+use operator_api::{commands, configs};
 use sea_orm::DbBackend;
 
 use crate::config::Settings;
@@ -56,6 +56,7 @@ impl Application {
                 cfg.app_data(site_sessions.clone())
                     .route("/api/v1/devices/{id}/status", web::get().to(status::get))
                     .configure(devices::configure)
+                    .configure(configs::configure)
                     .configure(commands::configure);
             },
             home_edges: HomeEdges::Fixed(None),

@@ -15,6 +15,8 @@ pub struct DeviceStatus {
     pub online: bool,
     /// Version of the last report the edge applied (0 before the first).
     pub version: u64,
+    /// The desired-configuration version the device reported it runs (0 for none).
+    pub config_version: i64,
     /// The merged status (CPU, memory, disk, uptime, network, agent version), or null.
     #[schema(value_type = Object)]
     pub status: serde_json::Value,
@@ -37,6 +39,7 @@ pub async fn get(
         device_id: id.to_string(),
         online: operator_api::devices::Presence::is_online(sessions.as_ref(), id),
         version: held.as_ref().map_or(0, |h| h.version),
+        config_version: held.as_ref().map_or(0, |h| h.config_version),
         status: held
             .and_then(|h| serde_json::to_value(h.status).ok())
             .unwrap_or_default(),

@@ -11,6 +11,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub device_id: i64,
     pub version: i64,
+    /// The desired-configuration version the device reported it runs (0 for none).
+    pub config_version: i64,
     /// The status report as JSON (`shared_proto::southbound::Status`).
     #[sea_orm(column_type = "Text")]
     pub status: String,
@@ -30,13 +32,19 @@ pub async fn upsert_many<C: ConnectionTrait>(db: &C, rows: Vec<Model>) -> Result
     let models = rows.into_iter().map(|m| ActiveModel {
         device_id: sea_orm::Set(m.device_id),
         version: sea_orm::Set(m.version),
+        config_version: sea_orm::Set(m.config_version),
         status: sea_orm::Set(m.status),
         updated_at: sea_orm::Set(m.updated_at),
     });
     Entity::insert_many(models)
         .on_conflict(
             OnConflict::column(Column::DeviceId)
-                .update_columns([Column::Version, Column::Status, Column::UpdatedAt])
+                .update_columns([
+                    Column::Version,
+                    Column::ConfigVersion,
+                    Column::Status,
+                    Column::UpdatedAt,
+                ])
                 .to_owned(),
         )
         .exec(db)

@@ -23,6 +23,8 @@ use crate::{input, reply, ApiError, Caller, Node};
 /// live session took it; if not, it stays queued until the device returns.
 pub trait Dispatch: Send + Sync {
     fn offer(&self, command: &commands::Model) -> bool;
+    /// Pushes a new desired configuration to the device's live session, if any.
+    fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool;
 }
 
 pub const MAX_TIMEOUT_S: u64 = 86_400;

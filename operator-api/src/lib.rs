@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod commands;
+pub mod configs;
 pub mod devices;
 pub mod docs;
 pub mod error;

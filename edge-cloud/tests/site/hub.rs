@@ -301,7 +301,7 @@ async fn statuses_are_served_and_written_in_batches() {
     let (_, body) = edge.api.get(&format!("/api/v1/devices/{id}/status")).await;
     assert_eq!(
         body["data"],
-        json!({"device_id": id, "online": false, "version": 0, "status": null})
+        json!({"device_id": id, "online": false, "version": 0, "config_version": 0, "status": null})
     );
     let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
     let status = Status {
@@ -370,4 +370,70 @@ async fn the_hub_is_measured() {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn desired_configuration_reaches_the_device_now_or_at_its_next_login() {
+    use shared_proto::southbound::ConfigApplied;
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let path = format!("/api/v1/devices/{id}/config");
+    let (status, body) = edge.api.get(&path).await;
+    assert_eq!(status, 404, "{body}");
+    for (bad, field) in [
+        (json!({"report_interval_s": 0}), "report_interval_s"),
+        (
+            json!({"report_interval_s": 10, "settings": {"k": 5}}),
+            "settings.k",
+        ),
+        (json!({"settings": {}}), "report_interval_s"),
+    ] {
+        let (status, answer) = edge.api.put(&path, bad).await;
+        assert_error(status, &answer, 400, "INVALID_ARGUMENT", Some(field));
+    }
+
+    // Offline: it waits for the login.
+    let (status, body) = edge
+        .api
+        .put(
+            &path,
+            json!({"report_interval_s": 20, "settings": {"mode": "eco"}}),
+        )
+        .await;
+    assert_eq!((status, body["data"]["version"].clone()), (200, json!(1)));
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::DesiredConfig(c)) => {
+            assert_eq!((c.version, c.report_interval_s), (1, 20));
+            assert_eq!(c.settings.get("mode").map(String::as_str), Some("eco"));
+        }
+        other => panic!("expected the desired configuration, got {other:?}"),
+    }
+    device
+        .send(Pdu::ConfigApplied(ConfigApplied {
+            version: 1,
+            error: None,
+        }))
+        .await;
+
+    // Online: pushed at once.
+    let (_, body) = edge.api.put(&path, json!({"report_interval_s": 5})).await;
+    assert_eq!(body["data"]["version"], 2);
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::DesiredConfig(c)) => assert_eq!(c.version, 2),
+        other => panic!("expected the new configuration, got {other:?}"),
+    }
+    device
+        .send(Pdu::ConfigApplied(ConfigApplied {
+            version: 2,
+            error: None,
+        }))
+        .await;
+    device.send(Pdu::Ping(Ping { sent_ms: 1 })).await;
+    let _ = device.recv().await;
+    let (_, body) = edge.api.get(&format!("/api/v1/devices/{id}/status")).await;
+    assert_eq!(
+        body["data"]["config_version"], 2,
+        "the reported side of the twin"
+    );
 }
