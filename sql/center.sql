@@ -1,5 +1,5 @@
--- Schema of the center cloud database, as `center-cloud print-schema` prints it.
--- The center creates it at start; this is for operators who provision or review the
+-- Schema of the center-cloud database, as `center-cloud print-schema` prints it.
+-- The binary creates it at start; this is for operators who provision or review the
 -- database by hand. A test keeps sql/center.sql equal to what the binary creates.
 -- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
 -- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to

@@ -1,5 +1,5 @@
--- Schema of an edge cloud database, as `edge-cloud print-schema` prints it.
--- The edge creates it at start; this is for operators who provision or review the
+-- Schema of the edge-cloud database, as `edge-cloud print-schema` prints it.
+-- The binary creates it at start; this is for operators who provision or review the
 -- database by hand. A test keeps sql/edge.sql equal to what the binary creates.
 -- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
 -- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to

@@ -4,17 +4,6 @@ use anyhow::Context;
 use edge_cloud::config::{Cli, Command};
 use edge_cloud::{startup, Application, Settings};
 
-const SCHEMA_HEADER: &str = "\
--- Schema of an edge cloud database, as `edge-cloud print-schema` prints it.
--- The edge creates it at start; this is for operators who provision or review the
--- database by hand. A test keeps sql/edge.sql equal to what the binary creates.
--- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
--- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
--- them is appended to change_log in the same transaction. There are no foreign keys:
--- replicated rows may arrive in any order, so the application keeps integrity.
-
-";
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // rustls panics at config time if two crypto providers are linked and none chosen.
@@ -26,10 +15,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::PrintSchema { dialect } => {
             let backend = dialect.backend();
-            let ddl = fleet_store::schema::ddl(backend, &startup::tables(backend));
-            let mut out = std::io::stdout().lock();
-            out.write_all(SCHEMA_HEADER.as_bytes())?;
-            out.write_all(ddl.as_bytes())?;
+            operator_api::server::print_schema(
+                &mut std::io::stdout().lock(),
+                "edge-cloud",
+                "sql/edge.sql",
+                &startup::tables(backend),
+                backend,
+            )?;
             Ok(())
         }
         Command::Serve(args) => {

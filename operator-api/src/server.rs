@@ -241,3 +241,25 @@ pub fn init_logging(filter: &str) -> Result<(), String> {
         .init();
     Ok(())
 }
+
+/// Writes the DDL a node creates, under a header naming the binary and its `sql/` file.
+pub fn print_schema(
+    out: &mut impl std::io::Write,
+    binary: &str,
+    sql_file: &str,
+    tables: &[TableSpec],
+    backend: DbBackend,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "-- Schema of the {binary} database, as `{binary} print-schema` prints it.
+-- The binary creates it at start; this is for operators who provision or review the
+-- database by hand. A test keeps {sql_file} equal to what the binary creates.
+-- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
+-- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
+-- them is appended to change_log in the same transaction. There are no foreign keys:
+-- replicated rows may arrive in any order, so the application keeps integrity.
+"
+    )?;
+    out.write_all(fleet_store::schema::ddl(backend, tables).as_bytes())
+}
