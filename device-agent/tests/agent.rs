@@ -358,3 +358,45 @@ async fn online_now(site: &Site, id: &str) -> bool {
     let (_, body) = site.api.get(&format!("/api/v1/devices/{id}")).await;
     body["data"]["online"] == json!(true)
 }
+
+#[tokio::test]
+async fn reboot_without_a_hook_restarts_the_agent_which_confirms() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let d = site.api.device("rebooter", "SN-B").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = format!(
+        "device_id = \"{id}\"\nsecret = \"{}\"\nedges = [\"wss://localhost:{}/devices\"]\nca_file = \"{}\"\nreport_interval_s = 1\nstate_dir = \"{}\"\n",
+        d["secret"].as_str().expect("secret"),
+        site.device_port,
+        site.api.data_dir.join("tls/ca.crt").display(),
+        dir.path().join("state").display(),
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_device-agent"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("AGENT_LOG", "warn")
+        .spawn()
+        .expect("agent starts");
+    let result = async {
+        assert!(online(&site, &id).await, "the agent came online");
+        let c = command(
+            &site,
+            &id,
+            json!({"name": "reboot", "wait": true, "timeout_s": 20}),
+        )
+        .await;
+        assert_eq!(c["state"], "succeeded", "{c}");
+        assert_eq!(
+            c["result"]["data"]["restarted"], true,
+            "confirmed by the restarted agent: {c}"
+        );
+        assert!(online(&site, &id).await, "back online after the restart");
+    };
+    result.await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
