@@ -221,7 +221,12 @@ fn kind_of(pdu: &Pdu) -> &'static str {
     }
 }
 
+/// Device events written per statement, at most.
+const EVENT_BATCH: usize = 500;
+
 pub struct Hub {
+    events: mpsc::Sender<NewEvent>,
+    event_queue: std::sync::Mutex<Option<mpsc::Receiver<NewEvent>>>,
     /// Turns true when the edge stops: the listener closes and every session ends.
     stop: watch::Sender<bool>,
     metrics: HubMetrics,
@@ -271,7 +276,10 @@ impl Hub {
         tls: Option<rustls::ServerConfig>,
         metrics: HubMetrics,
     ) -> Self {
+        let (events, event_queue) = mpsc::channel(100_000);
         Self {
+            events,
+            event_queue: std::sync::Mutex::new(Some(event_queue)),
             stop: watch::channel(false).0,
             metrics,
             node,
@@ -845,6 +853,8 @@ impl Hub {
         })
     }
 
+    /// Queues a device event; a writer task stores them in batches, so a reconnect
+    /// storm costs a few multi-row inserts instead of one write per login.
     async fn record(&self, actor: &str, action: &str, target: &str, status: u16, detail: String) {
         let event = NewEvent {
             actor: actor.to_string(),
@@ -854,13 +864,37 @@ impl Hub {
             status,
             detail,
         };
-        let result = async {
-            let (_turn, txn) = self.node.write().await?;
-            events::record(&txn, &self.node.replica, event).await?;
-            txn.commit().await
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("device event queue full; an event was dropped");
+        }
+    }
+
+    /// Writes queued device events in batches, for as long as the process runs.
+    pub async fn write_events(self: Arc<Self>) {
+        let Some(mut queue) = self
+            .event_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
         };
-        if let Err(e) = result.await {
-            tracing::error!(error = %e, "recording a device event failed");
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < EVENT_BATCH {
+                match queue.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let stored = async {
+                let (_turn, txn) = self.node.write().await?;
+                events::record_many(&txn, &self.node.replica, batch).await?;
+                txn.commit().await
+            };
+            if let Err(e) = stored.await {
+                tracing::error!(error = %e, "recording device events failed");
+            }
         }
     }
 }

@@ -96,6 +96,7 @@ impl Application {
             hub_metrics,
         ));
         tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
+        tokio::spawn(hub.clone().write_events());
         tokio::spawn(hub.clone().persist(settings.status_flush));
         tokio::spawn(hub.clone().serve(listener));
         Ok(Edge {

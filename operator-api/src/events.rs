@@ -29,11 +29,7 @@ fn clip(s: String, max: usize) -> String {
     }
 }
 
-pub async fn record<C: ConnectionTrait>(
-    db: &C,
-    replica: &Replica,
-    e: NewEvent,
-) -> Result<(), DbErr> {
+fn row(replica: &Replica, e: NewEvent) -> events::ActiveModel {
     events::ActiveModel {
         id: Set(replica.new_id()),
         at: Set(fleet_store::now_ms()),
@@ -45,8 +41,28 @@ pub async fn record<C: ConnectionTrait>(
         status_code: Set(i32::from(e.status)),
         detail: Set(clip(e.detail, 1000)),
     }
-    .insert(db)
-    .await?;
+}
+
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    e: NewEvent,
+) -> Result<(), DbErr> {
+    row(replica, e).insert(db).await?;
+    Ok(())
+}
+
+/// Records many events in one statement (device events come in storms).
+pub async fn record_many<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    batch: Vec<NewEvent>,
+) -> Result<(), DbErr> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<events::ActiveModel> = batch.into_iter().map(|e| row(replica, e)).collect();
+    events::Entity::insert_many(rows).exec(db).await?;
     Ok(())
 }
 
