@@ -8,11 +8,13 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 work=$(mktemp -d /tmp/fleet-tests.XXXXXX)
 center_pid=""
+edge_pid=""
 
 say() { printf '==> %s\n' "$*"; }
 
 cleanup() {
   if [[ -n "$center_pid" ]]; then kill "$center_pid" 2>/dev/null || true; wait "$center_pid" 2>/dev/null || true; fi
+  if [[ -n "$edge_pid" ]]; then kill "$edge_pid" 2>/dev/null || true; wait "$edge_pid" 2>/dev/null || true; fi
   stop_mariadb
   rm -rf "$work"
 }
@@ -42,6 +44,23 @@ run_tests
 
 say "database tests on MariaDB"
 TEST_MYSQL_URL="$mysql_url" run_tests -E 'kind(test)'
+
+say "shell suite against an edge on MariaDB, with a real agent"
+edge_port=$(free_port)
+device_port=$(free_port)
+EDGE_ADMIN_PASSWORD=shell-edge-pw \
+  "$root/target/debug/edge-cloud" serve --listen "127.0.0.1:$edge_port" \
+  --device-listen "127.0.0.1:$device_port" --data-dir "$work/edge" \
+  --database-url "$mysql_url/edge_shell" >"$work/edge.log" 2>&1 &
+edge_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fsS --cacert "$work/edge/tls/ca.crt" "https://127.0.0.1:$edge_port/readyz" >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+EDGE_URL="https://127.0.0.1:$edge_port" EDGE_CA="$work/edge/tls/ca.crt" EDGE_ADMIN_PASSWORD=shell-edge-pw \
+  EDGE_DEVICE_URL="wss://localhost:$device_port/devices" AGENT_BIN="$root/target/debug/device-agent" \
+  bash tests/shell/edge.sh >"$work/shell-edge.log" || { cat "$work/shell-edge.log"; exit 1; }
+tail -n 1 "$work/shell-edge.log"
 
 say "shell suite against a center on MariaDB"
 center_port=$(free_port)

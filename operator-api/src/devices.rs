@@ -465,13 +465,11 @@ pub async fn create(
     let (_turn, txn) = node.write().await?;
     let (m, secret) = create_device(&txn, &node, &caller, draft, None).await?;
     txn.commit().await?;
-    Ok(reply::created(
-        m.id,
-        DeviceWithSecret {
-            device: m.into(),
-            secret,
-        },
-    ))
+    let id = m.id;
+    let mut device = [Device::from(m)];
+    mark_presence(&node, &mut device);
+    let [device] = device;
+    Ok(reply::created(id, DeviceWithSecret { device, secret }))
 }
 
 /// Read one device.

@@ -153,8 +153,9 @@ agent_toml() {
 }
 
 # start_agent CONFIG LOG: runs the agent in the background; its PID in AGENT_PID.
+# (env execs the agent, so the PID is the agent's; AGENT_EDGES would override edges.)
 start_agent() {
-    "$AGENT_BIN" run --config "$1" >"$2" 2>&1 &
+    env -u AGENT_EDGES "$AGENT_BIN" run --config "$1" >"$2" 2>&1 &
     AGENT_PID=$!
     BG_PIDS+=("$AGENT_PID")
 }
@@ -527,7 +528,7 @@ call "$ADM" GET "/api/v1/devices/$DA"
 check_ok "GET device shows it online" 200 '.data.online == true'
 call "$ADM" GET "/api/v1/devices?model=$MODEL&sn=A1-$RUN"
 check_ok "the device list shows it online" 200 '.data.items[0].online == true'
-call "$ADM" GET "/api/v1/events?action=device.online&target_id=$DA"
+poll 5 events_found "action=device.online&target_id=$DA"
 check_ok "device.online is recorded" 200 '.data.total == 1' \
     '.data.items[0].actor == "device:" + $ENV.DA' '.data.items[0].outcome == "ok"'
 call "" GET /metrics
