@@ -12,6 +12,11 @@ async fn devices_are_registered_at_the_site() {
         json!(null),
         "a standalone edge does not know its own id yet"
     );
+    assert_eq!(
+        d["online"],
+        json!(false),
+        "the edge tracks connections from the start"
+    );
     let id = d["id"].as_str().expect("id");
     let (status, body) = edge.get(&format!("/api/v1/devices/{id}")).await;
     assert_eq!(status, 200, "{body}");
