@@ -2,8 +2,10 @@
 //! `operator_api::settings` (layered defaults < TOML file < `CENTER_…` variables <
 //! flags); the center adds its own few. `center-cloud serve --help` lists them all.
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use operator_api::settings::{self, ConfigError, Dialect, NodeArgs, NodeDefaults, NodeSettings};
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use operator_api::settings::{
+    self, ConfigError, NodeArgs, NodeCommand, NodeDefaults, NodeSettings,
+};
 use serde::Deserialize;
 
 pub const DEFAULTS: NodeDefaults = NodeDefaults {
@@ -31,16 +33,7 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the REST API.
-    Serve(Box<ServeArgs>),
-    /// Print the database schema DDL this binary creates.
-    PrintSchema {
-        #[arg(long, value_enum, default_value_t = Dialect::Mysql)]
-        dialect: Dialect,
-    },
-}
+pub type Command = NodeCommand<ServeArgs>;
 
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 pub struct ServeArgs {

@@ -1,8 +1,10 @@
 //! The edge's command line: the settings every node has (`EDGE_…` variables, a TOML
 //! file, flags), with the edge's own defaults.
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use operator_api::settings::{self, ConfigError, Dialect, NodeArgs, NodeDefaults, NodeSettings};
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use operator_api::settings::{
+    self, ConfigError, NodeArgs, NodeCommand, NodeDefaults, NodeSettings,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,16 +37,7 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the site API.
-    Serve(Box<ServeArgs>),
-    /// Print the database schema DDL this binary creates.
-    PrintSchema {
-        #[arg(long, value_enum, default_value_t = Dialect::Mysql)]
-        dialect: Dialect,
-    },
-}
+pub type Command = NodeCommand<ServeArgs>;
 
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 pub struct ServeArgs {

@@ -109,6 +109,14 @@ pub fn mark_presence(node: &Node, devices: &mut [Device]) {
     }
 }
 
+/// One device as the API shows it, with its live state where the node knows it.
+fn live_view(node: &Node, m: devices::Model) -> Device {
+    let mut device = [Device::from(m)];
+    mark_presence(node, &mut device);
+    let [device] = device;
+    device
+}
+
 /// The condition limiting a non-admin to devices in their groups.
 pub fn scope(caller: &Caller) -> Option<SimpleExpr> {
     if caller.is_admin() {
@@ -466,9 +474,7 @@ pub async fn create(
     let (m, secret) = create_device(&txn, &node, &caller, draft, None).await?;
     txn.commit().await?;
     let id = m.id;
-    let mut device = [Device::from(m)];
-    mark_presence(&node, &mut device);
-    let [device] = device;
+    let device = live_view(&node, m);
     Ok(reply::created(id, DeviceWithSecret { device, secret }))
 }
 
@@ -482,10 +488,10 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id("id", &path)?;
-    let mut device = [Device::from(visible(&node.db, &caller, id).await?)];
-    mark_presence(&node, &mut device);
-    let [device] = device;
-    Ok(reply::ok(device))
+    Ok(reply::ok(live_view(
+        &node,
+        visible(&node.db, &caller, id).await?,
+    )))
 }
 
 /// Change some fields of a device; absent fields stay as they are.

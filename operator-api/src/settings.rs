@@ -11,6 +11,18 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+/// The subcommands every node binary has; `S` is the binary's own serve arguments.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand<S: Args> {
+    /// Serve the node's HTTPS API.
+    Serve(Box<S>),
+    /// Print the database schema DDL this binary creates.
+    PrintSchema {
+        #[arg(long, value_enum, default_value_t = Dialect::Mysql)]
+        dialect: Dialect,
+    },
+}
+
 /// The SQL dialect `print-schema` writes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Dialect {
