@@ -130,6 +130,15 @@ CREATE INDEX `idx-events-actor` ON `events` (`actor`);
 CREATE INDEX `idx-events-action` ON `events` (`action`);
 CREATE INDEX `idx-events-target_id` ON `events` (`target_id`);
 
+CREATE TABLE `pulled_logs` (
+  `command_id` bigint NOT NULL PRIMARY KEY,
+  `device_id` bigint NOT NULL,
+  `bytes` bigint NOT NULL,
+  `content` MEDIUMBLOB NOT NULL,
+  `uploaded_at` bigint NOT NULL
+);
+CREATE INDEX `idx-pulled_logs-device_id` ON `pulled_logs` (`device_id`);
+
 CREATE TABLE `users` (
   `id` bigint NOT NULL PRIMARY KEY,
   `username` varchar(64) NOT NULL UNIQUE,

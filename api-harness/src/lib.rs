@@ -2,6 +2,7 @@
 //! database (SQLite in a temp dir, or a new MariaDB database when TEST_MYSQL_URL names
 //! a server) and talks HTTPS to it, trusting the development CA the node generated.
 
+pub mod fault_proxy;
 mod schema;
 
 use std::path::PathBuf;

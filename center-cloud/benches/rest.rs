@@ -31,7 +31,11 @@ async fn start(database_url: String, dir: &std::path::Path) -> Target {
     settings.node.db_max_connections = 32;
     settings.node.admin_password = Some("bench-password".into());
     settings.node.log = "warn".into();
-    let app = Application::build(settings).await.expect("center starts");
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
+    let app = Application::build(settings)
+        .await
+        .expect("center starts")
+        .served;
     let port = app.port();
     let pem = std::fs::read(app.ca_file.clone().expect("dev CA")).expect("ca");
     tokio::spawn(app.run_until_stopped());

@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Largest CSV import body in bytes [default: 67108864].
     #[arg(long)]
     pub import_limit: Option<usize>,
+    /// Address of the endpoint edges dial for their federation link (TLS like the API) [default: 127.0.0.1:8444].
+    #[arg(long)]
+    pub link_listen: Option<std::net::SocketAddr>,
+    /// Heartbeat interval of edge links, in seconds [default: 5].
+    #[arg(long)]
+    pub link_heartbeat_s: Option<u64>,
 }
 
 /// The resolved settings of a center.
@@ -50,6 +56,8 @@ pub struct ServeArgs {
 pub struct Settings {
     pub node: NodeSettings,
     pub import_limit: usize,
+    pub link_listen: std::net::SocketAddr,
+    pub link_heartbeat: std::time::Duration,
 }
 
 impl Settings {
@@ -58,6 +66,8 @@ impl Settings {
         Self {
             node: NodeSettings::with_data_dir(DEFAULTS, data_dir),
             import_limit: 64 * 1024 * 1024,
+            link_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8444)),
+            link_heartbeat: std::time::Duration::from_secs(5),
         }
     }
 
@@ -67,12 +77,25 @@ impl Settings {
             Some(path) => settings::read_file::<ServeArgs>(path)?,
             None => ServeArgs::default(),
         };
+        let defaults = Self::with_data_dir(std::path::Path::new(DEFAULTS.data_dir));
+        let heartbeat = args.link_heartbeat_s.or(file.link_heartbeat_s).unwrap_or(5);
+        if heartbeat == 0 {
+            return Err(ConfigError::Invalid {
+                field: "link_heartbeat_s",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             node: NodeSettings::resolve(DEFAULTS, args.node, file.node)?,
             import_limit: args
                 .import_limit
                 .or(file.import_limit)
-                .unwrap_or(64 * 1024 * 1024),
+                .unwrap_or(defaults.import_limit),
+            link_listen: args
+                .link_listen
+                .or(file.link_listen)
+                .unwrap_or(defaults.link_listen),
+            link_heartbeat: std::time::Duration::from_secs(heartbeat),
         })
     }
 }

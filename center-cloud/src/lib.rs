@@ -5,8 +5,9 @@ pub mod config;
 pub mod edges;
 pub mod groups;
 pub mod lab;
+pub mod link;
 pub mod openapi;
 pub mod startup;
 
 pub use config::Settings;
-pub use startup::Application;
+pub use startup::{Application, Center};

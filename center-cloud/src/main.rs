@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use anyhow::Context;
 use center_cloud::config::{Cli, Command};
 use center_cloud::{startup, Application, Settings};
@@ -30,13 +32,19 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings.clone())
                 .await
                 .context("starting the center")?;
-            operator_api::server::announce(
-                &mut std::io::stdout().lock(),
-                "center",
-                &settings.node,
-                &app,
+            let mut out = std::io::stdout().lock();
+            let scheme = if app.served.tls { "wss" } else { "ws" };
+            writeln!(
+                out,
+                "edges link to {scheme}://{}:{}/link",
+                settings.link_listen.ip(),
+                app.link_port
             )?;
-            app.run_until_stopped().await.context("serving")?;
+            operator_api::server::announce(&mut out, "center", &settings.node, &app.served)?;
+            drop(out);
+            let links = app.links.clone();
+            app.served.run_until_stopped().await.context("serving")?;
+            links.shutdown();
             tracing::info!("center stopped");
             Ok(())
         }

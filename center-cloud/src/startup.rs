@@ -5,9 +5,12 @@ use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
+use operator_api::tls;
 use sea_orm::DbBackend;
+use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::link::Links;
 use crate::{bulk, edges, groups, lab, openapi};
 
 /// Every table of the center's database, in creation order.
@@ -17,11 +20,27 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     all
 }
 
+/// A running center: its API and the endpoint edges link to.
+pub struct Center {
+    pub served: Served,
+    pub link_port: u16,
+    pub links: Arc<Links>,
+}
+
+impl Center {
+    /// Closes the edge links and stops the API gracefully.
+    pub async fn stop(&self) {
+        self.links.shutdown();
+        self.served.handle().stop(true).await;
+    }
+}
+
 pub struct Application;
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Served, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Center, StartupError> {
         let import_limit = settings.import_limit;
+        let links = Arc::new(Links::new(settings.link_heartbeat));
         let service = Service {
             tables,
             openapi: openapi::document(),
@@ -31,7 +50,30 @@ impl Application {
             dispatch: None,
             metrics: None,
         };
-        server::build(&settings.node, service).await
+        let served = server::build(&settings.node, service).await?;
+        let listener = tokio::net::TcpListener::bind(settings.link_listen)
+            .await
+            .map_err(|source| StartupError::Io {
+                context: format!("binding the edge link endpoint {}", settings.link_listen),
+                source,
+            })?;
+        let link_port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Io {
+                context: "reading the edge link address".into(),
+                source,
+            })?
+            .port();
+        let tls = match &served.tls_files {
+            Some(files) => Some(tls::server_config(files)?),
+            None => None,
+        };
+        tokio::spawn(links.clone().serve(served.node.clone(), listener, tls));
+        Ok(Center {
+            served,
+            link_port,
+            links,
+        })
     }
 }
 

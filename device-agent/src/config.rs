@@ -33,6 +33,13 @@ pub struct AgentConfig {
     /// Longest backoff between reconnect attempts, in seconds.
     #[serde(default = "default_backoff_cap")]
     pub backoff_cap_s: u64,
+    /// The agent's own log file, rotated at `log_max_bytes` (one older file kept as
+    /// `<log_path>.1`); `pull_logs` uploads it. Without it the agent logs to stderr
+    /// only and `pull_logs` is refused.
+    #[serde(default)]
+    pub log_path: Option<PathBuf>,
+    #[serde(default = "default_log_max")]
+    pub log_max_bytes: u64,
 }
 
 fn default_report_interval() -> u64 {
@@ -46,6 +53,9 @@ fn default_output_cap() -> usize {
 }
 fn default_backoff_cap() -> u64 {
     60
+}
+fn default_log_max() -> u64 {
+    1024 * 1024
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +98,19 @@ impl AgentConfig {
         if self.edges.is_empty() {
             return invalid("edges", "name at least one edge");
         }
-        if let Some(bad) = self.edges.iter().find(|e| !e.starts_with("wss://")) {
+        if let Some(bad) = self.edges.iter().find(|e| crate::link::parse(e).is_none()) {
             return Err(ConfigError::Invalid {
                 field: "edges",
-                message: format!("{bad:?} is not a wss:// URL (devices always use TLS)"),
+                message: format!("{bad:?} is not a wss:// (TLS) or ws:// (plain) URL with a host"),
             });
+        }
+        // Only TLS edges need the CA: a site of plain ws:// edges may have none.
+        if self.ca_file.as_os_str().is_empty() && self.edges.iter().any(|e| e.starts_with("wss://"))
+        {
+            return invalid(
+                "ca_file",
+                "required for wss:// edges (the CA their certificates chain to)",
+            );
         }
         if self.report_interval_s == 0 {
             return invalid("report_interval_s", "must be at least 1");

@@ -181,6 +181,10 @@ impl Executor {
         failed(command_id, Outcome::Rejected, why)
     }
 
+    pub fn failed_with(command_id: &str, why: &str) -> CommandResult {
+        failed(command_id, Outcome::Failed, why)
+    }
+
     pub fn expired(command_id: &str) -> CommandResult {
         failed(command_id, Outcome::Expired, "arrived after its deadline")
     }

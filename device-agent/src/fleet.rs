@@ -3,20 +3,23 @@
 //! such a file as virtual agents in one process, on one runtime.
 
 use std::io::Write;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigError};
 use crate::link::{client_tls, Agent, AgentError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error("credentials file {path}: {message}")]
     Credentials { path: String, message: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error("site API: {0}")]
@@ -51,8 +54,8 @@ pub fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, FleetError
         .collect()
 }
 
-/// Runs every device of `credentials` against `edges` until `shutdown`, printing
-/// progress on stderr while they connect.
+/// Runs every device of `credentials` against `edges` (over TLS, trusting `ca_file`)
+/// until `shutdown`, printing progress on stderr while they connect.
 pub async fn simulate(
     credentials: Vec<(String, String)>,
     edges: Vec<String>,
@@ -60,50 +63,102 @@ pub async fn simulate(
     report_interval_s: u64,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), FleetError> {
-    let tls = client_tls(ca_file)?;
-    let logins = Arc::new(AtomicU64::new(0));
-    let total = credentials.len() as u64;
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(credentials.len());
-    for (n, (device_id, secret)) in credentials.into_iter().enumerate() {
-        let config = AgentConfig {
-            device_id,
-            secret,
-            edges: edges.clone(),
-            ca_file: ca_file.to_path_buf(),
-            report_interval_s,
-            state_dir: std::path::PathBuf::new(),
-            scripts: Default::default(),
-            reboot_hook: None,
-            output_cap_bytes: 4096,
-            backoff_cap_s: 30,
-        };
-        let agent = Agent::simulated(config, tls.clone(), n as u64, logins.clone());
-        tasks.push(tokio::spawn(agent.run(shutdown.clone())));
+    Simulation {
+        edges,
+        ca_file: Some(ca_file.to_path_buf()),
+        report_interval_s,
+        source_ips: Vec::new(),
     }
-    let mut shutdown_seen = shutdown.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut announced = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = logins.load(Ordering::Relaxed);
-                if !announced {
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "\rconnecting: {now}/{total} devices logged in ({:.1} s)", started.elapsed().as_secs_f64());
-                    if now >= total {
-                        let _ = writeln!(err);
-                        announced = true;
+    .run(credentials, shutdown)
+    .await
+}
+
+/// How `simulate` runs its devices.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// Edge device endpoints, `wss://` or `ws://`; each device uses the nearest.
+    pub edges: Vec<String>,
+    /// CA certificate of the edges, needed only for `wss://` edges.
+    pub ca_file: Option<PathBuf>,
+    pub report_interval_s: u64,
+    /// Local addresses the devices connect from, in turn. One source address has
+    /// only ~28k ephemeral ports, so larger fleets on one machine need several
+    /// (e.g. 127.0.0.2, 127.0.0.3, …). Empty: the system chooses.
+    pub source_ips: Vec<IpAddr>,
+}
+
+impl Simulation {
+    /// Runs every device of `credentials` until `shutdown`, printing progress on
+    /// stderr while they connect.
+    pub async fn run(
+        self,
+        credentials: Vec<(String, String)>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), FleetError> {
+        let configs: Vec<AgentConfig> = credentials
+            .into_iter()
+            .map(|(device_id, secret)| AgentConfig {
+                device_id,
+                secret,
+                edges: self.edges.clone(),
+                ca_file: self.ca_file.clone().unwrap_or_default(),
+                report_interval_s: self.report_interval_s,
+                state_dir: PathBuf::new(),
+                scripts: Default::default(),
+                reboot_hook: None,
+                output_cap_bytes: 4096,
+                backoff_cap_s: 30,
+                log_path: None,
+                log_max_bytes: 0,
+            })
+            .collect();
+        // Every device shares the edges and the CA: one check covers them all.
+        if let Some(first) = configs.first() {
+            first.validate()?;
+        }
+        let tls = match &self.ca_file {
+            Some(ca) if self.edges.iter().any(|e| e.starts_with("wss://")) => Some(client_tls(ca)?),
+            _ => None,
+        };
+        let logins = Arc::new(AtomicU64::new(0));
+        let total = configs.len() as u64;
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(configs.len());
+        let mut sources = self.source_ips.iter().copied().cycle();
+        for (n, config) in configs.into_iter().enumerate() {
+            let agent = Agent::simulated(
+                config,
+                tls.clone(),
+                sources.next(),
+                n as u64,
+                logins.clone(),
+            );
+            tasks.push(tokio::spawn(agent.run(shutdown.clone())));
+        }
+        let mut shutdown_seen = shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = logins.load(Ordering::Relaxed);
+                    if !announced {
+                        let mut err = std::io::stderr().lock();
+                        let _ = write!(err, "\rconnecting: {now}/{total} devices logged in ({:.1} s)", started.elapsed().as_secs_f64());
+                        if now >= total {
+                            let _ = writeln!(err);
+                            announced = true;
+                        }
                     }
                 }
+                _ = shutdown_seen.changed() => break,
             }
-            _ = shutdown_seen.changed() => break,
         }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    Ok(())
 }
 
 /// Registers `count` devices at the site API at `site` and writes their credentials.

@@ -2,7 +2,11 @@
 //! keeps the session (two-way heartbeat, status reports, commands), and on loss
 //! reconnects with exponential backoff and full jitter, failing over to the next
 //! edge in order. The backoff restarts after a session that stayed up a while.
+//!
+//! Edges are `wss://` (TLS) or `ws://` (plain TCP, for a site whose TLS ends in
+//! front of the edge, and for measuring the hub without TLS).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,26 +15,28 @@ use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use shared_proto::southbound::{
     Command, CommandName, CommandProgress, CommandResult, ConfigApplied, Envelope, Login, LoginOk,
-    Pdu, Ping, Status, StatusReport,
+    Pdu, Ping, Status, StatusReport, MAX_FRAME_BYTES,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::executor::{Delivery, Executor};
+use crate::logs;
 use crate::reporter::StatusSource;
 
 /// A session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Ws = WebSocketStream<TlsStream<TcpStream>>;
+/// Connecting, the TLS and WebSocket handshakes and the login together.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -51,7 +57,10 @@ pub enum End {
 
 pub struct Agent {
     config: AgentConfig,
-    tls: Arc<rustls::ClientConfig>,
+    /// `None` when every edge is `ws://` (no CA needed).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Local address the agent's connections leave from; `None` lets the system choose.
+    local: Option<IpAddr>,
     executor: Executor,
     source: StatusSource,
     /// Simulated devices reboot instantly instead of restarting the process.
@@ -61,59 +70,94 @@ pub struct Agent {
     /// The last status this agent reported, with its version.
     last: Option<(u64, Status)>,
     report_every: Duration,
+    /// The host of the edge of the current session: uploads go there too.
+    edge_host: String,
 }
 
-struct Target {
+pub(crate) struct Target {
     url: String,
     host: String,
     port: u16,
+    tls: bool,
 }
 
-fn parse(url: &str) -> Option<Target> {
-    let rest = url.strip_prefix("wss://")?;
+/// A `wss://` or `ws://` edge URL; `None` for anything else.
+pub(crate) fn parse(url: &str) -> Option<Target> {
+    let (tls, rest) = match url.split_once("://")? {
+        ("wss", rest) => (true, rest),
+        ("ws", rest) => (false, rest),
+        _ => return None,
+    };
     let authority = rest.split('/').next()?;
-    let (host, port) = authority
-        .rsplit_once(':')
-        .map_or((authority, Some(443)), |(h, p)| (h, p.parse().ok()));
-    Some(Target {
+    let (host, port) = match authority.rsplit_once(':') {
+        // A colon inside brackets belongs to an IPv6 address, not to a port.
+        Some((host, port)) if !port.ends_with(']') => (host, port.parse().ok()?),
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| Target {
         url: url.to_string(),
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port: port?,
+        host: host.to_string(),
+        port,
+        tls,
     })
+}
+
+/// The client side of the WebSocket: small buffers, because a simulator holds tens of
+/// thousands of sessions in one process and the default 128 KiB read buffer per session
+/// would dominate its memory.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(4 * MAX_FRAME_BYTES))
+        .max_frame_size(Some(4 * MAX_FRAME_BYTES))
 }
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
-        let tls = client_tls(&config.ca_file)?;
+        let mut tls = None;
+        for target in config.edges.iter().filter_map(|url| parse(url)) {
+            if target.tls {
+                if tls.is_none() {
+                    tls = Some(client_tls(&config.ca_file)?);
+                }
+            } else {
+                tracing::warn!(edge = %target.url, "plain ws:// edge: the session, secret included, is not encrypted");
+            }
+        }
         Ok(Self {
+            local: None,
             executor: Executor::new(&config)?,
             source: StatusSource::Host(Box::default()),
             simulated: false,
             logins: None,
             last: None,
             report_every: config.report_interval(),
+            edge_host: String::new(),
             tls,
             config,
         })
     }
 
-    /// A simulated device: synthetic status, no programs, nothing on disk.
+    /// A simulated device: synthetic status, no programs, nothing on disk. `tls` is
+    /// needed for `wss://` edges; `local` is the address to connect from.
     pub fn simulated(
         config: AgentConfig,
-        tls: Arc<rustls::ClientConfig>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        local: Option<IpAddr>,
         seed: u64,
         logins: Arc<AtomicU64>,
     ) -> Self {
         Self {
+            local,
             executor: Executor::in_memory(),
             source: StatusSource::synthetic(seed),
             simulated: true,
             logins: Some(logins),
             last: None,
             report_every: config.report_interval(),
+            edge_host: String::new(),
             tls,
             config,
         }
@@ -131,20 +175,14 @@ impl Agent {
                 if *shutdown.borrow() {
                     return End::Shutdown;
                 }
-                let Some((ws, ok)) = self.connect(&target).await else {
+                let Some((end, lasted)) = self.attempt(&target, &mut shutdown).await else {
                     continue;
                 };
-                tracing::info!(edge = %target.url, "connected");
-                if let Some(logins) = &self.logins {
-                    logins.fetch_add(1, Ordering::Relaxed);
-                }
-                let started = Instant::now();
-                let end = self.session(ws, ok, &mut shutdown).await;
                 if end != End::Lost {
                     return end;
                 }
                 tracing::warn!(edge = %target.url, "session lost");
-                if started.elapsed() >= STABLE {
+                if lasted >= STABLE {
                     backoff.reset();
                 }
             }
@@ -158,16 +196,17 @@ impl Agent {
 
     /// The configured edges, nearest (fastest TCP connect) first; unreachable ones last.
     async fn nearest_first(&self) -> Vec<Target> {
+        let targets: Vec<Target> = self.config.edges.iter().filter_map(|u| parse(u)).collect();
+        if targets.len() < 2 {
+            // Nothing to choose between: a probe would only cost the edge a connection.
+            return targets;
+        }
         let mut timed = Vec::new();
-        for url in &self.config.edges {
-            let Some(target) = parse(url) else { continue };
+        for target in targets {
             let started = Instant::now();
-            let reachable = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                TcpStream::connect((target.host.as_str(), target.port)),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
+            let reachable = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(&target))
+                .await
+                .is_ok_and(|r| r.is_ok());
             let rtt = if reachable {
                 started.elapsed()
             } else {
@@ -179,52 +218,130 @@ impl Agent {
         timed.into_iter().map(|(_, t)| t).collect()
     }
 
-    async fn connect(&self, target: &Target) -> Option<(Ws, LoginOk)> {
-        let attempt = async {
-            let tcp = TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .ok()?;
-            let _ = tcp.set_nodelay(true);
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone()).ok()?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .ok()?;
-            let (mut ws, _) = tokio_tungstenite::client_async(target.url.as_str(), tls)
-                .await
-                .ok()?;
-            let login = Pdu::Login(Login {
-                device_id: Some(self.config.device_id.clone()),
-                sn: None,
-                model: None,
-                secret: self.config.secret.clone(),
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            });
-            ws.send(Message::Text(Envelope::new(1, login).encode().into()))
-                .await
-                .ok()?;
-            loop {
-                match ws.next().await? {
-                    Ok(Message::Text(t)) => match Envelope::decode(&t).ok()?.pdu {
-                        Pdu::LoginOk(ok) => return Some((ws, ok)),
-                        _ => continue,
-                    },
-                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                    _ => return None,
-                }
-            }
+    /// A TCP connection to `target`, from the local address when one is set.
+    async fn dial(&self, target: &Target) -> std::io::Result<TcpStream> {
+        let Some(local) = self.local else {
+            return TcpStream::connect((target.host.as_str(), target.port)).await;
         };
-        tokio::time::timeout(Duration::from_secs(10), attempt)
-            .await
-            .ok()?
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{} has no address of the family of {local}", target.host),
+        );
+        for addr in tokio::net::lookup_host((target.host.as_str(), target.port)).await? {
+            if addr.is_ipv4() != local.is_ipv4() {
+                continue;
+            }
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(local, 0))?;
+            match socket.connect(addr).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
-    async fn session(
+    /// One connection to `target`: login, then the session until it ends, with how
+    /// long the session lasted. `None` when connecting or logging in failed.
+    async fn attempt(
         &mut self,
-        mut ws: Ws,
+        target: &Target,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<(End, Duration)> {
+        // Without a CA (none configured) a wss:// edge cannot be verified: skip it.
+        let tls = match (target.tls, &self.tls) {
+            (true, None) => return None,
+            (true, Some(tls)) => Some(tokio_rustls::TlsConnector::from(tls.clone())),
+            (false, _) => None,
+        };
+        let deadline = Instant::now() + LOGIN_TIMEOUT;
+        let tcp = tokio::time::timeout_at(deadline, self.dial(target))
+            .await
+            .ok()?
+            .ok()?;
+        let _ = tcp.set_nodelay(true);
+        let Some(connector) = tls else {
+            let (ws, ok) = tokio::time::timeout_at(deadline, self.login(tcp, target))
+                .await
+                .ok()??;
+            return Some(self.logged_in(ws, ok, target, shutdown).await);
+        };
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).ok()?;
+        let opened = async {
+            let tls = connector.connect(name, tcp).await.ok()?;
+            self.login(tls, target).await
+        };
+        let (ws, ok) = tokio::time::timeout_at(deadline, opened).await.ok()??;
+        Some(self.logged_in(ws, ok, target, shutdown).await)
+    }
+
+    /// The WebSocket handshake and the login over an open stream.
+    async fn login<S>(&self, stream: S, target: &Target) -> Option<(WebSocketStream<S>, LoginOk)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            target.url.as_str(),
+            stream,
+            Some(ws_config()),
+        )
+        .await
+        .ok()?;
+        let login = Pdu::Login(Login {
+            device_id: Some(self.config.device_id.clone()),
+            sn: None,
+            model: None,
+            secret: self.config.secret.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        ws.send(Message::Text(Envelope::new(1, login).encode().into()))
+            .await
+            .ok()?;
+        loop {
+            match ws.next().await? {
+                Ok(Message::Text(t)) => match Envelope::decode(&t).ok()?.pdu {
+                    Pdu::LoginOk(ok) => return Some((ws, ok)),
+                    _ => continue,
+                },
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    async fn logged_in<S>(
+        &mut self,
+        ws: WebSocketStream<S>,
+        ok: LoginOk,
+        target: &Target,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (End, Duration)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tracing::info!(edge = %target.url, "connected");
+        self.edge_host.clone_from(&target.host);
+        if let Some(logins) = &self.logins {
+            logins.fetch_add(1, Ordering::Relaxed);
+        }
+        let started = Instant::now();
+        let end = self.session(ws, ok, shutdown).await;
+        (end, started.elapsed())
+    }
+
+    async fn session<S>(
+        &mut self,
+        mut ws: WebSocketStream<S>,
         ok: LoginOk,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
+    ) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let heartbeat = Duration::from_secs(u64::from(ok.heartbeat_interval_s.max(1)));
         let silence_limit = heartbeat * ok.missed_limit.max(1);
         let mut full_next = self.last.as_ref().map(|(v, _)| *v) != Some(ok.status_version);
@@ -327,7 +444,10 @@ impl Agent {
 
     /// Sends a full report, or the fields changed since the last one (nothing when
     /// nothing changed). Returns false when the connection failed.
-    async fn report(&mut self, out: &mut Outbox<'_>, full: bool) -> bool {
+    async fn report<S>(&mut self, out: &mut Outbox<'_, S>, full: bool) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let status = self.source.collect();
         let version = self.last.as_ref().map_or(1, |(v, _)| v + 1);
         let report = match (&self.last, full) {
@@ -355,12 +475,15 @@ impl Agent {
     }
 
     /// Handles a delivered command. `Some(end)` when the session must end.
-    async fn command(
+    async fn command<S>(
         &mut self,
         c: Command,
-        out: &mut Outbox<'_>,
+        out: &mut Outbox<'_, S>,
         done: &mpsc::Sender<CommandResult>,
-    ) -> Option<End> {
+    ) -> Option<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         if c.deadline_ms < now_ms() {
             let r = Executor::expired(&c.command_id);
             self.executor.remember(&r);
@@ -440,10 +563,27 @@ impl Agent {
                     }
                 }
             },
-            CommandName::PullLogs => Some(Executor::rejected(
-                &c.command_id,
-                "log upload to the edge is not available in this agent version",
-            )),
+            CommandName::PullLogs => match logs::prepare(
+                &c,
+                self.config.log_path.as_deref(),
+                self.simulated.then_some(self.config.device_id.as_str()),
+            ) {
+                Err(r) => Some(*r),
+                Ok(pull) => {
+                    let url = logs::upload_url(&self.edge_host, &pull.upload);
+                    let uploader = logs::Uploader {
+                        device_id: self.config.device_id.clone(),
+                        secret: self.config.secret.clone(),
+                        ca_file: self.tls.is_some().then(|| self.config.ca_file.clone()),
+                    };
+                    let (done, id) = (done.clone(), c.command_id.clone());
+                    tokio::spawn(async move {
+                        let r = uploader.send(&id, &url, pull.body, pull.truncated).await;
+                        let _ = done.send(r).await;
+                    });
+                    None
+                }
+            },
         };
         if let Some(r) = immediate {
             self.executor.remember(&r);
@@ -477,12 +617,12 @@ pub fn client_tls(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(tls))
 }
 
-struct Outbox<'a> {
-    ws: &'a mut Ws,
+struct Outbox<'a, S> {
+    ws: &'a mut WebSocketStream<S>,
     next_id: u64,
 }
 
-impl Outbox<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Outbox<'_, S> {
     async fn send(&mut self, pdu: Pdu) -> bool {
         self.next_id += 1;
         self.ws
@@ -510,6 +650,18 @@ mod tests {
         let t = super::parse("wss://[::1]:9444").expect("parses");
         assert_eq!((t.host.as_str(), t.port), ("::1", 9444));
         assert_eq!(super::parse("wss://host/x").map(|t| t.port), Some(443));
-        assert!(super::parse("ws://plain:1").is_none());
+        assert_eq!(super::parse("wss://[::1]/x").map(|t| t.port), Some(443));
+        let t = super::parse("ws://127.0.0.1:9444/devices").expect("parses");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 9444, false));
+        assert_eq!(super::parse("ws://plain").map(|t| t.port), Some(80));
+        for bad in [
+            "ftp://host:1",
+            "https://host",
+            "wss://",
+            "ws://:9444",
+            "wss://h:port",
+        ] {
+            assert!(super::parse(bad).is_none(), "{bad}");
+        }
     }
 }

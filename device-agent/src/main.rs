@@ -5,6 +5,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use device_agent::config::AgentConfig;
 use device_agent::link::{Agent, End};
+use device_agent::logs::LogFile;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,15 +41,20 @@ enum Command {
         /// CSV with the header `device_id,secret`, as `provision` writes it.
         #[arg(long)]
         credentials: PathBuf,
-        /// Edge device endpoints (repeatable); each device uses the nearest.
+        /// Edge device endpoints, wss:// or ws:// (repeatable); each device uses the nearest.
         #[arg(long = "edge", required = true)]
         edges: Vec<String>,
-        /// CA certificate of the edges.
+        /// CA certificate of the edges (needed for wss:// edges only).
         #[arg(long)]
-        ca: PathBuf,
+        ca: Option<PathBuf>,
         /// Seconds between status reports [default: 30].
         #[arg(long, default_value_t = 30)]
         report_interval_s: u64,
+        /// Local address the devices connect from (repeatable, used in turn): one
+        /// address has ~28k ephemeral ports, so e.g. 127.0.0.2, 127.0.0.3, … let one
+        /// machine open more connections.
+        #[arg(long = "source-ip")]
+        source_ips: Vec<std::net::IpAddr>,
     },
     /// Register N devices at an edge's site API and write their credentials file.
     Provision {
@@ -83,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             edges,
             ca,
             report_interval_s,
+            source_ips,
         } => {
             let mut devices = device_agent::fleet::read_credentials(&credentials)?;
             if let Some(n) = count {
@@ -93,7 +101,13 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = stop.send(true);
             });
-            device_agent::fleet::simulate(devices, edges, &ca, report_interval_s, stopped).await?;
+            let simulation = device_agent::fleet::Simulation {
+                edges,
+                ca_file: ca,
+                report_interval_s,
+                source_ips,
+            };
+            simulation.run(devices, stopped).await?;
             return Ok(());
         }
         Command::Provision {
@@ -123,13 +137,23 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&log).context("invalid log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut settings = AgentConfig::load(&config).context("invalid configuration")?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&log).context("invalid log filter")?;
+    match &settings.log_path {
+        Some(path) => {
+            let file = LogFile::open(path, settings.log_max_bytes)
+                .with_context(|| format!("opening the log file {}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::io::stderr.and(file))
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     if !edges.is_empty() {
         settings.edges = edges;
         settings.validate().context("invalid --edge")?;

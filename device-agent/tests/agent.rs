@@ -63,6 +63,8 @@ fn config(site: &Site, id: &str, secret: &str, state: &std::path::Path) -> Agent
         reboot_hook: None,
         output_cap_bytes: 1024,
         backoff_cap_s: 2,
+        log_path: None,
+        log_max_bytes: 1024 * 1024,
     }
 }
 
@@ -199,6 +201,8 @@ fn a_command_id_runs_at_most_once_even_across_a_restart() {
         reboot_hook: None,
         output_cap_bytes: 1024,
         backoff_cap_s: 2,
+        log_path: None,
+        log_max_bytes: 1024 * 1024,
     };
     let command = Command {
         command_id: "42".into(),
@@ -399,4 +403,132 @@ async fn reboot_without_a_hook_restarts_the_agent_which_confirms() {
     result.await;
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+async fn download_log(site: &Site, command: &str) -> String {
+    let res = site
+        .api
+        .client
+        .get(format!(
+            "{}/api/v1/commands/{command}/logs",
+            site.api.address
+        ))
+        .bearer_auth(&site.api.admin)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+    res.text().await.expect("log")
+}
+
+#[tokio::test]
+async fn pull_logs_uploads_the_agents_own_log_file() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let d = site.api.device("logger", "SN-L").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("logs/agent.log");
+    let config = format!(
+        "device_id = \"{id}\"\nsecret = \"{}\"\nedges = [\"wss://localhost:{}/devices\"]\nca_file = \"{}\"\nreport_interval_s = 1\nstate_dir = \"{}\"\nlog_path = \"{}\"\nlog_max_bytes = 65536\n",
+        d["secret"].as_str().expect("secret"),
+        site.device_port,
+        site.api.data_dir.join("tls/ca.crt").display(),
+        dir.path().join("state").display(),
+        log.display(),
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_device-agent"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("AGENT_LOG", "info")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let result = async {
+        assert!(online(&site, &id).await, "the agent came online");
+        let c = command(
+            &site,
+            &id,
+            json!({"name": "pull_logs", "wait": true, "timeout_s": 20}),
+        )
+        .await;
+        assert_eq!(c["state"], "succeeded", "{c}");
+        let uploaded = c["result"]["data"]["uploaded_bytes"]
+            .as_u64()
+            .expect("size");
+        let text = download_log(&site, c["id"].as_str().expect("id")).await;
+        assert_eq!(text.len() as u64, uploaded);
+        assert!(text.contains("connected"), "the agent's own log: {text}");
+        assert!(
+            !text.contains(d["secret"].as_str().expect("secret")),
+            "no secret in the log"
+        );
+    };
+    result.await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[tokio::test]
+async fn pull_logs_without_a_log_file_is_rejected_and_simulated_devices_send_theirs() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let d = site.api.device("quiet", "SN-Q").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let state = tempfile::tempdir().expect("state dir");
+    let agent = Agent::new(config(
+        &site,
+        &id,
+        d["secret"].as_str().expect("secret"),
+        state.path(),
+    ))
+    .expect("agent");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    assert!(online(&site, &id).await);
+    let c = command(
+        &site,
+        &id,
+        json!({"name": "pull_logs", "wait": true, "timeout_s": 10}),
+    )
+    .await;
+    assert_eq!(c["state"], "failed", "{c}");
+    assert!(
+        c["result"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("log_path")),
+        "{c}"
+    );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+
+    let sim = site.api.device("sim", "SN-SIM").await;
+    let sim_id = sim["id"].as_str().expect("id").to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let devices = vec![(
+        sim_id.clone(),
+        sim["secret"].as_str().expect("secret").to_string(),
+    )];
+    let edges = vec![format!("wss://localhost:{}/devices", site.device_port)];
+    let ca = site.api.data_dir.join("tls/ca.crt");
+    let running = tokio::spawn(async move {
+        device_agent::fleet::simulate(devices, edges, &ca, 1, stopped).await
+    });
+    assert!(online(&site, &sim_id).await);
+    let c = command(
+        &site,
+        &sim_id,
+        json!({"name": "pull_logs", "wait": true, "timeout_s": 10}),
+    )
+    .await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    let text = download_log(&site, c["id"].as_str().expect("id")).await;
+    assert!(
+        text.starts_with(&format!("simulated device {sim_id}")),
+        "{text}"
+    );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
 }

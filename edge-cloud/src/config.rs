@@ -11,6 +11,56 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::hub::HubSettings;
+use crate::uplink::CenterLink;
+
+/// The center link from the four settings that name it: all or none.
+fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>, ConfigError> {
+    let url = args.center_url.clone().or_else(|| file.center_url.clone());
+    let id = args.edge_id.clone().or_else(|| file.edge_id.clone());
+    let secret = args
+        .edge_secret
+        .clone()
+        .or_else(|| file.edge_secret.clone());
+    let ca = args.center_ca.clone().or_else(|| file.center_ca.clone());
+    let invalid = |field, message: &str| ConfigError::Invalid {
+        field,
+        message: message.into(),
+    };
+    let Some(url) = url else {
+        if id.is_some() || secret.is_some() {
+            return Err(invalid(
+                "center_url",
+                "is required with edge_id and edge_secret",
+            ));
+        }
+        return Ok(None);
+    };
+    let id = id.ok_or_else(|| invalid("edge_id", "is required to join a center"))?;
+    let edge_id =
+        shared_proto::id::parse_id("edge_id", &id).map_err(|e| invalid("edge_id", &e.message))?;
+    let secret = secret.ok_or_else(|| invalid("edge_secret", "is required to join a center"))?;
+    if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+        return Err(invalid("center_url", "must be a wss:// (or ws://) URL"));
+    }
+    if url.starts_with("wss://") && ca.is_none() {
+        return Err(invalid("center_ca", "is required for a wss:// center_url"));
+    }
+    let heartbeat = args
+        .center_heartbeat_s
+        .or(file.center_heartbeat_s)
+        .unwrap_or(5);
+    if heartbeat == 0 {
+        return Err(invalid("center_heartbeat_s", "must be at least 1"));
+    }
+    Ok(Some(CenterLink {
+        url,
+        edge_id,
+        secret,
+        ca_file: ca,
+        heartbeat: Duration::from_secs(heartbeat),
+        backoff_cap: Duration::from_secs(30),
+    }))
+}
 
 pub const DEFAULTS: NodeDefaults = NodeDefaults {
     listen: ([127, 0, 0, 1], 9443),
@@ -59,6 +109,24 @@ pub struct ServeArgs {
     /// Milliseconds between writes of changed device statuses to the database [default: 2000].
     #[arg(long)]
     pub status_flush_ms: Option<u64>,
+    /// Largest log a device may upload for `pull_logs`, in bytes (at most 16 MiB) [default: 1048576].
+    #[arg(long)]
+    pub log_upload_max_bytes: Option<u64>,
+    /// The center's edge-link endpoint to join, e.g. wss://center:8444/link [default: none, standalone].
+    #[arg(long)]
+    pub center_url: Option<String>,
+    /// This edge's id, from its registration at the center.
+    #[arg(long)]
+    pub edge_id: Option<String>,
+    /// This edge's secret, from its registration at the center.
+    #[arg(long, hide_env_values = true)]
+    pub edge_secret: Option<String>,
+    /// CA certificate the center's certificate is checked against.
+    #[arg(long)]
+    pub center_ca: Option<std::path::PathBuf>,
+    /// Heartbeat interval of the center link, in seconds [default: 5].
+    #[arg(long)]
+    pub center_heartbeat_s: Option<u64>,
 }
 
 /// The resolved settings of an edge.
@@ -69,6 +137,9 @@ pub struct Settings {
     pub hub: HubSettings,
     /// How often changed device statuses are written, as one batch.
     pub status_flush: Duration,
+    pub log_upload_max_bytes: u64,
+    /// The center to join; `None` runs the edge standalone.
+    pub center: Option<CenterLink>,
 }
 
 impl Settings {
@@ -82,6 +153,8 @@ impl Settings {
                 login_timeout: Duration::from_secs(10),
             },
             status_flush: Duration::from_secs(2),
+            log_upload_max_bytes: 1024 * 1024,
+            center: None,
         }
     }
 
@@ -91,9 +164,11 @@ impl Settings {
             Some(path) => settings::read_file::<ServeArgs>(path)?,
             None => ServeArgs::default(),
         };
+        let center = center_link(&args, &file)?;
         let node = NodeSettings::resolve(DEFAULTS, args.node, file.node)?;
         let mut out = Self {
             node,
+            center,
             ..Self::with_data_dir(std::path::Path::new(DEFAULTS.data_dir))
         };
         if let Some(v) = args.device_listen.or(file.device_listen) {
@@ -113,6 +188,16 @@ impl Settings {
         }
         if let Some(v) = args.status_flush_ms.or(file.status_flush_ms) {
             out.status_flush = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = args.log_upload_max_bytes.or(file.log_upload_max_bytes) {
+            // The column holds 16 MiB on MySQL (MEDIUMBLOB).
+            if v == 0 || v > 16 * 1024 * 1024 {
+                return Err(ConfigError::Invalid {
+                    field: "log_upload_max_bytes",
+                    message: "must be 1 to 16777216".into(),
+                });
+            }
+            out.log_upload_max_bytes = v;
         }
         if let Some(v) = args.login_timeout_s.or(file.login_timeout_s) {
             out.hub.login_timeout = Duration::from_secs(v.max(1));

@@ -29,8 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
-    Command, DecodeError, DesiredConfig, Envelope, ErrorCode, ErrorPdu, Login, LoginOk, Outcome,
-    Pdu, Status, StatusAck, StatusReport, StatusResync, MAX_FRAME_BYTES,
+    Command, CommandName, DecodeError, DesiredConfig, Envelope, ErrorCode, ErrorPdu, LogUpload,
+    Login, LoginOk, Outcome, Pdu, Status, StatusAck, StatusReport, StatusResync, MAX_FRAME_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -115,14 +115,59 @@ fn config_pdu(c: &desired_configs::Model) -> Pdu {
     })
 }
 
-/// The PDU that delivers a stored command.
-fn command_pdu(c: &commands::Model) -> Option<Pdu> {
+/// Where devices upload what `pull_logs` collects: the site API of this edge, reached
+/// at the host the device already dials (so no public URL has to be configured).
+#[derive(Debug, Clone)]
+pub struct UploadTarget {
+    pub scheme: &'static str,
+    pub port: u16,
+    pub max_bytes: u64,
+}
+
+/// The PDU that delivers a stored command. A `pull_logs` also learns where to upload.
+fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
+    let name: CommandName =
+        serde_json::from_value(serde_json::Value::String(c.name.clone())).ok()?;
+    let mut args: serde_json::Value = serde_json::from_str(&c.args).unwrap_or_default();
+    if name == CommandName::PullLogs {
+        if let Some(map) = args.as_object_mut() {
+            map.insert(
+                "upload".into(),
+                serde_json::to_value(LogUpload {
+                    scheme: upload.scheme.into(),
+                    port: upload.port,
+                    path: format!("/api/v1/uploads/logs/{}", c.id),
+                    max_bytes: upload.max_bytes,
+                })
+                .unwrap_or_default(),
+            );
+        }
+    }
     Some(Pdu::Command(Command {
         command_id: c.id.to_string(),
-        name: serde_json::from_value(serde_json::Value::String(c.name.clone())).ok()?,
-        args: serde_json::from_str(&c.args).unwrap_or_default(),
+        name,
+        args,
         deadline_ms: c.deadline_at,
     }))
+}
+
+/// Checks a device's credentials: by id, or by hardware serial number and model.
+pub async fn authenticate<C: sea_orm::ConnectionTrait>(db: &C, login: &Login) -> Option<i64> {
+    let query = match (&login.device_id, &login.sn, &login.model) {
+        (Some(id), _, _) => {
+            let id = shared_proto::id::parse_id("device_id", id).ok()?;
+            devices::Entity::find_by_id(id)
+        }
+        (None, Some(sn), Some(model)) => devices::Entity::find()
+            .filter(devices::Column::LiveKey.eq(devices::live_key(model, sn))),
+        _ => return None,
+    };
+    let device = query
+        .filter(devices::Column::Deleted.eq(false))
+        .one(db)
+        .await
+        .ok()??;
+    credentials::verify_secret(&login.secret, &device.secret_hash).then_some(device.id)
 }
 
 impl Sessions {
@@ -235,6 +280,7 @@ pub struct Hub {
     settings: HubSettings,
     tls: Option<TlsAcceptor>,
     throttle: LoginThrottle,
+    upload: UploadTarget,
 }
 
 /// Why a session ended.
@@ -275,6 +321,7 @@ impl Hub {
         settings: HubSettings,
         tls: Option<rustls::ServerConfig>,
         metrics: HubMetrics,
+        upload: UploadTarget,
     ) -> Self {
         let (events, event_queue) = mpsc::channel(100_000);
         Self {
@@ -287,6 +334,7 @@ impl Hub {
             settings,
             tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
             throttle: LoginThrottle::default(),
+            upload,
         }
     }
 
@@ -365,7 +413,7 @@ impl Hub {
             Some((ws, envelope.id, login))
         };
         let (mut ws, login_id, login) = tokio::time::timeout(deadline, attempt).await.ok()??;
-        let Some(device) = self.authenticate(&login).await else {
+        let Some(device) = authenticate(&self.node.db, &login).await else {
             self.metrics.login("refused");
             self.throttle.failed(peer.ip());
             let who = login
@@ -395,24 +443,6 @@ impl Hub {
         });
         send(&mut ws, login_id, ok).await.ok()?;
         Some((ws, device))
-    }
-
-    async fn authenticate(&self, login: &Login) -> Option<i64> {
-        let query = match (&login.device_id, &login.sn, &login.model) {
-            (Some(id), _, _) => {
-                let id = shared_proto::id::parse_id("device_id", id).ok()?;
-                devices::Entity::find_by_id(id)
-            }
-            (None, Some(sn), Some(model)) => devices::Entity::find()
-                .filter(devices::Column::LiveKey.eq(devices::live_key(model, sn))),
-            _ => return None,
-        };
-        let device = query
-            .filter(devices::Column::Deleted.eq(false))
-            .one(&self.node.db)
-            .await
-            .ok()??;
-        credentials::verify_secret(&login.secret, &device.secret_hash).then_some(device.id)
     }
 
     async fn session<S>(&self, mut ws: WebSocketStream<S>, device: i64)
@@ -691,7 +721,7 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(pdu) = command_pdu(command) else {
+        let Some(pdu) = command_pdu(command, &self.upload) else {
             let _ = advance(
                 &self.node,
                 command.id,

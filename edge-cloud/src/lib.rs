@@ -8,6 +8,8 @@ pub mod hub;
 pub mod openapi;
 pub mod startup;
 pub mod status;
+pub mod uplink;
+pub mod uploads;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -1,8 +1,9 @@
 //! The OpenAPI 3 document of an edge's site API, generated from the handlers.
 
-use operator_api::{auth, commands, configs, devices, events, health, metrics, users};
+use operator_api::{auth, commands, configs, devices, events, health, metrics, pulled_logs, users};
 
-use crate::status;
+use crate::{status, uploads};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -20,6 +21,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         devices::list, devices::create, devices::get, devices::update, devices::delete,
         devices::rotate_secret, status::get, configs::put, configs::get, devices::groups_of, devices::join_groups, devices::leave_groups,
         commands::create, commands::list, commands::get, commands::cancel,
+        pulled_logs::list, pulled_logs::download, uploads::logs,
         events::list,
         health::healthz, health::readyz, metrics::scrape,
     ),
@@ -36,5 +38,12 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
-    operator_api::docs::with_bearer(ApiDoc::openapi())
+    let mut api = operator_api::docs::with_bearer(ApiDoc::openapi());
+    if let Some(components) = api.components.as_mut() {
+        components.add_security_scheme(
+            "device_basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+    api
 }

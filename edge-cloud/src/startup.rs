@@ -9,12 +9,14 @@ use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::tls;
-use operator_api::{commands, configs};
+use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
 
 use crate::config::Settings;
-use crate::hub::{Hub, HubMetrics, Sessions};
-use crate::{openapi, status};
+use crate::hub::{Hub, HubMetrics, Sessions, UploadTarget};
+use crate::uplink::Uplink;
+use crate::uploads::Uploads;
+use crate::{openapi, status, uploads};
 
 /// Every table of an edge's database, in creation order.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
@@ -25,6 +27,9 @@ impl Edge {
     /// Stops the device endpoint and the site API gracefully, then writes the last
     /// statuses.
     pub async fn stop(&self) {
+        if let Some(uplink) = &self.uplink {
+            uplink.shutdown();
+        }
         self.hub.shutdown();
         self.served.handle().stop(true).await;
         if let Err(e) = self.hub.flush_statuses().await {
@@ -40,6 +45,8 @@ pub struct Edge {
     pub device_port: u16,
     pub sessions: Arc<Sessions>,
     pub hub: Arc<Hub>,
+    /// The link to the center, when the edge joined one.
+    pub uplink: Option<Arc<Uplink>>,
 }
 
 pub struct Application;
@@ -49,17 +56,21 @@ impl Application {
         let sessions = Arc::new(Sessions::default());
         let site_sessions = web::Data::from(sessions.clone());
         let hub_metrics = HubMetrics::default();
+        let uploads = web::Data::new(Uploads::new(settings.log_upload_max_bytes));
         let service = Service {
             tables,
             openapi: openapi::document(),
             routes: move |cfg: &mut web::ServiceConfig| {
                 cfg.app_data(site_sessions.clone())
+                    .app_data(uploads.clone())
                     .route("/api/v1/devices/{id}/status", web::get().to(status::get))
                     .configure(devices::configure)
                     .configure(configs::configure)
-                    .configure(commands::configure);
+                    .configure(commands::configure)
+                    .configure(pulled_logs::configure)
+                    .configure(uploads::configure);
             },
-            home_edges: HomeEdges::Fixed(None),
+            home_edges: HomeEdges::Fixed(settings.center.as_ref().map(|c| c.edge_id)),
             presence: Some(sessions.clone()),
             dispatch: Some(sessions.clone()),
             metrics: Some(Box::new({
@@ -94,16 +105,33 @@ impl Application {
             settings.hub.clone(),
             tls,
             hub_metrics,
+            UploadTarget {
+                scheme: if served.tls { "https" } else { "http" },
+                port: served.port(),
+                max_bytes: settings.log_upload_max_bytes,
+            },
         ));
         tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
         tokio::spawn(hub.clone().write_events());
         tokio::spawn(hub.clone().persist(settings.status_flush));
         tokio::spawn(hub.clone().serve(listener));
+        let uplink = match settings.center.clone() {
+            Some(center) => {
+                let uplink = Arc::new(
+                    Uplink::new(center, served.node.clone())
+                        .map_err(|e| StartupError::Config(e.to_string()))?,
+                );
+                tokio::spawn(uplink.clone().run());
+                Some(uplink)
+            }
+            None => None,
+        };
         Ok(Edge {
             served,
             device_port,
             sessions,
             hub,
+            uplink,
         })
     }
 }

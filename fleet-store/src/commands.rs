@@ -84,7 +84,7 @@ impl State {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             State::Queued => 0,
             State::Sent => 1,

@@ -16,10 +16,13 @@ pub mod edges;
 pub mod events;
 pub mod groups;
 pub mod ids;
+pub mod link_cursors;
 pub mod memberships;
+pub mod pulled_logs;
 pub mod replica;
 pub mod schema;
 pub mod settings;
+pub mod sync;
 pub mod user_groups;
 pub mod users;
 

@@ -37,13 +37,14 @@ impl Table {
 }
 
 /// Columns that describe a row's replication state rather than its content.
-const SYNC_COLUMNS: [&str; 4] = ["hlc", "origin", "field_stamps", "id"];
+pub(crate) const SYNC_COLUMNS: [&str; 4] = ["hlc", "origin", "field_stamps", "id"];
 
 /// A row of a replicated table.
 pub trait Replicated: Serialize + Clone + Send + Sync + IntoActiveModel<Self::Active> {
     type Active: ActiveModelTrait + ActiveModelBehavior + Send;
     const TABLE: Table;
     fn id(&self) -> i64;
+    fn hlc(&self) -> i64;
     fn field_stamps(&self) -> &str;
     fn is_deleted(&self) -> bool;
     fn set_stamp(&mut self, stamp: &Stamp);
@@ -61,6 +62,9 @@ macro_rules! replicated {
             const TABLE: Table = $table;
             fn id(&self) -> i64 {
                 self.id
+            }
+            fn hlc(&self) -> i64 {
+                self.hlc
             }
             fn field_stamps(&self) -> &str {
                 &self.field_stamps
@@ -89,7 +93,9 @@ replicated!(commands, Table::Commands);
 replicated!(desired_configs, Table::DesiredConfigs);
 
 /// The content columns of a row with their values (sync columns left out).
-fn content<M: Serialize>(row: &M) -> Result<serde_json::Map<String, serde_json::Value>, DbErr> {
+pub(crate) fn content<M: Serialize>(
+    row: &M,
+) -> Result<serde_json::Map<String, serde_json::Value>, DbErr> {
     match serde_json::to_value(row).map_err(|e| DbErr::Custom(e.to_string()))? {
         serde_json::Value::Object(map) => Ok(map
             .into_iter()
@@ -97,6 +103,30 @@ fn content<M: Serialize>(row: &M) -> Result<serde_json::Map<String, serde_json::
             .collect()),
         _ => Err(DbErr::Custom("replicated rows serialize to objects".into())),
     }
+}
+
+/// Appends one write to the change log: the columns it set, with their values.
+pub(crate) async fn append_log<C: ConnectionTrait>(
+    conn: &C,
+    table: Table,
+    row_id: i64,
+    hlc: i64,
+    deleted: bool,
+    payload: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), DbErr> {
+    change_log::ActiveModel {
+        table_name: Set(table.name().to_string()),
+        row_id: Set(row_id),
+        hlc: Set(hlc),
+        origin: Set(crate::clock::node_of(hlc)),
+        deleted: Set(deleted),
+        payload: Set(serde_json::Value::Object(payload).to_string()),
+        created_at: Set(crate::now_ms()),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
 }
 
 /// This node's identity as a writer: its id generator and its clock.
@@ -117,8 +147,8 @@ pub struct Stamp {
 impl Replica {
     pub fn new(ids: Snowflake) -> Self {
         Self {
+            clock: Hlc::new(ids.worker()),
             ids,
-            clock: Hlc::new(),
         }
     }
 
@@ -160,21 +190,23 @@ impl Replica {
     {
         let payload: serde_json::Map<String, serde_json::Value> = content(row)?
             .into_iter()
-            .filter(|(k, _)| fields.is_none_or(|f| f.contains(&k.as_str()) || k == "deleted"))
+            .filter(|(k, _)| fields.is_none_or(|f| f.contains(&k.as_str())))
             .collect();
-        change_log::ActiveModel {
-            table_name: Set(M::TABLE.name().to_string()),
-            row_id: Set(row.id()),
-            hlc: Set(stamp.hlc),
-            origin: Set(stamp.origin),
-            deleted: Set(row.is_deleted()),
-            payload: Set(serde_json::Value::Object(payload).to_string()),
-            created_at: Set(crate::now_ms()),
-            ..Default::default()
-        }
-        .insert(conn)
-        .await?;
-        Ok(())
+        append_log(
+            conn,
+            M::TABLE,
+            row.id(),
+            stamp.hlc,
+            row.is_deleted(),
+            payload,
+        )
+        .await
+    }
+
+    /// Takes in the stamp of a change from another node, so that later local writes
+    /// are stamped after it.
+    pub fn observe(&self, hlc: i64) {
+        self.clock.observe(hlc);
     }
 
     /// Inserts a new row, stamping every field, and logs it.

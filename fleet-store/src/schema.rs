@@ -5,8 +5,8 @@ use sea_orm::sea_query::{Index, IndexCreateStatement, TableCreateStatement};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, Schema, Statement};
 
 use crate::{
-    change_log, commands, desired_configs, device_status, devices, events, groups, memberships,
-    settings, user_groups, users,
+    change_log, commands, desired_configs, device_status, devices, events, groups, link_cursors,
+    memberships, pulled_logs, settings, user_groups, users,
 };
 
 /// One table: its CREATE TABLE and the indexes that go with it.
@@ -64,8 +64,10 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
         table(backend, commands::Entity),
         table(backend, desired_configs::Entity),
         table(backend, change_log::Entity),
+        table(backend, link_cursors::Entity),
         table(backend, device_status::Entity),
         table(backend, events::Entity),
+        table(backend, pulled_logs::Entity),
         table(backend, users::Entity),
         user_groups,
         table(backend, settings::Entity),

@@ -88,13 +88,6 @@ impl From<commands::Model> for Command {
     }
 }
 
-fn name_of(name: CommandName) -> String {
-    serde_json::to_value(name)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Moves a command forward (never back) and announces it when it finished. Returns
 /// the saved command, or `None` when the move was not allowed or it does not exist.
 pub async fn advance(
@@ -132,7 +125,7 @@ pub async fn advance(
     Ok(Some(saved))
 }
 
-async fn visible_command<C: ConnectionTrait>(
+pub(crate) async fn visible_command<C: ConnectionTrait>(
     db: &C,
     caller: &Caller,
     id: i64,
@@ -190,7 +183,7 @@ pub async fn create(
         id: node.replica.new_id(),
         device_id: device,
         batch_id: None,
-        name: name_of(req.name),
+        name: req.name.as_str().to_string(),
         args,
         state: State::Queued.as_str().into(),
         progress: 0,

@@ -20,6 +20,8 @@ pub enum ApiError {
     AlreadyExists { field: String, message: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{field}: {message}")]
+    TooLarge { field: String, message: String },
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             ApiError::TooManyAttempts(_) => ErrorCode::ResourceExhausted,
@@ -78,9 +81,9 @@ impl ApiError {
 
     fn field(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidArgument { field, .. } | ApiError::AlreadyExists { field, .. } => {
-                Some(field)
-            }
+            ApiError::InvalidArgument { field, .. }
+            | ApiError::AlreadyExists { field, .. }
+            | ApiError::TooLarge { field, .. } => Some(field),
             ApiError::NotFound { field, .. } => field.as_deref(),
             _ => None,
         }
@@ -88,7 +91,10 @@ impl ApiError {
 
     fn public_message(&self) -> String {
         match self {
-            ApiError::InvalidArgument { field, message } => format!("{field} {message}"),
+            ApiError::InvalidArgument { field, message }
+            | ApiError::TooLarge { field, message } => {
+                format!("{field} {message}")
+            }
             other => other.to_string(),
         }
     }

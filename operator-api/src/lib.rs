@@ -14,6 +14,7 @@ pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod node;
+pub mod pulled_logs;
 pub mod reply;
 pub mod server;
 pub mod settings;

@@ -6,7 +6,7 @@ use fleet_store::Replica;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
 };
-use tokio::sync::{broadcast, Mutex, OwnedMutexGuard};
+use tokio::sync::{broadcast, Mutex, Notify, OwnedMutexGuard};
 
 use crate::auth::Tokens;
 use crate::commands::Dispatch;
@@ -27,6 +27,9 @@ pub struct Node {
     pub dispatch: Option<Arc<dyn Dispatch>>,
     /// Announces the id of every command that reached a final state.
     pub finished: broadcast::Sender<i64>,
+    /// Woken after every write transaction, so federation links push new change-log
+    /// entries at once instead of polling for them.
+    pub changed: Arc<Notify>,
     /// SQLite has one writer at a time, and a transaction that reads before it writes
     /// fails at once with "database is locked" instead of waiting when another writer
     /// holds the lock. Queueing write transactions here turns that into waiting.
@@ -35,8 +38,16 @@ pub struct Node {
 }
 
 /// Holds a node's place in the write queue (if it has one) for as long as it lives.
+/// Dropped after the commit, it wakes whoever waits for new changes.
 pub struct WriteTurn {
     _guard: Option<OwnedMutexGuard<()>>,
+    changed: Arc<Notify>,
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        self.changed.notify_waiters();
+    }
 }
 
 impl Node {
@@ -53,6 +64,7 @@ impl Node {
             presence: None,
             dispatch: None,
             finished: broadcast::channel(1024).0,
+            changed: Arc::new(Notify::new()),
             write_queue,
         }
     }
@@ -64,6 +76,12 @@ impl Node {
             None => None,
         };
         let txn = self.db.begin().await?;
-        Ok((WriteTurn { _guard: guard }, txn))
+        Ok((
+            WriteTurn {
+                _guard: guard,
+                changed: self.changed.clone(),
+            },
+            txn,
+        ))
     }
 }

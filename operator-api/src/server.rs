@@ -39,6 +39,8 @@ pub enum StartupError {
         context: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Registers a binary's own metrics in the node's registry.

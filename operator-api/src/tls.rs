@@ -119,6 +119,25 @@ pub fn server_config(files: &CertFiles) -> Result<rustls::ServerConfig, TlsError
     Ok(config)
 }
 
+/// A rustls client configuration that trusts only the CA certificates in `ca_file`
+/// (a federation peer's CA, not the system's roots).
+pub fn client_config(ca_file: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let read_err = |e: rustls::pki_types::pem::Error| TlsError::Read {
+        path: ca_file.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(read_err)? {
+        roots.add(cert.map_err(read_err)?)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Wire types shared by every binary of the federation: the JSON envelope of the REST
 //! APIs, the stable error codes, the device document with its validation rules, and the
-//! southbound (device <-> edge) protocol.
+//! southbound (device <-> edge) protocol, and the reconnect backoff both kinds of
+//! link (device -> edge, edge -> center) use.
 
+pub mod backoff;
 pub mod device;
 pub mod envelope;
 pub mod id;

@@ -56,12 +56,20 @@ pub fn catalogue() -> Vec<(&'static str, &'static str, &'static str, Envelope)> 
             e(10, Pdu::Error(ErrorPdu { code: ErrorCode::UnknownType, message: "unknown message type \"teleport\"".into(), in_reply_to: Some(12) }))),
     ]
     .into_iter()
-    .chain([(
-        "status_report",
-        "device → edge",
-        "",
-        e(11, Pdu::StatusReport(StatusReport { version: 1, full: true, base_version: None, status })),
-    )])
+    .chain([
+        (
+            "status_report",
+            "device → edge",
+            "",
+            e(11, Pdu::StatusReport(StatusReport { version: 1, full: true, base_version: None, status })),
+        ),
+        (
+            "command",
+            "edge → device",
+            "",
+            e(12, Pdu::Command(Command { command_id: "383500744805847041".into(), name: CommandName::PullLogs, args: serde_json::json!({"upload": LogUpload { scheme: "https".into(), port: 9443, path: "/api/v1/uploads/logs/383500744805847041".into(), max_bytes: 1_048_576 }}), deadline_ms: 1_795_500_962_645 })),
+        ),
+    ])
     .collect()
 }
 

@@ -191,6 +191,19 @@ pub enum CommandName {
     SetConfig,
 }
 
+impl CommandName {
+    /// The name as it travels and is stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandName::Reboot => "reboot",
+            CommandName::PullLogs => "pull_logs",
+            CommandName::Exec => "exec",
+            CommandName::GetStatus => "get_status",
+            CommandName::SetConfig => "set_config",
+        }
+    }
+}
+
 /// edge -> device. A command id runs at most once, however often it is delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
@@ -200,6 +213,18 @@ pub struct Command {
     pub args: serde_json::Value,
     /// Not started after this time (ms since the epoch): the device answers `expired`.
     pub deadline_ms: i64,
+}
+
+/// The `upload` argument the edge adds to a `pull_logs` command: the device sends its
+/// log with an HTTP `POST` of the raw bytes to `scheme://<edge host it dials>:port/path`,
+/// authenticated with HTTP Basic `device_id:secret`, at most `max_bytes` (the newest
+/// part is kept when the log is longer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogUpload {
+    pub scheme: String,
+    pub port: u16,
+    pub path: String,
+    pub max_bytes: u64,
 }
 
 /// device -> edge: the command was taken (`progress` 0) or advanced (up to 100).
@@ -391,6 +416,19 @@ pub const KINDS: [&str; 13] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_names_are_stored_as_they_travel() {
+        for name in [
+            CommandName::Reboot,
+            CommandName::PullLogs,
+            CommandName::Exec,
+            CommandName::GetStatus,
+            CommandName::SetConfig,
+        ] {
+            assert_eq!(serde_json::json!(name.as_str()), serde_json::json!(name));
+        }
+    }
 
     #[test]
     fn every_kind_round_trips() {

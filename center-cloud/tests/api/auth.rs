@@ -132,10 +132,12 @@ async fn a_random_admin_password_is_made_when_none_is_configured() {
     let mut settings = center_cloud::Settings::with_data_dir(dir.path());
     settings.node.listen = "127.0.0.1:0".parse().expect("addr");
     settings.node.database_url = crate::helpers::fresh_database(dir.path()).await;
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
     let app = center_cloud::Application::build(settings)
         .await
         .expect("starts");
     let password = app
+        .served
         .generated_admin_password
         .clone()
         .expect("a generated password");

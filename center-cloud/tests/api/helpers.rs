@@ -13,8 +13,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         node,
         ..Settings::with_data_dir(dir.path())
     };
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
     tweak(&mut settings);
     let database_url = settings.node.database_url.clone();
     let app = Application::build(settings).await.expect("center starts");
-    start(app, dir, database_url).await
+    start(app.served, dir, database_url).await
 }

@@ -21,7 +21,14 @@ impl Drop for Running {
 
 fn start(dir: &std::path::Path, database_url: &str) -> Running {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--link-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .args(["--database-url", database_url, "--workers", "1"])
         .env("CENTER_LOG", "warn")
@@ -130,6 +137,7 @@ fn help_lists_every_setting_with_its_variable() {
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--listen",
+        "--link-listen",
         "--data-dir",
         "--database-url",
         "--config",

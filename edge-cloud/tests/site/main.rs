@@ -2,3 +2,4 @@ mod commands;
 mod helpers;
 mod hub;
 mod site;
+mod uploads;

@@ -1,0 +1,221 @@
+//! The center's end of the federation links: a TLS WebSocket endpoint that edges
+//! dial. An edge logs in with the id, secret and worker id it got at registration; a
+//! wrong one learns nothing (the connection is dropped) and failures are throttled
+//! per source. A logged-in edge gets its part of the center's changes and sends all
+//! of its own (`federation::Link`). A second link of the same edge replaces the first.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use dashmap::DashMap;
+use federation::protocol::{Hello, Welcome, VERSION};
+use federation::session::{recv, send, ws_config};
+use federation::{Ended, Link, LinkPdu, Scope};
+use fleet_store::sync::Change;
+use fleet_store::{credentials, edges, link_cursors};
+use operator_api::throttle::LoginThrottle;
+use operator_api::Node;
+use sea_orm::EntityTrait;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The live link of one edge.
+struct Live {
+    serial: u64,
+    fast: mpsc::Sender<Vec<Change>>,
+    replaced: watch::Sender<bool>,
+    since_ms: i64,
+}
+
+/// What `GET /api/v1/edges` shows of an edge's link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkState {
+    pub online: bool,
+    pub since_ms: i64,
+}
+
+pub struct Links {
+    live: DashMap<i64, Live>,
+    serial: AtomicU64,
+    stop: watch::Sender<bool>,
+    throttle: LoginThrottle,
+    heartbeat: Duration,
+}
+
+impl Links {
+    pub fn new(heartbeat: Duration) -> Self {
+        Self {
+            live: DashMap::new(),
+            serial: AtomicU64::new(0),
+            stop: watch::channel(false).0,
+            throttle: LoginThrottle::default(),
+            heartbeat,
+        }
+    }
+
+    pub fn state(&self, edge: i64) -> LinkState {
+        self.live
+            .get(&edge)
+            .map_or(LinkState::default(), |l| LinkState {
+                online: true,
+                since_ms: l.since_ms,
+            })
+    }
+
+    /// Pushes changes down an edge's link ahead of the change log, if it is up.
+    pub fn push(&self, edge: i64, changes: Vec<Change>) -> bool {
+        self.live
+            .get(&edge)
+            .is_some_and(|l| l.fast.try_send(changes).is_ok())
+    }
+
+    /// Closes the endpoint and every link.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub async fn serve(
+        self: Arc<Self>,
+        node: web::Data<Node>,
+        listener: TcpListener,
+        tls: Option<rustls::ServerConfig>,
+    ) {
+        let tls = tls.map(|c| TlsAcceptor::from(Arc::new(c)));
+        let mut stopped = self.stop.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.changed() => return,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let links = self.clone();
+                    let (node, tls) = (node.clone(), tls.clone());
+                    tokio::spawn(async move { links.connection(node, tcp, peer, tls).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an edge link failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        node: web::Data<Node>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) {
+        if self.throttle.check(peer.ip()).is_err() {
+            return;
+        }
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            Some(acceptor) => match acceptor.accept(tcp).await {
+                Ok(stream) => self.link(node, stream, peer).await,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake of an edge link failed")
+                }
+            },
+            None => self.link(node, tcp, peer).await,
+        }
+    }
+
+    async fn link<S>(self: Arc<Self>, node: web::Data<Node>, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let opened = tokio::time::timeout(LOGIN_TIMEOUT, async {
+            let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+                .await
+                .ok()?;
+            let Some(Ok(LinkPdu::Hello(hello))) = recv(&mut ws).await else {
+                return None;
+            };
+            let edge = self.authenticate(&node, &hello).await?;
+            Some((ws, edge, hello))
+        })
+        .await;
+        let Ok(Some((mut ws, edge, hello))) = opened else {
+            self.throttle.failed(peer.ip());
+            tracing::warn!(%peer, "edge link refused");
+            return;
+        };
+        self.throttle.succeeded(peer.ip());
+        let applied = match link_cursors::get(&node.db, edge.worker_id).await {
+            Ok(c) => c.applied,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a link cursor failed");
+                return;
+            }
+        };
+        let welcome = LinkPdu::Welcome(Welcome {
+            center_node: node.replica.node_id(),
+            applied,
+        });
+        if send(&mut ws, &welcome).await.is_err() {
+            return;
+        }
+        let (fast_tx, fast) = mpsc::channel(1024);
+        let (replaced_tx, replaced) = watch::channel(false);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let previous = self.live.insert(
+            edge.id,
+            Live {
+                serial,
+                fast: fast_tx,
+                replaced: replaced_tx,
+                since_ms: fleet_store::now_ms(),
+            },
+        );
+        if let Some(old) = previous {
+            old.replaced.send_replace(true);
+        }
+        tracing::info!(edge = edge.id, name = %edge.name, %peer, "edge link up");
+        let link = Link {
+            node,
+            peer: edge.worker_id,
+            scope: Scope::Edge(edge.id),
+            heartbeat: self.heartbeat,
+            home: None,
+        };
+        // Ends on the center's stop or when a newer link of this edge replaces it.
+        let mut stop = self.stop.subscribe();
+        let mut replaced_rx = replaced;
+        let (either_tx, either) = watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = replaced_rx.changed() => {}
+            }
+            let _ = either_tx.send(true);
+        });
+        let ended = link.run(ws, hello.applied, fast, either).await;
+        watcher.abort();
+        self.live.remove_if(&edge.id, |_, l| l.serial == serial);
+        match ended {
+            Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
+            other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),
+        }
+    }
+
+    async fn authenticate(&self, node: &Node, hello: &Hello) -> Option<edges::Model> {
+        if hello.version != VERSION {
+            return None;
+        }
+        let id = shared_proto::id::parse_id("edge_id", &hello.edge_id).ok()?;
+        let edge = edges::Entity::find_by_id(id).one(&node.db).await.ok()??;
+        (credentials::verify_secret(&hello.secret, &edge.secret_hash)
+            && hello.node_id == edge.worker_id)
+            .then_some(edge)
+    }
+}

@@ -1,0 +1,269 @@
+//! What both ends run once the link is up: push the local change log from where the
+//! peer's merge stands (woken by every local commit, not by a timer), merge what the
+//! peer sends in one transaction with the new cursor, acknowledge it, and keep the
+//! link alive with heartbeats. A disconnect loses nothing: the receiver's cursor is
+//! stored with the merge, and the next link resumes from it.
+
+use std::time::Duration;
+
+use actix_web::web;
+use fleet_store::commands::{self, State};
+use fleet_store::sync::{self, Change};
+use fleet_store::{desired_configs, devices, link_cursors, memberships};
+use futures_util::{SinkExt, StreamExt};
+use operator_api::Node;
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::protocol::{Ack, Beat, Changes, LinkPdu, BATCH, MAX_FRAME_BYTES};
+use crate::Scope;
+
+/// Missed heartbeat intervals after which the link counts as lost.
+const MISSED_LIMIT: u32 = 3;
+
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+/// One end of a link.
+pub struct Link {
+    pub node: web::Data<Node>,
+    /// The peer's node (worker) id: its own changes are never sent back to it.
+    pub peer: i64,
+    /// What the peer gets of this node's changes.
+    pub scope: Scope,
+    pub heartbeat: Duration,
+    /// At an edge, its own edge id: rows of devices homed elsewhere are dropped here.
+    pub home: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Ended {
+    #[error("the link was lost: {0}")]
+    Lost(String),
+    #[error("stopping")]
+    Stopped,
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+}
+
+pub async fn send<S>(ws: &mut WebSocketStream<S>, pdu: &LinkPdu) -> Result<(), Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.send(Message::Text(pdu.encode().into()))
+        .await
+        .map_err(|e| Ended::Lost(e.to_string()))
+}
+
+/// The next link PDU (heartbeat-level pings skipped); `None` when the peer went away.
+pub async fn recv<S>(ws: &mut WebSocketStream<S>) -> Option<Result<LinkPdu, String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(text)) => {
+                return Some(LinkPdu::decode(&text).map_err(|e| format!("bad frame: {e}")))
+            }
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            Ok(Message::Binary(_)) => return Some(Err("binary frames are not used".into())),
+            Ok(Message::Close(_)) => return None,
+            Err(e) => return Some(Err(e.to_string())),
+        }
+    }
+}
+
+impl Link {
+    /// Runs the link until it is lost or `shutdown` turns true. `sent` is how far the
+    /// peer has merged this node's log. `fast` carries changes to push at once, ahead
+    /// of the log (the center's command fast path); they come again through the log.
+    pub async fn run<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        mut sent: i64,
+        mut fast: mpsc::Receiver<Vec<Change>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Ended
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut beat = tokio::time::interval(self.heartbeat);
+        let mut heard = Instant::now();
+        let changed = self.node.changed.clone();
+        loop {
+            // Armed before reading the log, so a commit in between still wakes us.
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            loop {
+                match self.push(&mut ws, sent).await {
+                    Ok(Some(upto)) => sent = upto,
+                    Ok(None) => break,
+                    Err(e) => return e,
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = beat.tick() => {
+                    if heard.elapsed() > self.heartbeat * MISSED_LIMIT {
+                        return Ended::Lost("heartbeat lost".into());
+                    }
+                    let ping = LinkPdu::Ping(Beat { sent_ms: fleet_store::now_ms() });
+                    if let Err(e) = send(&mut ws, &ping).await {
+                        return e;
+                    }
+                }
+                Some(changes) = fast.recv() => {
+                    let pdu = LinkPdu::Changes(Changes { changes, upto: sent });
+                    if let Err(e) = send(&mut ws, &pdu).await {
+                        return e;
+                    }
+                }
+                frame = recv(&mut ws) => {
+                    heard = Instant::now();
+                    let pdu = match frame {
+                        None => return Ended::Lost("closed by the peer".into()),
+                        Some(Err(e)) => return Ended::Lost(e),
+                        Some(Ok(pdu)) => pdu,
+                    };
+                    if let Err(e) = self.take(&mut ws, pdu).await {
+                        return e;
+                    }
+                }
+                _ = shutdown.changed() => {
+                    let _ = ws.close(None).await;
+                    return Ended::Stopped;
+                }
+            }
+        }
+    }
+
+    /// Sends the next batch of the log after `sent`; the new position, or `None`
+    /// when there is nothing new.
+    async fn push<S>(&self, ws: &mut WebSocketStream<S>, sent: i64) -> Result<Option<i64>, Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let batch = sync::read(&self.node.db, sent, BATCH).await?;
+        let Some(upto) = batch.last().map(|c| c.seq) else {
+            return Ok(None);
+        };
+        let theirs = batch
+            .into_iter()
+            .filter(|c| fleet_store::clock::node_of(c.hlc) != self.peer)
+            .collect();
+        let changes = self.scope.select(&self.node.db, theirs).await?;
+        send(ws, &LinkPdu::Changes(Changes { changes, upto })).await?;
+        Ok(Some(upto))
+    }
+
+    async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match pdu {
+            LinkPdu::Changes(batch) => {
+                self.merge(&batch).await?;
+                send(ws, &LinkPdu::Ack(Ack { upto: batch.upto })).await
+            }
+            LinkPdu::Ack(ack) => {
+                link_cursors::set_acked(&self.node.db, self.peer, ack.upto).await?;
+                Ok(())
+            }
+            LinkPdu::Ping(beat) => send(ws, &LinkPdu::Pong(beat)).await,
+            LinkPdu::Pong(_) => Ok(()),
+            LinkPdu::Hello(_) | LinkPdu::Welcome(_) => {
+                Err(Ended::Lost("a second handshake on an open link".into()))
+            }
+        }
+    }
+
+    /// Merges a batch and stores the new cursor in one transaction, then lets the
+    /// rest of the node act on what changed.
+    pub async fn merge(&self, batch: &Changes) -> Result<(), DbErr> {
+        let (turn, txn) = self.node.write().await?;
+        let mut touched = Vec::new();
+        for change in &batch.changes {
+            if sync::apply(&txn, &self.node.replica, change).await? {
+                touched.push((change.table.clone(), change.id));
+            }
+        }
+        let cursor = link_cursors::get(&txn, self.peer).await?;
+        if batch.upto > cursor.applied {
+            link_cursors::set_applied(&txn, self.peer, batch.upto).await?;
+        }
+        txn.commit().await?;
+        drop(turn);
+        for (table, id) in touched {
+            self.changed(&table, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Reacts to a merged row: a finished command wakes whoever waits for it; a queued
+    /// command or a new desired configuration goes to a live device session; at an
+    /// edge, a device homed elsewhere is dropped with what hangs on it.
+    async fn changed(&self, table: &str, id: i64) -> Result<(), DbErr> {
+        let db = &self.node.db;
+        match table {
+            "commands" => {
+                let Some(c) = commands::Entity::find_by_id(id).one(db).await? else {
+                    return Ok(());
+                };
+                let state = State::parse(&c.state).unwrap_or(State::Queued);
+                if state.is_final() {
+                    let _ = self.node.finished.send(id);
+                } else if state == State::Queued && !c.deleted {
+                    if let Some(dispatch) = &self.node.dispatch {
+                        dispatch.offer(&c);
+                    }
+                }
+            }
+            "desired_configs" => {
+                let config = desired_configs::Entity::find_by_id(id).one(db).await?;
+                if let (Some(config), Some(dispatch)) = (config, &self.node.dispatch) {
+                    dispatch.configure(&config);
+                }
+            }
+            "devices" => {
+                let Some(home) = self.home else { return Ok(()) };
+                let device = devices::Entity::find_by_id(id).one(db).await?;
+                if device.is_some_and(|d| d.edge_id != Some(home)) {
+                    self.drop_device(id).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Removes a device that left this edge, without logging: the rows live on at
+    /// the center and at the device's new home.
+    async fn drop_device(&self, id: i64) -> Result<(), DbErr> {
+        let (_turn, txn) = self.node.write().await?;
+        commands::Entity::delete_many()
+            .filter(commands::Column::DeviceId.eq(id))
+            .exec(&txn)
+            .await?;
+        memberships::Entity::delete_many()
+            .filter(memberships::Column::DeviceId.eq(id))
+            .exec(&txn)
+            .await?;
+        desired_configs::Entity::delete_many()
+            .filter(desired_configs::Column::DeviceId.eq(id))
+            .exec(&txn)
+            .await?;
+        devices::Entity::delete_by_id(id).exec(&txn).await?;
+        txn.commit().await?;
+        tracing::info!(device = id, "device moved to another edge; dropped here");
+        Ok(())
+    }
+}

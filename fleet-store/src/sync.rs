@@ -1,0 +1,249 @@
+//! Change-sync between two nodes' databases (DESIGN §5; `docs/sync.md` explains it).
+//!
+//! A sender streams its change log from the cursor the receiver acknowledged. The
+//! receiver merges each change field by field: a field takes the incoming value only
+//! when the incoming stamp is newer than the one it holds (stamps are unique across
+//! the federation, see [`crate::clock`]). A command's `state` merges by its forward
+//! order first, so a finished command never goes back to running. Merging is a
+//! per-field maximum, so applying a change twice, or changes in any order, ends in
+//! the same row on every node. Accepted fields are appended to the receiver's own
+//! change log with their original stamps, so the center relays what an edge wrote
+//! to the other nodes that need it.
+
+use std::collections::BTreeMap;
+
+use sea_orm::sea_query::ColumnType;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
+    IntoActiveModel, Iterable, PrimaryKeyTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::replica::{append_log, content, Replicated, SYNC_COLUMNS};
+use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica, Table};
+
+/// One write as it travels between nodes: the columns it set, stamped `hlc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the sender's change log (0 for a snapshot row).
+    pub seq: i64,
+    pub table: String,
+    pub id: i64,
+    pub hlc: i64,
+    pub fields: Map<String, Value>,
+}
+
+impl From<change_log::Model> for Change {
+    fn from(entry: change_log::Model) -> Self {
+        let fields = match serde_json::from_str(&entry.payload) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        Self {
+            seq: entry.seq,
+            table: entry.table_name,
+            id: entry.row_id,
+            hlc: entry.hlc,
+            fields,
+        }
+    }
+}
+
+/// Up to `limit` change-log entries after `cursor`, oldest first.
+pub async fn read<C: ConnectionTrait>(
+    db: &C,
+    cursor: i64,
+    limit: u64,
+) -> Result<Vec<Change>, DbErr> {
+    Ok(change_log::Entity::find()
+        .filter(change_log::Column::Seq.gt(cursor))
+        .order_by_asc(change_log::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Change::from)
+        .collect())
+}
+
+/// The newest position of the change log (0 when empty).
+pub async fn head<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    Ok(change_log::Entity::find()
+        .order_by_desc(change_log::Column::Seq)
+        .one(db)
+        .await?
+        .map_or(0, |e| e.seq))
+}
+
+/// Merges one change into the local database, in the caller's transaction. Returns
+/// whether any field changed. Changes to tables this node does not know are skipped
+/// (a newer peer), as are columns it does not know.
+pub async fn apply<C: ConnectionTrait>(
+    conn: &C,
+    replica: &Replica,
+    change: &Change,
+) -> Result<bool, DbErr> {
+    replica.observe(change.hlc);
+    match change.table.as_str() {
+        "devices" => merge::<devices::Entity, C>(conn, change).await,
+        "device_groups" => merge::<groups::Entity, C>(conn, change).await,
+        "memberships" => merge::<memberships::Entity, C>(conn, change).await,
+        "commands" => merge::<commands::Entity, C>(conn, change).await,
+        "desired_configs" => merge::<desired_configs::Entity, C>(conn, change).await,
+        _ => Ok(false),
+    }
+}
+
+/// Orders values of one field before their stamps do: a command's state by its
+/// forward order; everything else ranks equal.
+fn rank(table: Table, field: &str, value: &Value) -> u8 {
+    match (table, field) {
+        (Table::Commands, "state") => value
+            .as_str()
+            .and_then(commands::State::parse)
+            .map_or(0, commands::State::rank),
+        _ => 0,
+    }
+}
+
+fn stamps_of(text: &str) -> BTreeMap<String, i64> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// A row with every column at its zero value, for a change that arrives before the
+/// write that created its row (never stamped, so any real value wins over it).
+fn zero_row<E: EntityTrait>(id: i64) -> Map<String, Value> {
+    let mut row = Map::new();
+    for column in E::Column::iter() {
+        let def = column.def();
+        let value = if def.is_null() {
+            Value::Null
+        } else {
+            match def.get_column_type() {
+                ColumnType::BigInteger
+                | ColumnType::Integer
+                | ColumnType::SmallInteger
+                | ColumnType::TinyInteger => Value::from(0),
+                ColumnType::Boolean => Value::Bool(false),
+                _ => Value::String(String::new()),
+            }
+        };
+        row.insert(column.as_str().to_string(), value);
+    }
+    row.insert("id".into(), Value::from(id));
+    row.insert("field_stamps".into(), Value::String("{}".into()));
+    row
+}
+
+fn decode<M: DeserializeOwned>(row: Map<String, Value>) -> Result<M, DbErr> {
+    serde_json::from_value(Value::Object(row)).map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+async fn merge<E, C>(conn: &C, change: &Change) -> Result<bool, DbErr>
+where
+    C: ConnectionTrait,
+    E: EntityTrait,
+    E::Model: Replicated + DeserializeOwned + IntoActiveModel<<E::Model as Replicated>::Active>,
+    <E::Model as Replicated>::Active: ActiveModelTrait<Entity = E>,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<i64>,
+{
+    let table = <E::Model as Replicated>::TABLE;
+    let existing = E::find_by_id(change.id).one(conn).await?;
+    let (mut row, mut stamps, row_hlc) = match &existing {
+        Some(m) => {
+            let mut row = content(m)?;
+            row.insert("id".into(), Value::from(m.id()));
+            (row, stamps_of(m.field_stamps()), m.hlc())
+        }
+        None => (zero_row::<E>(change.id), BTreeMap::new(), 0),
+    };
+    let mut accepted = Map::new();
+    for (field, value) in &change.fields {
+        if SYNC_COLUMNS.contains(&field.as_str()) {
+            continue;
+        }
+        let Some(current) = row.get(field) else {
+            continue;
+        };
+        let held = stamps.get(field).copied().unwrap_or(0);
+        let incoming = (rank(table, field, value), change.hlc);
+        if incoming > (rank(table, field, current), held) {
+            row.insert(field.clone(), value.clone());
+            stamps.insert(field.clone(), change.hlc);
+            accepted.insert(field.clone(), value.clone());
+        }
+    }
+    if accepted.is_empty() {
+        return Ok(false);
+    }
+    let hlc = row_hlc.max(change.hlc);
+    row.insert("hlc".into(), Value::from(hlc));
+    row.insert("origin".into(), Value::from(crate::clock::node_of(hlc)));
+    row.insert(
+        "field_stamps".into(),
+        Value::String(serde_json::to_string(&stamps).map_err(|e| DbErr::Custom(e.to_string()))?),
+    );
+    let model: E::Model = decode(row)?;
+    let deleted = model.is_deleted();
+    let active = model.into_active_model().reset_all();
+    if existing.is_some() {
+        active.update(conn).await?;
+    } else {
+        active.insert(conn).await?;
+    }
+    append_log(conn, table, change.id, change.hlc, deleted, accepted).await?;
+    Ok(true)
+}
+
+/// A whole row as changes, one per distinct field stamp, so a peer that never saw the
+/// row (a new edge, or a device entering an edge's scope) gets every field with the
+/// stamp it really has.
+pub fn row_changes<M: Replicated>(row: &M) -> Result<Vec<Change>, DbErr> {
+    let stamps = stamps_of(row.field_stamps());
+    let mut by_stamp: BTreeMap<i64, Map<String, Value>> = BTreeMap::new();
+    for (field, value) in content(row)? {
+        if let Some(stamp) = stamps.get(&field).copied().filter(|s| *s > 0) {
+            by_stamp.entry(stamp).or_default().insert(field, value);
+        }
+    }
+    Ok(by_stamp
+        .into_iter()
+        .map(|(hlc, fields)| Change {
+            seq: 0,
+            table: M::TABLE.name().to_string(),
+            id: row.id(),
+            hlc,
+            fields,
+        })
+        .collect())
+}
+
+/// The current row `id` of `table` as changes (none when it does not exist).
+pub async fn full_row<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+    id: i64,
+) -> Result<Vec<Change>, DbErr> {
+    async fn of<E, C>(db: &C, id: i64) -> Result<Vec<Change>, DbErr>
+    where
+        C: ConnectionTrait,
+        E: EntityTrait,
+        E::Model: Replicated,
+        <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<i64>,
+    {
+        match E::find_by_id(id).one(db).await? {
+            Some(row) => row_changes(&row),
+            None => Ok(Vec::new()),
+        }
+    }
+    match table {
+        "devices" => of::<devices::Entity, C>(db, id).await,
+        "device_groups" => of::<groups::Entity, C>(db, id).await,
+        "memberships" => of::<memberships::Entity, C>(db, id).await,
+        "commands" => of::<commands::Entity, C>(db, id).await,
+        "desired_configs" => of::<desired_configs::Entity, C>(db, id).await,
+        _ => Ok(Vec::new()),
+    }
+}
