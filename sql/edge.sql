@@ -106,6 +106,13 @@ CREATE TABLE `change_log` (
 );
 CREATE INDEX `idx-change_log-row_id` ON `change_log` (`row_id`);
 
+CREATE TABLE `link_cursors` (
+  `peer_node` bigint NOT NULL PRIMARY KEY,
+  `applied` bigint NOT NULL,
+  `acked` bigint NOT NULL,
+  `updated_at` bigint NOT NULL
+);
+
 CREATE TABLE `device_status` (
   `device_id` bigint NOT NULL PRIMARY KEY,
   `version` bigint NOT NULL,
