@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::credentials::{generate_secret, hash_secret};
-use fleet_store::{devices, edges as table, ids::MAX_WORKER};
+use fleet_store::{devices, edges as table, ids::MAX_WORKER, link_cursors};
 use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller, Node};
 use sea_orm::entity::prelude::*;
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use shared_proto::device::check_text;
 use shared_proto::id::parse_id;
 use utoipa::{IntoParams, ToSchema};
+
+use crate::link::Links;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Edge {
@@ -22,6 +24,39 @@ pub struct Edge {
     pub worker_id: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The edge's federation link to the center.
+    pub link: EdgeLink,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct EdgeLink {
+    /// Whether the link is up now.
+    pub online: bool,
+    /// When the current link came up (ms since the epoch), while it is up.
+    pub since_ms: Option<i64>,
+    /// When the edge last delivered or acknowledged changes (ms; 0 for never).
+    pub last_seen_ms: i64,
+    /// Entries of the center's change log the edge has not acknowledged yet (some may
+    /// be outside its scope and are only skipped).
+    pub pending_to_edge: i64,
+    /// How far the center has merged the edge's change log (its cursor there).
+    pub merged_from_edge: i64,
+}
+
+/// An edge with the state of its link.
+async fn with_link(node: &Node, links: &Links, m: table::Model) -> Result<Edge, ApiError> {
+    let state = links.state(m.id);
+    let cursor = link_cursors::get(&node.db, m.worker_id).await?;
+    let head = fleet_store::sync::head(&node.db).await?;
+    let mut edge = Edge::from(m);
+    edge.link = EdgeLink {
+        online: state.online,
+        since_ms: state.online.then_some(state.since_ms),
+        last_seen_ms: cursor.updated_at,
+        pending_to_edge: (head - cursor.acked).max(0),
+        merged_from_edge: cursor.applied,
+    };
+    Ok(edge)
 }
 
 /// An edge with its secret, answered only at registration and rotation.
@@ -41,6 +76,7 @@ impl From<table::Model> for Edge {
             worker_id: m.worker_id,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            link: EdgeLink::default(),
         }
     }
 }
@@ -136,6 +172,7 @@ pub async fn create(
 pub async fn list(
     req: HttpRequest,
     node: web::Data<Node>,
+    links: web::Data<Links>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
@@ -152,9 +189,11 @@ pub async fn list(
         .limit(page.per_page)
         .all(&node.db)
         .await?;
-    Ok(reply::ok(
-        page.wrap(rows.into_iter().map(Edge::from).collect(), total),
-    ))
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        items.push(with_link(&node, &links, row).await?);
+    }
+    Ok(reply::ok(page.wrap(items, total)))
 }
 
 /// Read one edge.
@@ -163,12 +202,14 @@ pub async fn list(
     responses((status = 200, description = "The edge", body = Edge), (status = 404, description = "No such edge")))]
 pub async fn get(
     node: web::Data<Node>,
+    links: web::Data<Links>,
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
-    Ok(reply::ok(Edge::from(find(&node.db, id).await?)))
+    let edge = find(&node.db, id).await?;
+    Ok(reply::ok(with_link(&node, &links, edge).await?))
 }
 
 /// Delete an edge. Refused while devices are homed at it: move them first.

@@ -34,6 +34,59 @@ struct Live {
     since_ms: i64,
 }
 
+/// The center's command fast path: a new command (or desired configuration) goes
+/// straight down the link of its device's home edge, ahead of the change log that
+/// carries it too. The edge merges it like any change, so getting it twice is
+/// harmless; if the link is down, the log delivers it when the edge is back.
+pub struct Routing {
+    pub links: Arc<Links>,
+    node: std::sync::OnceLock<web::Data<Node>>,
+}
+
+impl Routing {
+    pub fn new(links: Arc<Links>) -> Self {
+        Self {
+            links,
+            node: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The node is built after its dispatch is chosen; it is handed over here.
+    pub fn attach(&self, node: web::Data<Node>) {
+        let _ = self.node.set(node);
+    }
+
+    fn route(&self, table: &'static str, id: i64, device: i64) {
+        let (Some(node), links) = (self.node.get().cloned(), self.links.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let home = fleet_store::devices::Entity::find_by_id(device)
+                .one(&node.db)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.edge_id);
+            let Some(edge) = home else { return };
+            if let Ok(changes) = fleet_store::sync::full_row(&node.db, table, id).await {
+                links.push(edge, changes);
+            }
+        });
+    }
+}
+
+impl operator_api::commands::Dispatch for Routing {
+    fn offer(&self, command: &fleet_store::commands::Model) -> bool {
+        self.route("commands", command.id, command.device_id);
+        false
+    }
+
+    fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool {
+        self.route("desired_configs", config.id, config.device_id);
+        false
+    }
+}
+
 /// What `GET /api/v1/edges` shows of an edge's link.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LinkState {

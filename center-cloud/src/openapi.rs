@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 
 use crate::{bulk, edges, groups, lab};
-use operator_api::{auth, devices, events, health, metrics, users};
+use operator_api::{auth, commands, configs, devices, events, health, metrics, pulled_logs, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         groups::list, groups::create, groups::get, groups::update, groups::delete,
         groups::members, groups::add_members, groups::replace_members, groups::remove_members,
         edges::list, edges::create, edges::get, edges::delete, edges::rotate_secret,
+        commands::create, commands::list, commands::get, commands::cancel,
+        configs::put, configs::get, pulled_logs::list, pulled_logs::download,
         events::list,
         lab::find, lab::add, lab::update, lab::remove,
         health::healthz, health::readyz, metrics::scrape,
@@ -34,6 +36,7 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         (name = "groups", description = "Device groups"),
         (name = "memberships", description = "Which devices are in which groups, from either side"),
         (name = "edges", description = "Edge clouds (admin)"),
+        (name = "commands", description = "Commands to devices, routed to their home edge: sent at once down its link, and carried by change-sync when the link is down"),
         (name = "events", description = "Audit events"),
         (name = "seed lab contract", description = "The seed lab's `/v1/devices` contract, unchanged"),
         (name = "operations", description = "Health and metrics"),

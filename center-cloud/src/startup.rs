@@ -5,12 +5,12 @@ use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
-use operator_api::tls;
+use operator_api::{commands, configs, pulled_logs, tls};
 use sea_orm::DbBackend;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::link::Links;
+use crate::link::{Links, Routing};
 use crate::{bulk, edges, groups, lab, openapi};
 
 /// Every table of the center's database, in creation order.
@@ -41,16 +41,24 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Center, StartupError> {
         let import_limit = settings.import_limit;
         let links = Arc::new(Links::new(settings.link_heartbeat));
+        let routing = Arc::new(Routing::new(links.clone()));
         let service = Service {
             tables,
             openapi: openapi::document(),
-            routes: move |cfg: &mut web::ServiceConfig| routes(cfg, import_limit),
+            routes: {
+                let links = web::Data::from(links.clone());
+                move |cfg: &mut web::ServiceConfig| {
+                    cfg.app_data(links.clone());
+                    routes(cfg, import_limit)
+                }
+            },
             home_edges: HomeEdges::Registry,
             presence: None,
-            dispatch: None,
+            dispatch: Some(routing.clone()),
             metrics: None,
         };
         let served = server::build(&settings.node, service).await?;
+        routing.attach(served.node.clone());
         let listener = tokio::net::TcpListener::bind(settings.link_listen)
             .await
             .map_err(|source| StartupError::Io {
@@ -82,5 +90,8 @@ fn routes(cfg: &mut web::ServiceConfig, import_limit: usize) {
         .configure(devices::configure)
         .configure(groups::configure)
         .configure(edges::configure)
+        .configure(commands::configure)
+        .configure(configs::configure)
+        .configure(pulled_logs::configure)
         .configure(lab::configure);
 }

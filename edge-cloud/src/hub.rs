@@ -152,22 +152,27 @@ fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
 }
 
 /// Checks a device's credentials: by id, or by hardware serial number and model.
-pub async fn authenticate<C: sea_orm::ConnectionTrait>(db: &C, login: &Login) -> Option<i64> {
+/// `Ok(None)` is a refusal; `Err` means the database could not say.
+pub async fn authenticate<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    login: &Login,
+) -> Result<Option<i64>, sea_orm::DbErr> {
     let query = match (&login.device_id, &login.sn, &login.model) {
-        (Some(id), _, _) => {
-            let id = shared_proto::id::parse_id("device_id", id).ok()?;
-            devices::Entity::find_by_id(id)
-        }
+        (Some(id), _, _) => match shared_proto::id::parse_id("device_id", id) {
+            Ok(id) => devices::Entity::find_by_id(id),
+            Err(_) => return Ok(None),
+        },
         (None, Some(sn), Some(model)) => devices::Entity::find()
             .filter(devices::Column::LiveKey.eq(devices::live_key(model, sn))),
-        _ => return None,
+        _ => return Ok(None),
     };
     let device = query
         .filter(devices::Column::Deleted.eq(false))
         .one(db)
-        .await
-        .ok()??;
-    credentials::verify_secret(&login.secret, &device.secret_hash).then_some(device.id)
+        .await?;
+    Ok(device
+        .filter(|d| credentials::verify_secret(&login.secret, &d.secret_hash))
+        .map(|d| d.id))
 }
 
 impl Sessions {
@@ -413,7 +418,17 @@ impl Hub {
             Some((ws, envelope.id, login))
         };
         let (mut ws, login_id, login) = tokio::time::timeout(deadline, attempt).await.ok()??;
-        let Some(device) = authenticate(&self.node.db, &login).await else {
+        let checked = match authenticate(&self.node.db, &login).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                // The edge could not check: not the device's fault, so no throttling
+                // and no refusal on record. The device retries with its backoff.
+                tracing::warn!(error = %e, "a device login could not be checked");
+                self.metrics.login("unavailable");
+                return None;
+            }
+        };
+        let Some(device) = checked else {
             self.metrics.login("refused");
             self.throttle.failed(peer.ip());
             let who = login

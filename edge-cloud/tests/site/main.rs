@@ -1,4 +1,5 @@
 mod commands;
+mod federation;
 mod helpers;
 mod hub;
 mod site;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_harness::fault_proxy::FaultProxy;
-use api_harness::*;
 use fleet_store::devices;
 use sea_orm::EntityTrait;
 use serde_json::{json, Value};
+use shared_proto::southbound::{CommandResult, Outcome, Pdu};
+
+use crate::helpers::*;
 
 struct Center {
     api: TestApp,
@@ -37,7 +39,7 @@ async fn spawn_center() -> Center {
 }
 
 struct Edge {
-    api: TestApp,
+    site: TestEdge,
     hub: Arc<edge_cloud::hub::Hub>,
     uplink: Arc<edge_cloud::uplink::Uplink>,
 }
@@ -77,14 +79,19 @@ async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, S
         served,
         hub,
         uplink,
-        ..
+        device_port,
+        sessions,
     } = edge_cloud::Application::build(settings)
         .await
         .expect("edge starts");
     let api = start(served, dir, database_url).await;
     (
         Edge {
-            api,
+            site: TestEdge {
+                api,
+                device_port,
+                sessions,
+            },
             hub,
             uplink: uplink.expect("joined a center"),
         },
@@ -125,6 +132,9 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
         center.links.state(id_num).online
     })
     .await;
+    let (status, shown) = center.api.get(&format!("/api/v1/edges/{edge_id}")).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["data"]["link"]["online"], true, "{shown}");
 
     // Center -> edge: a device homed at this edge appears there.
     let mut body = device_json("gw-1", "SN-F1");
@@ -137,12 +147,13 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
         .parse()
         .expect("num");
     until(10, "the device reaches the edge", async || {
-        device_row(&edge.api, device).await.is_some()
+        device_row(&edge.site.api, device).await.is_some()
     })
     .await;
 
     // Edge -> center: an edit at the site reaches the center.
     let (status, _) = edge
+        .site
         .api
         .patch(
             &format!("/api/v1/devices/{device}"),
@@ -173,6 +184,7 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let (status, _) = edge
+        .site
         .api
         .patch(
             &format!("/api/v1/devices/{device}"),
@@ -182,6 +194,7 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
     assert_eq!(status, 200);
     // A device created at the site while the center is away.
     let (status, local) = edge
+        .site
         .api
         .post("/api/v1/devices", device_json("gw-2", "SN-F2"))
         .await;
@@ -192,11 +205,21 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
         .parse()
         .expect("num");
 
+    let (_, shown) = center.api.get("/api/v1/edges").await;
+    assert_eq!(
+        shown["data"]["items"][0]["link"]["online"], false,
+        "{shown}"
+    );
+    assert!(
+        shown["data"]["items"][0]["link"]["pending_to_edge"].as_i64() > Some(0),
+        "the center's edit waits for the edge: {shown}"
+    );
+
     proxy.restore();
     until(15, "both sides converge", async || {
         let (c, e) = (
             device_row(&center.api, device).await,
-            device_row(&edge.api, device).await,
+            device_row(&edge.site.api, device).await,
         );
         c.is_some() && c == e && device_row(&center.api, local).await.is_some()
     })
@@ -216,7 +239,7 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
     );
     assert_eq!(
         device_row(&center.api, local).await,
-        device_row(&edge.api, local).await,
+        device_row(&edge.site.api, local).await,
         "the device made at the site is the same at the center"
     );
     edge.stop();
@@ -271,4 +294,94 @@ async fn a_wrong_secret_gets_no_link() {
     edge.hub.shutdown();
     center.links.shutdown();
     drop(dir);
+}
+
+/// Plays a device that answers every command it gets with "ran <name>".
+async fn answer_commands(mut device: DeviceClient) {
+    while let Some(env) = device.recv().await {
+        if let Pdu::Command(c) = env.pdu {
+            device
+                .send(Pdu::CommandResult(CommandResult {
+                    command_id: c.command_id,
+                    outcome: Outcome::Succeeded,
+                    exit_code: Some(0),
+                    output: format!("ran {}", c.name.as_str()),
+                    truncated: false,
+                    error: None,
+                    data: Value::Null,
+                }))
+                .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_back() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-c").await;
+    let id_num: i64 = edge_id.parse().expect("id");
+    until(10, "the edge links up", async || {
+        center.links.state(id_num).online
+    })
+    .await;
+    let mut body = device_json("gw-c", "SN-C1");
+    body["edge_id"] = json!(edge_id);
+    let (_, made) = center.api.post("/api/v1/devices", body).await;
+    let device = made["data"]["id"].as_str().expect("id").to_string();
+    let secret = made["data"]["secret"].as_str().expect("secret").to_string();
+    let device_num: i64 = device.parse().expect("num");
+    until(10, "the device reaches the edge", async || {
+        device_row(&edge.site.api, device_num).await.is_some()
+    })
+    .await;
+
+    // Online: the operator waits at the center for the result.
+    let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
+    let answering = tokio::spawn(answer_commands(client));
+    let (status, done) = center
+        .api
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            json!({"name": "get_status", "timeout_s": 10, "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["data"]["state"], "succeeded", "{done}");
+    assert_eq!(done["data"]["result"]["output"], "ran get_status", "{done}");
+    answering.abort();
+
+    // Offline, with the link cut: queued at the center, run once both are back.
+    until(10, "the device is gone", async || {
+        !operator_api::devices::Presence::is_online(edge.site.sessions.as_ref(), device_num)
+    })
+    .await;
+    proxy.cut();
+    let (status, queued) = center
+        .api
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            json!({"name": "reboot", "timeout_s": 60}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let command = queued["data"]["id"].as_str().expect("id").to_string();
+    proxy.restore();
+    let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
+    let answering = tokio::spawn(answer_commands(client));
+    until(
+        15,
+        "the queued command ran and its result reached the center",
+        async || {
+            let (_, c) = center.api.get(&format!("/api/v1/commands/{command}")).await;
+            c["data"]["state"] == "succeeded"
+        },
+    )
+    .await;
+    answering.abort();
+    edge.stop();
+    center.links.shutdown();
 }
