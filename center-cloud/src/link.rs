@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use actix_web::web;
 use dashmap::DashMap;
+use federation::protocol::Changes;
 use federation::protocol::{Hello, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::sync::Change;
-use fleet_store::{credentials, edges, link_cursors};
+use fleet_store::{credentials, device_status, edges, link_cursors};
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
 use sea_orm::EntityTrait;
@@ -29,7 +30,7 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The live link of one edge.
 struct Live {
     serial: u64,
-    fast: mpsc::Sender<Vec<Change>>,
+    fast: mpsc::Sender<LinkPdu>,
     replaced: watch::Sender<bool>,
     since_ms: i64,
 }
@@ -87,6 +88,12 @@ impl operator_api::commands::Dispatch for Routing {
     }
 }
 
+impl operator_api::devices::Presence for Links {
+    fn is_online(&self, device: i64) -> bool {
+        self.online.contains_key(&device)
+    }
+}
+
 /// What `GET /api/v1/edges` shows of an edge's link.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LinkState {
@@ -96,6 +103,8 @@ pub struct LinkState {
 
 pub struct Links {
     live: DashMap<i64, Live>,
+    /// Devices online at some edge, as the edges report them: device id -> edge id.
+    online: DashMap<i64, i64>,
     serial: AtomicU64,
     stop: watch::Sender<bool>,
     throttle: LoginThrottle,
@@ -106,6 +115,7 @@ impl Links {
     pub fn new(heartbeat: Duration) -> Self {
         Self {
             live: DashMap::new(),
+            online: DashMap::new(),
             serial: AtomicU64::new(0),
             stop: watch::channel(false).0,
             throttle: LoginThrottle::default(),
@@ -124,9 +134,39 @@ impl Links {
 
     /// Pushes changes down an edge's link ahead of the change log, if it is up.
     pub fn push(&self, edge: i64, changes: Vec<Change>) -> bool {
+        let pdu = LinkPdu::Changes(Changes { changes, upto: 0 });
         self.live
             .get(&edge)
-            .is_some_and(|l| l.fast.try_send(changes).is_ok())
+            .is_some_and(|l| l.fast.try_send(pdu).is_ok())
+    }
+
+    /// Takes in an edge's live view: who is online there, and their latest statuses
+    /// (written as one batch).
+    async fn take_live(&self, node: &Node, edge: i64, live: federation::protocol::Live) {
+        if live.full {
+            self.online.retain(|_, at| *at != edge);
+        }
+        for device in live.offline {
+            self.online.remove_if(&device, |_, at| *at == edge);
+        }
+        for device in live.online {
+            self.online.insert(device, edge);
+        }
+        let now = fleet_store::now_ms();
+        let rows = live
+            .statuses
+            .into_iter()
+            .map(|s| device_status::Model {
+                device_id: s.device_id,
+                version: s.version,
+                config_version: s.config_version,
+                status: s.status.to_string(),
+                updated_at: now,
+            })
+            .collect();
+        if let Err(e) = device_status::upsert_many(&node.db, rows).await {
+            tracing::warn!(edge, error = %e, "storing device statuses from an edge failed");
+        }
     }
 
     /// Closes the endpoint and every link.
@@ -234,12 +274,22 @@ impl Links {
             old.replaced.send_replace(true);
         }
         tracing::info!(edge = edge.id, name = %edge.name, %peer, "edge link up");
+        let (live_tx, mut live_rx) = mpsc::channel(64);
+        let viewer = {
+            let (links, node) = (self.clone(), node.clone());
+            tokio::spawn(async move {
+                while let Some(live) = live_rx.recv().await {
+                    links.take_live(&node, edge.id, live).await;
+                }
+            })
+        };
         let link = Link {
             node,
             peer: edge.worker_id,
             scope: Scope::Edge(edge.id),
             heartbeat: self.heartbeat,
             home: None,
+            live: Some(live_tx),
         };
         // Ends on the center's stop or when a newer link of this edge replaces it.
         let mut stop = self.stop.subscribe();
@@ -254,7 +304,16 @@ impl Links {
         });
         let ended = link.run(ws, hello.applied, fast, either).await;
         watcher.abort();
-        self.live.remove_if(&edge.id, |_, l| l.serial == serial);
+        drop(link);
+        let _ = viewer.await;
+        if self
+            .live
+            .remove_if(&edge.id, |_, l| l.serial == serial)
+            .is_some()
+        {
+            // Nobody reports for this edge's devices any more.
+            self.online.retain(|_, at| *at != edge.id);
+        }
         match ended {
             Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
             other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),

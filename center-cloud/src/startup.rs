@@ -5,7 +5,7 @@ use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
-use operator_api::{commands, configs, pulled_logs, tls};
+use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
 use std::sync::Arc;
 
@@ -53,29 +53,15 @@ impl Application {
                 }
             },
             home_edges: HomeEdges::Registry,
-            presence: None,
+            presence: Some(links.clone()),
             dispatch: Some(routing.clone()),
             metrics: None,
         };
         let served = server::build(&settings.node, service).await?;
         routing.attach(served.node.clone());
-        let listener = tokio::net::TcpListener::bind(settings.link_listen)
-            .await
-            .map_err(|source| StartupError::Io {
-                context: format!("binding the edge link endpoint {}", settings.link_listen),
-                source,
-            })?;
-        let link_port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Io {
-                context: "reading the edge link address".into(),
-                source,
-            })?
-            .port();
-        let tls = match &served.tls_files {
-            Some(files) => Some(tls::server_config(files)?),
-            None => None,
-        };
+        let (listener, link_port, tls) = served
+            .bind_beside(settings.link_listen, "edge link endpoint")
+            .await?;
         tokio::spawn(links.clone().serve(served.node.clone(), listener, tls));
         Ok(Center {
             served,

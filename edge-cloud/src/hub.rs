@@ -196,6 +196,20 @@ impl Sessions {
         self.live.len()
     }
 
+    /// The devices connected now.
+    pub fn online_ids(&self) -> HashSet<i64> {
+        self.live.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Every held status as (device, version, config version), without the statuses
+    /// themselves, so a caller can pick the changed ones cheaply.
+    pub fn versions(&self) -> Vec<(i64, u64, i64)> {
+        self.statuses
+            .iter()
+            .map(|e| (*e.key(), e.version, e.config_version))
+            .collect()
+    }
+
     pub fn status(&self, device: i64) -> Option<Held> {
         self.statuses.get(&device).map(|h| h.clone())
     }

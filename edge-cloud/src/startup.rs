@@ -8,7 +8,6 @@ use actix_web::web;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices::{self, HomeEdges};
 use operator_api::server::{self, Served, Service, StartupError};
-use operator_api::tls;
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
 
@@ -82,23 +81,9 @@ impl Application {
         };
         let served = server::build(&settings.node, service).await?;
         sessions.restore(&served.node.db).await?;
-        let listener = tokio::net::TcpListener::bind(settings.device_listen)
-            .await
-            .map_err(|source| StartupError::Io {
-                context: format!("binding the device endpoint {}", settings.device_listen),
-                source,
-            })?;
-        let device_port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Io {
-                context: "reading the device endpoint address".into(),
-                source,
-            })?
-            .port();
-        let tls = match &served.tls_files {
-            Some(files) => Some(tls::server_config(files)?),
-            None => None,
-        };
+        let (listener, device_port, tls) = served
+            .bind_beside(settings.device_listen, "device endpoint")
+            .await?;
         let hub = Arc::new(Hub::new(
             served.node.clone(),
             sessions.clone(),
@@ -118,7 +103,7 @@ impl Application {
         let uplink = match settings.center.clone() {
             Some(center) => {
                 let uplink = Arc::new(
-                    Uplink::new(center, served.node.clone())
+                    Uplink::new(center, served.node.clone(), sessions.clone())
                         .map_err(|e| StartupError::Config(e.to_string()))?,
                 );
                 tokio::spawn(uplink.clone().run());

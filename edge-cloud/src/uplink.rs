@@ -4,12 +4,13 @@
 //! breaks it dials again with exponential backoff and full jitter; meanwhile the edge
 //! goes on serving its devices on its own, and catches up once it is back.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use federation::protocol::{Hello, VERSION};
+use federation::protocol::{Hello, Live, LiveStatus, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::link_cursors;
@@ -22,9 +23,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use crate::hub::Sessions;
+
 /// A link that stayed up this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the center hears who is online and what changed in their statuses.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How this edge joins a center.
 #[derive(Debug, Clone)]
@@ -41,6 +46,7 @@ pub struct CenterLink {
 pub struct Uplink {
     config: CenterLink,
     node: web::Data<Node>,
+    sessions: Arc<Sessions>,
     tls: Option<TlsConnector>,
     stop: watch::Sender<bool>,
     online: std::sync::atomic::AtomicBool,
@@ -82,7 +88,11 @@ fn target(url: &str) -> Option<Target> {
 }
 
 impl Uplink {
-    pub fn new(config: CenterLink, node: web::Data<Node>) -> Result<Self, UplinkError> {
+    pub fn new(
+        config: CenterLink,
+        node: web::Data<Node>,
+        sessions: Arc<Sessions>,
+    ) -> Result<Self, UplinkError> {
         let t = target(&config.url).ok_or_else(|| UplinkError::Url(config.url.clone()))?;
         let tls = match (t.tls, &config.ca_file) {
             (false, _) => None,
@@ -94,6 +104,7 @@ impl Uplink {
         Ok(Self {
             config,
             node,
+            sessions,
             tls,
             stop: watch::channel(false).0,
             online: std::sync::atomic::AtomicBool::new(false),
@@ -201,12 +212,66 @@ impl Uplink {
             scope: Scope::Everything,
             heartbeat: self.config.heartbeat,
             home: Some(self.config.edge_id),
+            live: None,
         };
-        // The edge has no fast path of its own: its changes go through the log.
-        let (_fast_tx, fast) = mpsc::channel(1);
-        Ok(link
-            .run(ws, welcome.applied, fast, self.stop.subscribe())
-            .await)
+        let (live_tx, live) = mpsc::channel(4);
+        let reporter = tokio::spawn(report_live(self.sessions.clone(), live_tx));
+        let ended = link
+            .run(ws, welcome.applied, live, self.stop.subscribe())
+            .await;
+        reporter.abort();
+        Ok(ended)
+    }
+}
+
+/// Sends the live view while the link is up: all of it first, then every second who
+/// came and went and the statuses that changed since (one frame, however many
+/// reports a device made in between).
+async fn report_live(sessions: Arc<Sessions>, out: mpsc::Sender<LinkPdu>) {
+    let mut sent_online: HashSet<i64> = HashSet::new();
+    let mut sent_versions: HashMap<i64, (u64, i64)> = HashMap::new();
+    let mut full = true;
+    let mut tick = tokio::time::interval(LIVE_EVERY);
+    loop {
+        tick.tick().await;
+        let online = sessions.online_ids();
+        let mut statuses = Vec::new();
+        for (device, version, config_version) in sessions.versions() {
+            if sent_versions.get(&device) == Some(&(version, config_version)) {
+                continue;
+            }
+            if let Some(held) = sessions.status(device) {
+                statuses.push(LiveStatus {
+                    device_id: device,
+                    version: i64::try_from(version).unwrap_or(i64::MAX),
+                    config_version,
+                    status: serde_json::to_value(held.status).unwrap_or_default(),
+                });
+                sent_versions.insert(device, (version, config_version));
+            }
+        }
+        let live = Live {
+            full,
+            online: if full {
+                online.iter().copied().collect()
+            } else {
+                online.difference(&sent_online).copied().collect()
+            },
+            offline: if full {
+                Vec::new()
+            } else {
+                sent_online.difference(&online).copied().collect()
+            },
+            statuses,
+        };
+        let news = !live.online.is_empty() || !live.offline.is_empty() || !live.statuses.is_empty();
+        if full || news {
+            if out.send(LinkPdu::Live(live)).await.is_err() {
+                return;
+            }
+            full = false;
+        }
+        sent_online = online;
     }
 }
 

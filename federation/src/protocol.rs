@@ -22,6 +22,7 @@ pub enum LinkPdu {
     Ack(Ack),
     Ping(Beat),
     Pong(Beat),
+    Live(Live),
 }
 
 /// edge -> center, first frame: who the edge is, and how far it has merged the
@@ -55,6 +56,26 @@ pub struct Changes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub upto: i64,
+}
+
+/// edge -> center: the live view of the edge's devices, so the center shows who is
+/// online and their latest status within a second or so. `full` (sent when the link
+/// comes up) replaces what the center holds for this edge; otherwise it is a delta.
+/// Never stored per heartbeat: statuses are coalesced per device between sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    pub full: bool,
+    pub online: Vec<i64>,
+    pub offline: Vec<i64>,
+    pub statuses: Vec<LiveStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveStatus {
+    pub device_id: i64,
+    pub version: i64,
+    pub config_version: i64,
+    pub status: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use fleet_store::commands::{self, State};
-use fleet_store::sync::{self, Change};
+use fleet_store::sync;
 use fleet_store::{desired_configs, devices, link_cursors, memberships};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::Node;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::protocol::{Ack, Beat, Changes, LinkPdu, BATCH, MAX_FRAME_BYTES};
+use crate::protocol::{Ack, Beat, Changes, LinkPdu, Live, BATCH, MAX_FRAME_BYTES};
 use crate::Scope;
 
 /// Missed heartbeat intervals after which the link counts as lost.
@@ -42,6 +42,8 @@ pub struct Link {
     pub heartbeat: Duration,
     /// At an edge, its own edge id: rows of devices homed elsewhere are dropped here.
     pub home: Option<i64>,
+    /// At the center, where the edge's live view goes.
+    pub live: Option<mpsc::Sender<Live>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +85,14 @@ where
 
 impl Link {
     /// Runs the link until it is lost or `shutdown` turns true. `sent` is how far the
-    /// peer has merged this node's log. `fast` carries changes to push at once, ahead
-    /// of the log (the center's command fast path); they come again through the log.
+    /// peer has merged this node's log. `fast` carries frames to send at once: changes
+    /// ahead of the log (the center's command fast path; they come again through the
+    /// log) and the edge's live view.
     pub async fn run<S>(
         &self,
         mut ws: WebSocketStream<S>,
         mut sent: i64,
-        mut fast: mpsc::Receiver<Vec<Change>>,
+        mut fast: mpsc::Receiver<LinkPdu>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Ended
     where
@@ -121,8 +124,12 @@ impl Link {
                         return e;
                     }
                 }
-                Some(changes) = fast.recv() => {
-                    let pdu = LinkPdu::Changes(Changes { changes, upto: sent });
+                Some(mut pdu) = fast.recv() => {
+                    // Everything up to `sent` has gone already; the fast frame does
+                    // not move the peer's cursor past what it really got.
+                    if let LinkPdu::Changes(batch) = &mut pdu {
+                        batch.upto = sent;
+                    }
                     if let Err(e) = send(&mut ws, &pdu).await {
                         return e;
                     }
@@ -180,6 +187,12 @@ impl Link {
             }
             LinkPdu::Ping(beat) => send(ws, &LinkPdu::Pong(beat)).await,
             LinkPdu::Pong(_) => Ok(()),
+            LinkPdu::Live(live) => {
+                if let Some(to) = &self.live {
+                    let _ = to.send(live).await;
+                }
+                Ok(())
+            }
             LinkPdu::Hello(_) | LinkPdu::Welcome(_) => {
                 Err(Ended::Lost("a second handshake on an open link".into()))
             }

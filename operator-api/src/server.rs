@@ -82,6 +82,34 @@ impl Served {
         self.server.handle()
     }
 
+    /// Binds another endpoint of this node (devices', or edge links') and makes the
+    /// TLS configuration it serves with, the API's own (none without TLS). Answers the
+    /// listener, its port and the TLS configuration.
+    pub async fn bind_beside(
+        &self,
+        addr: std::net::SocketAddr,
+        what: &str,
+    ) -> Result<(tokio::net::TcpListener, u16, Option<rustls::ServerConfig>), StartupError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Io {
+                context: format!("binding the {what} {addr}"),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Io {
+                context: format!("reading the {what} address"),
+                source,
+            })?
+            .port();
+        let tls = match &self.tls_files {
+            Some(files) => Some(tls::server_config(files)?),
+            None => None,
+        };
+        Ok((listener, port, tls))
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

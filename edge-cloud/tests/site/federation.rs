@@ -342,6 +342,10 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
     // Online: the operator waits at the center for the result.
     let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
     let answering = tokio::spawn(answer_commands(client));
+    until(10, "the center shows the device online", async || {
+        center.api.get(&format!("/api/v1/devices/{device}")).await.1["data"]["online"] == true
+    })
+    .await;
     let (status, done) = center
         .api
         .post(
@@ -357,6 +361,10 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
     // Offline, with the link cut: queued at the center, run once both are back.
     until(10, "the device is gone", async || {
         !operator_api::devices::Presence::is_online(edge.site.sessions.as_ref(), device_num)
+    })
+    .await;
+    until(10, "the center shows the device offline", async || {
+        center.api.get(&format!("/api/v1/devices/{device}")).await.1["data"]["online"] == false
     })
     .await;
     proxy.cut();
