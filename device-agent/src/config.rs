@@ -98,7 +98,11 @@ impl AgentConfig {
         if self.edges.is_empty() {
             return invalid("edges", "name at least one edge");
         }
-        if let Some(bad) = self.edges.iter().find(|e| crate::link::parse(e).is_none()) {
+        if let Some(bad) = self
+            .edges
+            .iter()
+            .find(|e| shared_proto::endpoint::Endpoint::parse(e).is_none())
+        {
             return Err(ConfigError::Invalid {
                 field: "edges",
                 message: format!("{bad:?} is not a wss:// (TLS) or ws:// (plain) URL with a host"),

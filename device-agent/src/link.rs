@@ -26,6 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use shared_proto::endpoint::Endpoint as Target;
+
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::executor::{Delivery, Executor};
@@ -74,35 +76,6 @@ pub struct Agent {
     edge_host: String,
 }
 
-pub(crate) struct Target {
-    url: String,
-    host: String,
-    port: u16,
-    tls: bool,
-}
-
-/// A `wss://` or `ws://` edge URL; `None` for anything else.
-pub(crate) fn parse(url: &str) -> Option<Target> {
-    let (tls, rest) = match url.split_once("://")? {
-        ("wss", rest) => (true, rest),
-        ("ws", rest) => (false, rest),
-        _ => return None,
-    };
-    let authority = rest.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        // A colon inside brackets belongs to an IPv6 address, not to a port.
-        Some((host, port)) if !port.ends_with(']') => (host, port.parse().ok()?),
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| Target {
-        url: url.to_string(),
-        host: host.to_string(),
-        port,
-        tls,
-    })
-}
-
 /// The client side of the WebSocket: small buffers, because a simulator holds tens of
 /// thousands of sessions in one process and the default 128 KiB read buffer per session
 /// would dominate its memory.
@@ -117,7 +90,7 @@ fn ws_config() -> WebSocketConfig {
 impl Agent {
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
         let mut tls = None;
-        for target in config.edges.iter().filter_map(|url| parse(url)) {
+        for target in config.edges.iter().filter_map(|url| Target::parse(url)) {
             if target.tls {
                 if tls.is_none() {
                     tls = Some(client_tls(&config.ca_file)?);
@@ -196,7 +169,12 @@ impl Agent {
 
     /// The configured edges, nearest (fastest TCP connect) first; unreachable ones last.
     async fn nearest_first(&self) -> Vec<Target> {
-        let targets: Vec<Target> = self.config.edges.iter().filter_map(|u| parse(u)).collect();
+        let targets: Vec<Target> = self
+            .config
+            .edges
+            .iter()
+            .filter_map(|u| Target::parse(u))
+            .collect();
         if targets.len() < 2 {
             // Nothing to choose between: a probe would only cost the edge a connection.
             return targets;
@@ -639,29 +617,4 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn edge_urls_parse() {
-        let t = super::parse("wss://edge-a.example:9444/devices").expect("parses");
-        assert_eq!((t.host.as_str(), t.port), ("edge-a.example", 9444));
-        let t = super::parse("wss://[::1]:9444").expect("parses");
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9444));
-        assert_eq!(super::parse("wss://host/x").map(|t| t.port), Some(443));
-        assert_eq!(super::parse("wss://[::1]/x").map(|t| t.port), Some(443));
-        let t = super::parse("ws://127.0.0.1:9444/devices").expect("parses");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 9444, false));
-        assert_eq!(super::parse("ws://plain").map(|t| t.port), Some(80));
-        for bad in [
-            "ftp://host:1",
-            "https://host",
-            "wss://",
-            "ws://:9444",
-            "wss://h:port",
-        ] {
-            assert!(super::parse(bad).is_none(), "{bad}");
-        }
-    }
 }

@@ -18,6 +18,7 @@ use operator_api::Node;
 use rand::SeedableRng;
 use sea_orm::EntityTrait;
 use shared_proto::backoff::Backoff;
+use shared_proto::endpoint::Endpoint;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -62,38 +63,13 @@ pub enum UplinkError {
     NoCa,
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    tls: bool,
-}
-
-fn target(url: &str) -> Option<Target> {
-    let (tls, rest) = match url.split_once("://")? {
-        ("wss", rest) => (true, rest),
-        ("ws", rest) => (false, rest),
-        _ => return None,
-    };
-    let authority = rest.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| Target {
-        host: host.to_string(),
-        port,
-        tls,
-    })
-}
-
 impl Uplink {
     pub fn new(
         config: CenterLink,
         node: web::Data<Node>,
         sessions: Arc<Sessions>,
     ) -> Result<Self, UplinkError> {
-        let t = target(&config.url).ok_or_else(|| UplinkError::Url(config.url.clone()))?;
+        let t = Endpoint::parse(&config.url).ok_or_else(|| UplinkError::Url(config.url.clone()))?;
         let tls = match (t.tls, &config.ca_file) {
             (false, _) => None,
             (true, None) => return Err(UplinkError::NoCa),
@@ -145,7 +121,7 @@ impl Uplink {
     }
 
     async fn once(&self) -> Result<Ended, String> {
-        let t = target(&self.config.url).ok_or("bad center URL")?;
+        let t = Endpoint::parse(&self.config.url).ok_or("bad center URL")?;
         let tcp = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             TcpStream::connect((t.host.as_str(), t.port)),
@@ -272,22 +248,5 @@ async fn report_live(sessions: Arc<Sessions>, out: mpsc::Sender<LinkPdu>) {
             full = false;
         }
         sent_online = online;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn center_urls_parse() {
-        let t = super::target("wss://center.example:8444/link").expect("parses");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.tls),
-            ("center.example", 8444, true)
-        );
-        let t = super::target("ws://[::1]:9").expect("parses");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 9, false));
-        assert_eq!(super::target("wss://c").map(|t| t.port), Some(443));
-        assert!(super::target("https://c:1").is_none());
-        assert!(super::target("wss://:1").is_none());
     }
 }

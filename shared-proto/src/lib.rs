@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod device;
+pub mod endpoint;
 pub mod envelope;
 pub mod id;
 pub mod protocol_doc;
