@@ -276,5 +276,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::delete().to(delete)),
     )
-    .service(web::resource("/api/v1/edges/{id}/secret").route(web::post().to(rotate_secret)));
+    .service(web::resource("/api/v1/edges/{id}/secret").route(web::post().to(rotate_secret)))
+    .route("/api/v1/edges/{id}/commands", web::post().to(commands));
+}
+
+/// Send a command to every device homed at an edge (that the caller can reach), as
+/// one batch; follow it at `GET /api/v1/batches/{id}`.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/commands", tag = "commands",
+    request_body = operator_api::commands::CommandRequest,
+    params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
+    responses((status = 202, description = "Accepted: the batch", body = operator_api::commands::Batch)))]
+pub async fn commands(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let id = parse_id("id", &path)?;
+    let req = operator_api::commands::Checked::from_body(&body)?;
+    find(&node.db, id).await?;
+    let homed: Vec<i64> = operator_api::devices::visible_query(&caller)
+        .select_only()
+        .column(devices::Column::Id)
+        .filter(devices::Column::EdgeId.eq(id))
+        .into_tuple()
+        .all(&node.db)
+        .await?;
+    operator_api::commands::fan_out(&node, &caller, homed, &req).await
 }

@@ -153,7 +153,7 @@ impl Links {
             self.online.insert(device, edge);
         }
         let now = fleet_store::now_ms();
-        let rows = live
+        let rows: Vec<device_status::Model> = live
             .statuses
             .into_iter()
             .map(|s| device_status::Model {
@@ -164,7 +164,16 @@ impl Links {
                 updated_at: now,
             })
             .collect();
-        if let Err(e) = device_status::upsert_many(&node.db, rows).await {
+        if rows.is_empty() {
+            return;
+        }
+        // Through the write queue, like every write (SQLite has one writer).
+        let stored = async {
+            let (_turn, txn) = node.write().await?;
+            device_status::upsert_many(&txn, rows).await?;
+            txn.commit().await
+        };
+        if let Err(e) = stored.await {
             tracing::warn!(edge, error = %e, "storing device statuses from an edge failed");
         }
     }

@@ -24,6 +24,7 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         groups::members, groups::add_members, groups::replace_members, groups::remove_members,
         edges::list, edges::create, edges::get, edges::delete, edges::rotate_secret,
         commands::create, commands::list, commands::get, commands::cancel,
+        commands::for_group, commands::batch, edges::commands,
         configs::put, configs::get, pulled_logs::list, pulled_logs::download,
         events::list,
         lab::find, lab::add, lab::update, lab::remove,

@@ -21,6 +21,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         devices::list, devices::create, devices::get, devices::update, devices::delete,
         devices::rotate_secret, status::get, configs::put, configs::get, devices::groups_of, devices::join_groups, devices::leave_groups,
         commands::create, commands::list, commands::get, commands::cancel,
+        commands::for_group, commands::batch,
         pulled_logs::list, pulled_logs::download, uploads::logs,
         events::list,
         health::healthz, health::readyz, metrics::scrape,

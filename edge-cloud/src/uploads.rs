@@ -112,8 +112,9 @@ pub async fn logs(
         content.extend_from_slice(&chunk);
     }
     let bytes = content.len() as u64;
+    let (turn, txn) = node.write().await?;
     pulled_logs::save(
-        &node.db,
+        &txn,
         pulled_logs::Model {
             command_id: id,
             device_id: device,
@@ -123,6 +124,8 @@ pub async fn logs(
         },
     )
     .await?;
+    txn.commit().await?;
+    drop(turn);
     tracing::info!(command = id, device, bytes, "device uploaded a log");
     Ok(reply::created(
         id,

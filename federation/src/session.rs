@@ -182,7 +182,11 @@ impl Link {
                 send(ws, &LinkPdu::Ack(Ack { upto: batch.upto })).await
             }
             LinkPdu::Ack(ack) => {
-                link_cursors::set_acked(&self.node.db, self.peer, ack.upto).await?;
+                // Through the write queue: on SQLite a write beside it could make a
+                // concurrent API transaction fail with "database is locked".
+                let (_turn, txn) = self.node.write().await?;
+                link_cursors::set_acked(&txn, self.peer, ack.upto).await?;
+                txn.commit().await?;
                 Ok(())
             }
             LinkPdu::Ping(beat) => send(ws, &LinkPdu::Pong(beat)).await,

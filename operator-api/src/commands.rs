@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::commands::{self, State};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect};
+use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect, QueryTrait};
 use serde::{Deserialize, Serialize};
 use shared_proto::id::parse_id;
 use shared_proto::southbound::CommandName;
@@ -141,6 +141,211 @@ pub(crate) async fn visible_command<C: ConnectionTrait>(
     Ok(command)
 }
 
+/// A command request that passed validation.
+pub struct Checked {
+    name: CommandName,
+    args: String,
+    timeout_s: u64,
+    wait: bool,
+}
+
+impl Checked {
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        let req: CommandRequest = input::json(body)?;
+        let timeout_s = req.timeout_s.unwrap_or(60);
+        if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+            return Err(ApiError::invalid(
+                "timeout_s",
+                format!("must be 1 to {MAX_TIMEOUT_S}"),
+            ));
+        }
+        let args = req.args.unwrap_or_else(|| serde_json::json!({}));
+        if !args.is_object() {
+            return Err(ApiError::invalid("args", "must be a JSON object"));
+        }
+        let args = args.to_string();
+        if args.len() > MAX_ARGS_BYTES {
+            return Err(ApiError::invalid(
+                "args",
+                format!("must be at most {MAX_ARGS_BYTES} bytes"),
+            ));
+        }
+        Ok(Self {
+            name: req.name,
+            args,
+            timeout_s,
+            wait: req.wait,
+        })
+    }
+
+    /// A new queued command for `device` (not yet stamped or saved).
+    fn row(
+        &self,
+        node: &Node,
+        caller: &Caller,
+        device: i64,
+        batch: Option<i64>,
+    ) -> commands::Model {
+        let now = fleet_store::now_ms();
+        let timeout_ms = i64::try_from(self.timeout_s * 1000).unwrap_or(i64::MAX);
+        commands::Model {
+            id: node.replica.new_id(),
+            device_id: device,
+            batch_id: batch,
+            name: self.name.as_str().to_string(),
+            args: self.args.clone(),
+            state: State::Queued.as_str().into(),
+            progress: 0,
+            timeout_s: i64::try_from(self.timeout_s).unwrap_or(i64::MAX),
+            deadline_at: now.saturating_add(timeout_ms),
+            result: None,
+            created_by: caller.username.clone(),
+            created_at: now,
+            updated_at: now,
+            hlc: 0,
+            origin: 0,
+            deleted: false,
+            field_stamps: String::new(),
+        }
+    }
+}
+
+/// What a fan-out answers, and `GET /api/v1/batches/{id}` shows: how many of the
+/// batch's commands are in each state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Batch {
+    pub batch_id: String,
+    pub total: u64,
+    /// Commands in a final state (succeeded, failed, timed out, expired, cancelled).
+    pub done: u64,
+    #[schema(value_type = Object)]
+    pub states: std::collections::BTreeMap<String, u64>,
+}
+
+async fn batch_view<C: ConnectionTrait>(
+    db: &C,
+    caller: &Caller,
+    batch: i64,
+) -> Result<Batch, ApiError> {
+    let visible_ids = crate::devices::visible_query(caller)
+        .select_only()
+        .column(fleet_store::devices::Column::Id)
+        .into_query();
+    let counts: Vec<(String, i64)> = commands::Entity::find()
+        .select_only()
+        .column(commands::Column::State)
+        .column_as(commands::Column::Id.count(), "n")
+        .filter(commands::Column::BatchId.eq(batch))
+        .filter(commands::Column::Deleted.eq(false))
+        .filter(commands::Column::DeviceId.in_subquery(visible_ids))
+        .group_by(commands::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut view = Batch {
+        batch_id: batch.to_string(),
+        total: 0,
+        done: 0,
+        states: std::collections::BTreeMap::new(),
+    };
+    for (state, n) in counts {
+        let n = u64::try_from(n).unwrap_or(0);
+        view.total += n;
+        if State::parse(&state).is_some_and(State::is_final) {
+            view.done += n;
+        }
+        view.states.insert(state, n);
+    }
+    Ok(view)
+}
+
+/// Sends one command to each of `devices` (already checked visible), as one batch.
+pub async fn fan_out(
+    node: &Node,
+    caller: &Caller,
+    devices: Vec<i64>,
+    req: &Checked,
+) -> Result<HttpResponse, ApiError> {
+    if devices.is_empty() {
+        return Err(ApiError::FailedPrecondition(
+            "there is no device to send the command to".into(),
+        ));
+    }
+    let batch = node.replica.new_id();
+    let (turn, txn) = node.write().await?;
+    let mut saved = Vec::with_capacity(devices.len());
+    for device in devices {
+        saved.push(
+            node.replica
+                .insert(&txn, req.row(node, caller, device, Some(batch)))
+                .await?,
+        );
+    }
+    txn.commit().await?;
+    drop(turn);
+    if let Some(dispatch) = &node.dispatch {
+        for c in &saved {
+            dispatch.offer(c);
+        }
+    }
+    let mut response = reply::with_status(
+        StatusCode::ACCEPTED,
+        "accepted",
+        batch_view(&node.db, caller, batch).await?,
+    );
+    response
+        .extensions_mut()
+        .insert(crate::audit::AuditTarget(batch.to_string()));
+    Ok(response)
+}
+
+/// Send a command to every device of a group (that the caller can reach), as one
+/// batch; follow it at `GET /api/v1/batches/{id}`.
+#[utoipa::path(post, path = "/api/v1/groups/{id}/commands", tag = "commands", request_body = CommandRequest,
+    params(("id" = String, Path, description = "Group id")), security(("bearer" = [])),
+    responses((status = 202, description = "Accepted: the batch", body = Batch)))]
+pub async fn for_group(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    let group = parse_id("id", &path)?;
+    let req = Checked::from_body(&body)?;
+    fleet_store::groups::Entity::find_by_id(group)
+        .filter(fleet_store::groups::Column::Deleted.eq(false))
+        .one(&node.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no group with id {group}")))?;
+    let members = fleet_store::memberships::devices_of(&node.db, group).await?;
+    let devices: Vec<i64> = crate::devices::visible_query(&caller)
+        .select_only()
+        .column(fleet_store::devices::Column::Id)
+        .filter(fleet_store::devices::Column::Id.is_in(members))
+        .into_tuple()
+        .all(&node.db)
+        .await?;
+    fan_out(&node, &caller, devices, &req).await
+}
+
+/// How a batch of commands (a group or edge fan-out) is doing.
+#[utoipa::path(get, path = "/api/v1/batches/{id}", tag = "commands",
+    params(("id" = String, Path, description = "Batch id")), security(("bearer" = [])),
+    responses((status = 200, description = "Commands of the batch by state", body = Batch)))]
+pub async fn batch(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id("id", &path)?;
+    let view = batch_view(&node.db, &caller, id).await?;
+    if view.total == 0 {
+        return Err(ApiError::not_found(format!("no batch with id {id}")));
+    }
+    Ok(reply::ok(view))
+}
+
 /// Send a command to a device; with `wait`, answer when it finished (200) or its
 /// timeout passed (202, still under way).
 #[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "commands", request_body = CommandRequest,
@@ -155,49 +360,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let device = parse_id("id", &path)?;
-    let req: CommandRequest = input::json(&body)?;
-    let timeout_s = req.timeout_s.unwrap_or(60);
-    if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
-        return Err(ApiError::invalid(
-            "timeout_s",
-            format!("must be 1 to {MAX_TIMEOUT_S}"),
-        ));
-    }
-    let args = req.args.unwrap_or_else(|| serde_json::json!({}));
-    if !args.is_object() {
-        return Err(ApiError::invalid("args", "must be a JSON object"));
-    }
-    let args = args.to_string();
-    if args.len() > MAX_ARGS_BYTES {
-        return Err(ApiError::invalid(
-            "args",
-            format!("must be at most {MAX_ARGS_BYTES} bytes"),
-        ));
-    }
+    let req = Checked::from_body(&body)?;
     let mut finished = node.finished.subscribe();
     let (_turn, txn) = node.write().await?;
     visible(&txn, &caller, device).await?;
-    let now = fleet_store::now_ms();
-    let timeout_ms = i64::try_from(timeout_s * 1000).unwrap_or(i64::MAX);
-    let row = commands::Model {
-        id: node.replica.new_id(),
-        device_id: device,
-        batch_id: None,
-        name: req.name.as_str().to_string(),
-        args,
-        state: State::Queued.as_str().into(),
-        progress: 0,
-        timeout_s: i64::try_from(timeout_s).unwrap_or(i64::MAX),
-        deadline_at: now.saturating_add(timeout_ms),
-        result: None,
-        created_by: caller.username.clone(),
-        created_at: now,
-        updated_at: now,
-        hlc: 0,
-        origin: 0,
-        deleted: false,
-        field_stamps: String::new(),
-    };
+    let row = req.row(&node, &caller, device, None);
     let saved = node.replica.insert(&txn, row).await?;
     txn.commit().await?;
     drop(_turn);
@@ -224,7 +391,7 @@ pub async fn create(
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(timeout_s), wait).await;
+        let _ = tokio::time::timeout(Duration::from_secs(req.timeout_s), wait).await;
     }
     let current = commands::Entity::find_by_id(id)
         .one(&node.db)
@@ -333,6 +500,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
+    .route("/api/v1/groups/{id}/commands", web::post().to(for_group))
+    .route("/api/v1/batches/{id}", web::get().to(batch))
     .service(web::resource("/api/v1/commands/{id}").route(web::get().to(get)))
     .service(web::resource("/api/v1/commands/{id}/cancel").route(web::post().to(cancel)));
 }

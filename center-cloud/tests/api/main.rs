@@ -4,6 +4,7 @@ mod csv_io;
 mod devices;
 mod edges;
 mod events;
+mod fan_out;
 mod groups;
 mod helpers;
 mod lab;

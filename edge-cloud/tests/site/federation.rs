@@ -356,6 +356,33 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["data"]["state"], "succeeded", "{done}");
     assert_eq!(done["data"]["result"]["output"], "ran get_status", "{done}");
+
+    // A group command: the batch at the center counts the device's result.
+    let group = center.api.group("fleet").await;
+    let (status, _) = center
+        .api
+        .post(
+            &format!("/api/v1/groups/{group}/devices"),
+            json!({"device_ids": [device]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, batch) = center
+        .api
+        .post(
+            &format!("/api/v1/groups/{group}/commands"),
+            json!({"name": "get_status", "timeout_s": 10}),
+        )
+        .await;
+    assert_eq!(status, 202, "{batch}");
+    let batch = batch["data"]["batch_id"]
+        .as_str()
+        .expect("batch")
+        .to_string();
+    until(10, "the group command finished at the device", async || {
+        center.api.get(&format!("/api/v1/batches/{batch}")).await.1["data"]["done"] == 1
+    })
+    .await;
     answering.abort();
 
     // Offline, with the link cut: queued at the center, run once both are back.
