@@ -296,9 +296,7 @@ pub async fn commands(
     let id = parse_id("id", &path)?;
     let req = operator_api::commands::Checked::from_body(&body)?;
     find(&node.db, id).await?;
-    let homed: Vec<i64> = operator_api::devices::visible_query(&caller)
-        .select_only()
-        .column(devices::Column::Id)
+    let homed: Vec<i64> = operator_api::devices::visible_ids(&caller)
         .filter(devices::Column::EdgeId.eq(id))
         .into_tuple()
         .all(&node.db)

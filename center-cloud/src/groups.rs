@@ -309,10 +309,8 @@ async fn visible_devices<C: ConnectionTrait>(
     let ids = ids_from_json("device_ids", raw)?;
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(1000) {
-        let part: Vec<i64> = device_api::visible_query(caller)
+        let part: Vec<i64> = device_api::visible_ids(caller)
             .filter(devices::Column::Id.is_in(chunk.to_vec()))
-            .select_only()
-            .column(devices::Column::Id)
             .into_tuple()
             .all(db)
             .await?;

@@ -227,10 +227,7 @@ async fn batch_view<C: ConnectionTrait>(
     caller: &Caller,
     batch: i64,
 ) -> Result<Batch, ApiError> {
-    let visible_ids = crate::devices::visible_query(caller)
-        .select_only()
-        .column(fleet_store::devices::Column::Id)
-        .into_query();
+    let visible_ids = crate::devices::visible_ids(caller).into_query();
     let counts: Vec<(String, i64)> = commands::Entity::find()
         .select_only()
         .column(commands::Column::State)
@@ -319,9 +316,7 @@ pub async fn for_group(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no group with id {group}")))?;
     let members = fleet_store::memberships::devices_of(&node.db, group).await?;
-    let devices: Vec<i64> = crate::devices::visible_query(&caller)
-        .select_only()
-        .column(fleet_store::devices::Column::Id)
+    let devices: Vec<i64> = crate::devices::visible_ids(&caller)
         .filter(fleet_store::devices::Column::Id.is_in(members))
         .into_tuple()
         .all(&node.db)

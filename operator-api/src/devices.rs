@@ -143,6 +143,13 @@ pub fn visible_query(caller: &Caller) -> Select<devices::Entity> {
     }
 }
 
+/// The ids of the devices `caller` may see, as a query to run or to nest.
+pub fn visible_ids(caller: &Caller) -> Select<devices::Entity> {
+    visible_query(caller)
+        .select_only()
+        .column(devices::Column::Id)
+}
+
 /// A live device the caller may see, or 404.
 pub async fn visible<C: ConnectionTrait>(
     db: &C,
