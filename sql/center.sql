@@ -28,6 +28,7 @@ CREATE TABLE `devices` (
   `field_stamps` text NOT NULL
 );
 CREATE INDEX `idx-devices-name` ON `devices` (`name`);
+CREATE INDEX `idx-devices-hw_sn` ON `devices` (`hw_sn`);
 CREATE INDEX `idx-devices-edge_id` ON `devices` (`edge_id`);
 CREATE INDEX `idx-devices-deleted-id` ON `devices` (`deleted`, `id`);
 

@@ -14,7 +14,7 @@ pub struct Model {
     pub device_type: String,
     #[sea_orm(column_type = "String(StringLen::N(128))")]
     pub hw_model: String,
-    #[sea_orm(column_type = "String(StringLen::N(128))")]
+    #[sea_orm(column_type = "String(StringLen::N(128))", indexed)]
     pub hw_sn: String,
     #[sea_orm(column_type = "String(StringLen::N(64))")]
     pub sw_version: String,

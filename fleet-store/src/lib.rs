@@ -16,6 +16,7 @@ pub mod edges;
 pub mod events;
 pub mod groups;
 pub mod ids;
+mod keys;
 pub mod link_cursors;
 pub mod memberships;
 pub mod pulled_logs;

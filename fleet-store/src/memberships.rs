@@ -70,7 +70,7 @@ pub async fn add<C: ConnectionTrait>(
             }
             None => {
                 let row = Model {
-                    id: replica.new_id(),
+                    id: id_for(group, device),
                     group_id: group,
                     device_id: device,
                     created_at: now,
@@ -86,6 +86,22 @@ pub async fn add<C: ConnectionTrait>(
         }
     }
     Ok(added)
+}
+
+/// A membership's id follows from its group and device, so the same membership added
+/// on two nodes while they were apart is one row when they meet, not two rows that
+/// clash on the (group, device) index.
+pub fn id_for(group: i64, device: i64) -> i64 {
+    // splitmix64: a fixed, well-mixed function, the same on every build and node.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let bits = mix(mix(group as u64) ^ device as u64);
+    // Positive, and never 0.
+    i64::try_from(bits >> 1).unwrap_or(i64::MAX).max(1)
 }
 
 fn dedup(ids: &[i64]) -> Vec<i64> {

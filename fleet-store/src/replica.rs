@@ -256,6 +256,7 @@ impl Replica {
             .reset_all()
             .update(conn)
             .await?;
+        crate::keys::settle_write(conn, M::TABLE, Some(&before), &content(&saved)?).await?;
         self.log(conn, &stamp, &saved, Some(&names)).await?;
         Ok(saved)
     }

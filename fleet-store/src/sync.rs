@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::keys::{self, Key};
 use crate::replica::{append_log, content, Replicated, SYNC_COLUMNS};
 use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica, Table};
 
@@ -185,14 +186,25 @@ where
         "field_stamps".into(),
         Value::String(serde_json::to_string(&stamps).map_err(|e| DbErr::Custom(e.to_string()))?),
     );
+    let before = match &existing {
+        Some(m) => Some(content(m)?),
+        None => None,
+    };
+    if let Some(column) = Key::column(table) {
+        // Derived, not merged: settled below from the columns that were.
+        let held = before.as_ref().and_then(|b| b.get(column)).cloned();
+        row.insert(column.into(), held.unwrap_or(Value::Null));
+    }
     let model: E::Model = decode(row)?;
     let deleted = model.is_deleted();
+    let after = content(&model)?;
     let active = model.into_active_model().reset_all();
     if existing.is_some() {
         active.update(conn).await?;
     } else {
         active.insert(conn).await?;
     }
+    keys::settle_write(conn, table, before.as_ref(), &after).await?;
     append_log(conn, table, change.id, change.hlc, deleted, accepted).await?;
     Ok(true)
 }

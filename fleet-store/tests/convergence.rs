@@ -458,3 +458,108 @@ async fn a_change_applied_twice_or_out_of_order_changes_nothing_more() {
     let after_b = sync::head(&b.db).await.expect("head");
     assert_eq!(after_b, 2, "only the two accepted changes were logged at b");
 }
+
+fn device(r: &Replica, sn: &str) -> devices::Model {
+    let now = fleet_store::now_ms();
+    devices::Model {
+        id: r.new_id(),
+        name: format!("dev-{sn}"),
+        device_type: "gateway".into(),
+        hw_model: "m".into(),
+        hw_sn: sn.into(),
+        sw_version: "1".into(),
+        sw_last_update: String::new(),
+        nics: "[]".into(),
+        status: "active".into(),
+        description: String::new(),
+        edge_id: None,
+        secret_hash: String::new(),
+        live_key: Some(devices::live_key("m", sn)),
+        created_at: now,
+        updated_at: now,
+        hlc: 0,
+        origin: 0,
+        deleted: false,
+        field_stamps: String::new(),
+    }
+}
+
+async fn holder(node: &Node) -> Vec<(i64, Option<String>)> {
+    devices::Entity::find()
+        .order_by_asc(devices::Column::Id)
+        .all(&node.db)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|d| (d.id, d.live_key))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_serial_number_registered_on_two_nodes_apart_ends_with_one_holder_everywhere() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b, c) = (
+        fresh_node(dir.path(), 1).await,
+        fresh_node(dir.path(), 2).await,
+        fresh_node(dir.path(), 3).await,
+    );
+    let first = a
+        .replica
+        .insert(&a.db, device(&a.replica, "dup"))
+        .await
+        .expect("insert on a");
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let second = b
+        .replica
+        .insert(&b.db, device(&b.replica, "dup"))
+        .await
+        .expect("insert on b");
+    assert!(first.id < second.id);
+    // The same membership added on both while apart.
+    for n in [&a, &b] {
+        fleet_store::memberships::add(&n.db, &n.replica, 77, &[first.id])
+            .await
+            .expect("membership");
+    }
+    // a and b swap logs; c hears b first, then a: the order differs per node.
+    for (from, to) in [(&a, &b), (&b, &a), (&b, &c), (&a, &c)] {
+        pump(from, to, &mut Cursor::default(), 100, false).await;
+    }
+    let key = Some(devices::live_key("m", "dup"));
+    let expected = vec![(first.id, key.clone()), (second.id, None)];
+    for n in [&a, &b, &c] {
+        assert_eq!(holder(n).await, expected, "the older row holds the key");
+    }
+    for n in [&b, &c] {
+        assert_eq!(
+            rows::<devices::Entity>(&a.db).await,
+            rows::<devices::Entity>(&n.db).await
+        );
+        assert_eq!(
+            rows::<fleet_store::memberships::Entity>(&a.db).await,
+            rows::<fleet_store::memberships::Entity>(&n.db).await
+        );
+    }
+    assert_eq!(
+        rows::<fleet_store::memberships::Entity>(&a.db).await.len(),
+        1,
+        "one membership row, not two clashing on (group, device)"
+    );
+
+    // The holder is deleted at c: the other row takes the key over, on every node.
+    let held = devices::Entity::find_by_id(first.id)
+        .one(&c.db)
+        .await
+        .expect("q")
+        .expect("row");
+    let mut gone = held.clone();
+    gone.tombstone();
+    c.replica.update(&c.db, &held, gone).await.expect("delete");
+    for (from, to) in [(&c, &a), (&c, &b)] {
+        pump(from, to, &mut Cursor::default(), 100, false).await;
+    }
+    let expected = vec![(first.id, None), (second.id, key)];
+    for n in [&a, &b, &c] {
+        assert_eq!(holder(n).await, expected, "the next row took the key over");
+    }
+}

@@ -106,7 +106,9 @@ pub async fn put(
         }
         None => {
             let row = desired_configs::Model {
-                id: node.replica.new_id(),
+                // One configuration per device: set first on two nodes while they were
+                // apart, it is still one row when they meet.
+                id: device,
                 device_id: device,
                 version: 1,
                 report_interval_s: i32::try_from(req.report_interval_s).unwrap_or(i32::MAX),
