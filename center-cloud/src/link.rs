@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use dashmap::DashMap;
-use federation::protocol::Changes;
-use federation::protocol::{Hello, Welcome, VERSION};
+use federation::protocol::{Changes, Hello, Roamed, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::sync::Change;
@@ -24,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+
+use crate::roaming;
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,7 +275,7 @@ impl Links {
             edge.id,
             Live {
                 serial,
-                fast: fast_tx,
+                fast: fast_tx.clone(),
                 replaced: replaced_tx,
                 since_ms: fleet_store::now_ms(),
             },
@@ -283,12 +284,34 @@ impl Links {
             old.replaced.send_replace(true);
         }
         tracing::info!(edge = edge.id, name = %edge.name, %peer, "edge link up");
-        let (live_tx, mut live_rx) = mpsc::channel(64);
+        let (inbox_tx, mut inbox) = mpsc::channel(64);
         let viewer = {
             let (links, node) = (self.clone(), node.clone());
             tokio::spawn(async move {
-                while let Some(live) = live_rx.recv().await {
-                    links.take_live(&node, edge.id, live).await;
+                while let Some(pdu) = inbox.recv().await {
+                    match pdu {
+                        LinkPdu::Live(live) => links.take_live(&node, edge.id, live).await,
+                        LinkPdu::Roam(roam) => {
+                            // Beside the live view: a roaming login must not wait
+                            // for a batch of statuses to be stored.
+                            let (node, back) = (node.clone(), fast_tx.clone());
+                            tokio::spawn(async move {
+                                let device_id = match roaming::rehome(&node, edge.id, &roam).await {
+                                    Ok(device) => device,
+                                    Err(e) => {
+                                        tracing::warn!(edge = edge.id, error = %e, "re-homing a roaming device failed");
+                                        None
+                                    }
+                                };
+                                let answer = Roamed {
+                                    request: roam.request,
+                                    device_id,
+                                };
+                                let _ = back.send(LinkPdu::Roamed(answer)).await;
+                            });
+                        }
+                        _ => {}
+                    }
                 }
             })
         };
@@ -298,7 +321,7 @@ impl Links {
             scope: Scope::Edge(edge.id),
             heartbeat: self.heartbeat,
             home: None,
-            live: Some(live_tx),
+            inbox: Some(inbox_tx),
         };
         // Ends on the center's stop or when a newer link of this edge replaces it.
         let mut stop = self.stop.subscribe();

@@ -15,13 +15,15 @@ use std::time::Duration;
 use actix_web::web;
 use dashmap::DashMap;
 use fleet_store::commands::{self, State};
-use fleet_store::{credentials, desired_configs, device_status, devices};
+use fleet_store::{desired_configs, device_status, devices};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::commands::{advance, Dispatch};
 use operator_api::devices::Presence;
 use operator_api::events::{self, NewEvent};
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
+
+use crate::uplink::Uplink;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -153,25 +155,27 @@ fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
 
 /// Checks a device's credentials: by id, or by hardware serial number and model.
 /// `Ok(None)` is a refusal; `Err` means the database could not say.
+/// How a device login names the device; `None` when it names none properly.
+pub fn login_name(login: &Login) -> Option<devices::LoginName<'_>> {
+    match (&login.device_id, &login.sn, &login.model) {
+        (Some(id), _, _) => shared_proto::id::parse_id("device_id", id)
+            .ok()
+            .map(devices::LoginName::Id),
+        (None, Some(sn), Some(model)) => Some(devices::LoginName::Serial { model, sn }),
+        _ => None,
+    }
+}
+
+/// The device a login is for, if its secret is right.
 pub async fn authenticate<C: sea_orm::ConnectionTrait>(
     db: &C,
     login: &Login,
 ) -> Result<Option<i64>, sea_orm::DbErr> {
-    let query = match (&login.device_id, &login.sn, &login.model) {
-        (Some(id), _, _) => match shared_proto::id::parse_id("device_id", id) {
-            Ok(id) => devices::Entity::find_by_id(id),
-            Err(_) => return Ok(None),
-        },
-        (None, Some(sn), Some(model)) => devices::Entity::find()
-            .filter(devices::Column::LiveKey.eq(devices::live_key(model, sn))),
-        _ => return Ok(None),
+    let Some(name) = login_name(login) else {
+        return Ok(None);
     };
-    let device = query
-        .filter(devices::Column::Deleted.eq(false))
-        .one(db)
-        .await?;
-    Ok(device
-        .filter(|d| credentials::verify_secret(&login.secret, &d.secret_hash))
+    Ok(devices::authenticate(db, name, &login.secret)
+        .await?
         .map(|d| d.id))
 }
 
@@ -300,6 +304,8 @@ pub struct Hub {
     tls: Option<TlsAcceptor>,
     throttle: LoginThrottle,
     upload: UploadTarget,
+    /// The link to the center, which may re-home a device that is not this edge's.
+    uplink: Option<Arc<Uplink>>,
 }
 
 /// Why a session ended.
@@ -341,6 +347,7 @@ impl Hub {
         tls: Option<rustls::ServerConfig>,
         metrics: HubMetrics,
         upload: UploadTarget,
+        uplink: Option<Arc<Uplink>>,
     ) -> Self {
         let (events, event_queue) = mpsc::channel(100_000);
         Self {
@@ -354,6 +361,7 @@ impl Hub {
             tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
             throttle: LoginThrottle::default(),
             upload,
+            uplink,
         }
     }
 
@@ -442,6 +450,10 @@ impl Hub {
                 return None;
             }
         };
+        let checked = match checked {
+            Some(device) => Some(device),
+            None => self.roam(&login).await,
+        };
         let Some(device) = checked else {
             self.metrics.login("refused");
             self.throttle.failed(peer.ip());
@@ -472,6 +484,29 @@ impl Hub {
         });
         send(&mut ws, login_id, ok).await.ok()?;
         Some((ws, device))
+    }
+
+    /// A login this edge cannot check because the device is not one of its own:
+    /// with the center reachable, the center checks it and moves the device here.
+    async fn roam(&self, login: &Login) -> Option<i64> {
+        let uplink = self.uplink.as_ref()?;
+        let name = login_name(login)?;
+        // A device this edge holds with another secret is simply refused.
+        if devices::named(&self.node.db, name).await.ok()?.is_some() {
+            return None;
+        }
+        match uplink.roam(name, &login.secret).await {
+            Ok(device) => {
+                self.metrics.login("roamed");
+                tracing::info!(device, "device roamed here; the center re-homed it");
+                // Checked once more against the row that arrived.
+                authenticate(&self.node.db, login).await.ok().flatten()
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "a roaming device was not taken in");
+                None
+            }
+        }
     }
 
     async fn session<S>(&self, mut ws: WebSocketStream<S>, device: i64)

@@ -84,22 +84,6 @@ impl Application {
         let (listener, device_port, tls) = served
             .bind_beside(settings.device_listen, "device endpoint")
             .await?;
-        let hub = Arc::new(Hub::new(
-            served.node.clone(),
-            sessions.clone(),
-            settings.hub.clone(),
-            tls,
-            hub_metrics,
-            UploadTarget {
-                scheme: if served.tls { "https" } else { "http" },
-                port: served.port(),
-                max_bytes: settings.log_upload_max_bytes,
-            },
-        ));
-        tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
-        tokio::spawn(hub.clone().write_events());
-        tokio::spawn(hub.clone().persist(settings.status_flush));
-        tokio::spawn(hub.clone().serve(listener));
         let uplink = match settings.center.clone() {
             Some(center) => {
                 let uplink = Arc::new(
@@ -111,6 +95,23 @@ impl Application {
             }
             None => None,
         };
+        let hub = Arc::new(Hub::new(
+            served.node.clone(),
+            sessions.clone(),
+            settings.hub.clone(),
+            tls,
+            hub_metrics,
+            UploadTarget {
+                scheme: if served.tls { "https" } else { "http" },
+                port: served.port(),
+                max_bytes: settings.log_upload_max_bytes,
+            },
+            uplink.clone(),
+        ));
+        tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
+        tokio::spawn(hub.clone().write_events());
+        tokio::spawn(hub.clone().persist(settings.status_flush));
+        tokio::spawn(hub.clone().serve(listener));
         Ok(Edge {
             served,
             device_port,

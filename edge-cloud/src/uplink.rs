@@ -6,13 +6,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use federation::protocol::{Hello, Live, LiveStatus, VERSION};
+use dashmap::DashMap;
+use federation::protocol::{Hello, Live, LiveStatus, Roam, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
+use fleet_store::devices::{self, LoginName};
 use fleet_store::link_cursors;
 use operator_api::Node;
 use rand::SeedableRng;
@@ -20,7 +23,7 @@ use sea_orm::EntityTrait;
 use shared_proto::backoff::Backoff;
 use shared_proto::endpoint::Endpoint;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -31,6 +34,10 @@ const STABLE: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the center hears who is online and what changed in their statuses.
 const LIVE_EVERY: Duration = Duration::from_secs(1);
+/// How long a roaming login waits for the center's answer, then for the device's
+/// rows; together well inside a device's login timeout.
+const ROAM_ANSWER: Duration = Duration::from_secs(3);
+const ROAM_ARRIVAL: Duration = Duration::from_secs(4);
 
 /// How this edge joins a center.
 #[derive(Debug, Clone)]
@@ -51,6 +58,24 @@ pub struct Uplink {
     tls: Option<TlsConnector>,
     stop: watch::Sender<bool>,
     online: std::sync::atomic::AtomicBool,
+    /// Frames for the center on the link that is up now.
+    to_center: std::sync::Mutex<Option<mpsc::Sender<LinkPdu>>>,
+    /// Roaming requests waiting for the center's answer.
+    roaming: DashMap<u64, oneshot::Sender<Option<i64>>>,
+    next_request: AtomicU64,
+}
+
+/// Why a roaming device could not be taken in.
+#[derive(Debug, thiserror::Error)]
+pub enum RoamError {
+    #[error("the center is not reachable")]
+    Unreachable,
+    #[error("the center refused the device")]
+    Refused,
+    #[error("the device's rows did not arrive in time")]
+    NotArrived,
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +109,9 @@ impl Uplink {
             tls,
             stop: watch::channel(false).0,
             online: std::sync::atomic::AtomicBool::new(false),
+            to_center: std::sync::Mutex::new(None),
+            roaming: DashMap::new(),
+            next_request: AtomicU64::new(1),
         })
     }
 
@@ -93,6 +121,69 @@ impl Uplink {
 
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Takes in a device homed elsewhere (or registered at the center and not yet
+    /// here): the center checks its credentials and makes this edge its home, and
+    /// the device's rows arrive by sync. Refused when the center is not reachable,
+    /// as DESIGN §5 asks: only the center may move a device.
+    pub async fn roam(&self, name: LoginName<'_>, secret: &str) -> Result<i64, RoamError> {
+        let out = self
+            .to_center
+            .lock()
+            .map_err(|_| RoamError::Unreachable)?
+            .clone()
+            .ok_or(RoamError::Unreachable)?;
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answer_tx, answer) = oneshot::channel();
+        self.roaming.insert(request, answer_tx);
+        let (device_id, model, sn) = match name {
+            LoginName::Id(id) => (Some(id.to_string()), None, None),
+            LoginName::Serial { model, sn } => {
+                (None, Some(model.to_string()), Some(sn.to_string()))
+            }
+        };
+        let asked = out
+            .send(LinkPdu::Roam(Roam {
+                request,
+                device_id,
+                model,
+                sn,
+                secret: secret.to_string(),
+            }))
+            .await;
+        let answered = match asked {
+            Ok(()) => tokio::time::timeout(ROAM_ANSWER, answer).await.ok(),
+            Err(_) => None,
+        };
+        self.roaming.remove(&request);
+        let device = match answered {
+            Some(Ok(Some(device))) => device,
+            Some(Ok(None)) => return Err(RoamError::Refused),
+            // No answer in time, or the link went down meanwhile.
+            _ => return Err(RoamError::Unreachable),
+        };
+        self.arrival(device).await?;
+        Ok(device)
+    }
+
+    /// Waits until the device's row, homed here, has been merged.
+    async fn arrival(&self, device: i64) -> Result<(), RoamError> {
+        let deadline = Instant::now() + ROAM_ARRIVAL;
+        loop {
+            let notified = self.node.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let row = devices::Entity::find_by_id(device)
+                .one(&self.node.db)
+                .await?;
+            if row.is_some_and(|d| !d.deleted && d.edge_id == Some(self.config.edge_id)) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(RoamError::NotArrived);
+            }
+        }
     }
 
     /// Keeps the link up until [`Uplink::shutdown`].
@@ -182,20 +273,39 @@ impl Uplink {
         tracing::info!(center = %self.config.url, "center link up");
         self.online
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (out_tx, out) = mpsc::channel(64);
+        let (inbox_tx, mut inbox) = mpsc::channel(64);
         let link = Link {
             node: self.node.clone(),
             peer: welcome.center_node,
             scope: Scope::Everything,
             heartbeat: self.config.heartbeat,
             home: Some(self.config.edge_id),
-            live: None,
+            inbox: Some(inbox_tx),
         };
-        let (live_tx, live) = mpsc::channel(4);
-        let reporter = tokio::spawn(report_live(self.sessions.clone(), live_tx));
-        let ended = link
-            .run(ws, welcome.applied, live, self.stop.subscribe())
-            .await;
+        if let Ok(mut slot) = self.to_center.lock() {
+            *slot = Some(out_tx.clone());
+        }
+        let reporter = tokio::spawn(report_live(self.sessions.clone(), out_tx));
+        let answers = async {
+            while let Some(pdu) = inbox.recv().await {
+                if let LinkPdu::Roamed(answer) = pdu {
+                    if let Some((_, waiting)) = self.roaming.remove(&answer.request) {
+                        let _ = waiting.send(answer.device_id);
+                    }
+                }
+            }
+        };
+        let ended = tokio::select! {
+            ended = link.run(ws, welcome.applied, out, self.stop.subscribe()) => ended,
+            () = answers => Ended::Lost("the link's inbox closed".into()),
+        };
         reporter.abort();
+        if let Ok(mut slot) = self.to_center.lock() {
+            *slot = None;
+        }
+        // Whoever still waits hears the center is gone.
+        self.roaming.clear();
         Ok(ended)
     }
 }

@@ -23,11 +23,13 @@ pub enum LinkPdu {
     Ping(Beat),
     Pong(Beat),
     Live(Live),
+    Roam(Roam),
+    Roamed(Roamed),
 }
 
 /// edge -> center, first frame: who the edge is, and how far it has merged the
 /// center's change log (the center resumes from there).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u32,
     pub edge_id: String,
@@ -35,6 +37,17 @@ pub struct Hello {
     /// The edge's worker id, which stamps its rows and its changes.
     pub node_id: i64,
     pub applied: i64,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("edge_id", &self.edge_id)
+            .field("node_id", &self.node_id)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
 }
 
 /// center -> edge: the link is up; how far the center has merged the edge's log.
@@ -76,6 +89,40 @@ pub struct LiveStatus {
     pub version: i64,
     pub config_version: i64,
     pub status: serde_json::Value,
+}
+
+/// edge -> center: a device this edge does not hold tried to log in here. The center
+/// checks its credentials and, if they are good, makes this edge its home; the
+/// device's rows then reach the edge by sync. The secret crosses the link's TLS only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roam {
+    pub request: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sn: Option<String>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Roam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roam")
+            .field("request", &self.request)
+            .field("device_id", &self.device_id)
+            .field("model", &self.model)
+            .field("sn", &self.sn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// center -> edge: the answer to a [`Roam`]: the device, now homed at this edge, or
+/// `None` when the center refused (unknown device, wrong secret, deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roamed {
+    pub request: u64,
+    pub device_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

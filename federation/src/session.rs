@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::protocol::{Ack, Beat, Changes, LinkPdu, Live, BATCH, MAX_FRAME_BYTES};
+use crate::protocol::{Ack, Beat, Changes, LinkPdu, BATCH, MAX_FRAME_BYTES};
 use crate::Scope;
 
 /// Missed heartbeat intervals after which the link counts as lost.
@@ -42,8 +42,9 @@ pub struct Link {
     pub heartbeat: Duration,
     /// At an edge, its own edge id: rows of devices homed elsewhere are dropped here.
     pub home: Option<i64>,
-    /// At the center, where the edge's live view goes.
-    pub live: Option<mpsc::Sender<Live>>,
+    /// Where frames for the node rather than the sync go: at the center the edge's
+    /// live view and roaming requests, at an edge the answers to those requests.
+    pub inbox: Option<mpsc::Sender<LinkPdu>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +192,9 @@ impl Link {
             }
             LinkPdu::Ping(beat) => send(ws, &LinkPdu::Pong(beat)).await,
             LinkPdu::Pong(_) => Ok(()),
-            LinkPdu::Live(live) => {
-                if let Some(to) = &self.live {
-                    let _ = to.send(live).await;
+            pdu @ (LinkPdu::Live(_) | LinkPdu::Roam(_) | LinkPdu::Roamed(_)) => {
+                if let Some(to) = &self.inbox {
+                    let _ = to.send(pdu).await;
                 }
                 Ok(())
             }

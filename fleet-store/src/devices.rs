@@ -52,3 +52,35 @@ impl ActiveModelBehavior for ActiveModel {}
 pub fn live_key(model: &str, sn: &str) -> String {
     format!("{model}\u{0}{sn}")
 }
+
+/// How a device names itself when it logs in.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginName<'a> {
+    Id(i64),
+    Serial { model: &'a str, sn: &'a str },
+}
+
+/// The live device `name` designates, found whether or not the secret is right.
+pub async fn named<C: ConnectionTrait>(
+    db: &C,
+    name: LoginName<'_>,
+) -> Result<Option<Model>, DbErr> {
+    let query = match name {
+        LoginName::Id(id) => Entity::find_by_id(id),
+        LoginName::Serial { model, sn } => {
+            Entity::find().filter(Column::LiveKey.eq(live_key(model, sn)))
+        }
+    };
+    query.filter(Column::Deleted.eq(false)).one(db).await
+}
+
+/// The live device `name` designates, if `secret` is its own.
+pub async fn authenticate<C: ConnectionTrait>(
+    db: &C,
+    name: LoginName<'_>,
+    secret: &str,
+) -> Result<Option<Model>, DbErr> {
+    Ok(named(db, name)
+        .await?
+        .filter(|d| crate::credentials::verify_secret(secret, &d.secret_hash)))
+}

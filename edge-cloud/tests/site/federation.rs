@@ -420,3 +420,103 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
     edge.stop();
     center.links.shutdown();
 }
+
+/// Logs in with a device's id and secret; whether the edge let it in.
+async fn logs_in(edge: &TestEdge, device: &str, secret: &str) -> Option<DeviceClient> {
+    let mut client = DeviceClient::connect(edge).await;
+    client
+        .send(Pdu::Login(shared_proto::southbound::Login {
+            device_id: Some(device.into()),
+            sn: None,
+            model: None,
+            secret: secret.into(),
+            agent_version: "test".into(),
+        }))
+        .await;
+    match client.recv().await {
+        Some(env) if matches!(env.pdu, Pdu::LoginOk(_)) => Some(client),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_device_at_another_edge_is_rehomed_by_the_center_and_refused_without_it() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let (proxy_a, proxy_b) = (
+        FaultProxy::start(upstream).await.expect("proxy"),
+        FaultProxy::start(upstream).await.expect("proxy"),
+    );
+    let (a, a_id) = spawn_edge(&center, &proxy_a, "edge-a").await;
+    let (b, b_id) = spawn_edge(&center, &proxy_b, "edge-b").await;
+    for id in [&a_id, &b_id] {
+        let id: i64 = id.parse().expect("id");
+        until(10, "the edges link up", async || {
+            center.links.state(id).online
+        })
+        .await;
+    }
+    let mut registered = Vec::new();
+    for sn in ["SN-R1", "SN-R2"] {
+        let mut body = device_json(&format!("gw-{sn}"), sn);
+        body["edge_id"] = json!(a_id);
+        let (status, made) = center.api.post("/api/v1/devices", body).await;
+        assert_eq!(status, 201, "{made}");
+        let id = made["data"]["id"].as_str().expect("id").to_string();
+        let secret = made["data"]["secret"].as_str().expect("secret").to_string();
+        let num: i64 = id.parse().expect("num");
+        until(10, "the device reaches its home edge", async || {
+            device_row(&a.site.api, num).await.is_some()
+        })
+        .await;
+        registered.push((id, num, secret));
+    }
+    let (roamer, roamer_num, roamer_secret) = &registered[0];
+
+    // A wrong secret is refused by the center too, and nothing moves.
+    assert!(logs_in(&b.site, roamer, "not-the-secret").await.is_none());
+    assert_eq!(
+        center.api.get(&format!("/api/v1/devices/{roamer}")).await.1["data"]["edge_id"],
+        json!(a_id)
+    );
+
+    // With its own secret it gets in at b: the center moved it, a dropped it.
+    let client = logs_in(&b.site, roamer, roamer_secret)
+        .await
+        .expect("the roaming device is let in at edge b");
+    assert_eq!(
+        center.api.get(&format!("/api/v1/devices/{roamer}")).await.1["data"]["edge_id"],
+        json!(b_id),
+        "the center re-homed the device"
+    );
+    until(10, "edge a drops the device that left", async || {
+        device_row(&a.site.api, *roamer_num).await.is_none()
+    })
+    .await;
+    until(10, "the center shows it online", async || {
+        center.api.get(&format!("/api/v1/devices/{roamer}")).await.1["data"]["online"] == true
+    })
+    .await;
+    let (_, events) = center.api.get("/api/v1/events?action=device.roamed").await;
+    assert!(
+        events.to_string().contains(roamer.as_str()),
+        "the move is on record: {events}"
+    );
+    drop(client);
+
+    // With the center out of reach, edge b refuses a device it does not hold.
+    proxy_b.cut();
+    until(10, "edge b sees the center gone", async || {
+        !b.uplink.is_online()
+    })
+    .await;
+    let (stayer, stayer_num, stayer_secret) = &registered[1];
+    assert!(logs_in(&b.site, stayer, stayer_secret).await.is_none());
+    assert!(device_row(&b.site.api, *stayer_num).await.is_none());
+    // At home it still logs in.
+    assert!(logs_in(&a.site, stayer, stayer_secret).await.is_some());
+    a.stop();
+    b.stop();
+}

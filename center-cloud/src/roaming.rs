@@ -1,0 +1,53 @@
+//! Roaming (DESIGN §5): a device that logs in at an edge other than its home asks,
+//! through that edge, to be moved. The center checks the device's own credentials
+//! and, if they hold, makes the asking edge its home in one write. Sync does the
+//! rest: the device arrives whole at its new edge, and the old edge learns the new
+//! home and drops its copy. Only the center moves devices, so an edge cut off from
+//! it refuses strangers rather than guessing.
+
+use federation::protocol::Roam;
+use fleet_store::devices::{self, LoginName};
+use operator_api::events::{self, NewEvent};
+use operator_api::Node;
+use sea_orm::DbErr;
+
+/// The device now homed at `edge`, or `None` when the request is refused.
+pub async fn rehome(node: &Node, edge: i64, roam: &Roam) -> Result<Option<i64>, DbErr> {
+    let name = match (&roam.device_id, &roam.model, &roam.sn) {
+        (Some(id), _, _) => match shared_proto::id::parse_id("device_id", id) {
+            Ok(id) => LoginName::Id(id),
+            Err(_) => return Ok(None),
+        },
+        (None, Some(model), Some(sn)) => LoginName::Serial { model, sn },
+        _ => return Ok(None),
+    };
+    let (_turn, txn) = node.write().await?;
+    let Some(device) = devices::authenticate(&txn, name, &roam.secret).await? else {
+        return Ok(None);
+    };
+    if device.edge_id == Some(edge) {
+        // Registered for this edge, and it logged in before its rows got there.
+        return Ok(Some(device.id));
+    }
+    let mut moved = device.clone();
+    moved.edge_id = Some(edge);
+    moved.updated_at = fleet_store::now_ms();
+    node.replica.update(&txn, &device, moved).await?;
+    let from = device.edge_id.map_or("none".to_string(), |e| e.to_string());
+    events::record(
+        &txn,
+        &node.replica,
+        NewEvent {
+            actor: format!("edge:{edge}"),
+            action: "device.roamed".into(),
+            target_type: "device".into(),
+            target_id: device.id.to_string(),
+            status: 200,
+            detail: format!("home edge {from} -> {edge}"),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    tracing::info!(device = device.id, from = %from, to = edge, "device re-homed");
+    Ok(Some(device.id))
+}
