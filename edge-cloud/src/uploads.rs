@@ -115,6 +115,7 @@ pub async fn logs(
     let (turn, txn) = node.write().await?;
     pulled_logs::save(
         &txn,
+        &node.replica,
         pulled_logs::Model {
             command_id: id,
             device_id: device,

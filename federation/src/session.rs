@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::web;
 use fleet_store::commands::{self, State};
 use fleet_store::sync;
-use fleet_store::{desired_configs, devices, link_cursors, memberships};
+use fleet_store::{desired_configs, devices, link_cursors, memberships, pulled_logs};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::Node;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
@@ -20,8 +20,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::outbox::Outbox;
 use crate::protocol::{Ack, Beat, Changes, LinkPdu, BATCH, MAX_FRAME_BYTES};
 use crate::Scope;
+
+/// Bytes of pulled logs one frame carries before the rest wait for the next; a
+/// single upload (16 MiB at most, a third more in base64) still fits a frame.
+const FRAME_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Missed heartbeat intervals after which the link counts as lost.
 const MISSED_LIMIT: u32 = 3;
@@ -92,13 +97,14 @@ impl Link {
     pub async fn run<S>(
         &self,
         mut ws: WebSocketStream<S>,
-        mut sent: i64,
+        sent: i64,
         mut fast: mpsc::Receiver<LinkPdu>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Ended
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut outbox = Outbox::new(sent);
         let mut beat = tokio::time::interval(self.heartbeat);
         let mut heard = Instant::now();
         let changed = self.node.changed.clone();
@@ -108,9 +114,9 @@ impl Link {
             tokio::pin!(notified);
             notified.as_mut().enable();
             loop {
-                match self.push(&mut ws, sent).await {
-                    Ok(Some(upto)) => sent = upto,
-                    Ok(None) => break,
+                match self.push(&mut ws, &mut outbox).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
                     Err(e) => return e,
                 }
             }
@@ -126,10 +132,10 @@ impl Link {
                     }
                 }
                 Some(mut pdu) = fast.recv() => {
-                    // Everything up to `sent` has gone already; the fast frame does
-                    // not move the peer's cursor past what it really got.
+                    // The fast frame does not move the peer's cursor past what the
+                    // log has really delivered.
                     if let LinkPdu::Changes(batch) = &mut pdu {
-                        batch.upto = sent;
+                        batch.upto = outbox.upto();
                     }
                     if let Err(e) = send(&mut ws, &pdu).await {
                         return e;
@@ -154,23 +160,48 @@ impl Link {
         }
     }
 
-    /// Sends the next batch of the log after `sent`; the new position, or `None`
-    /// when there is nothing new.
-    async fn push<S>(&self, ws: &mut WebSocketStream<S>, sent: i64) -> Result<Option<i64>, Ended>
+    /// Sends the next batch of the log, with any skipped entries that have
+    /// committed since; whether there was anything to send.
+    async fn push<S>(&self, ws: &mut WebSocketStream<S>, outbox: &mut Outbox) -> Result<bool, Ended>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let batch = sync::read(&self.node.db, sent, BATCH).await?;
-        let Some(upto) = batch.last().map(|c| c.seq) else {
-            return Ok(None);
-        };
-        let theirs = batch
+        let db = &self.node.db;
+        let mut filled = sync::read_at(db, &outbox.gaps()).await?;
+        let mut fresh = sync::read(db, outbox.sent(), BATCH).await?;
+        // Pulled logs carry their upload: a frame takes them while it is under
+        // FRAME_BUDGET, at least one entry, and the rest go in the next frame.
+        let mut bytes = 0;
+        for c in &mut filled {
+            bytes += pulled_logs::attach(db, c).await?;
+        }
+        let mut keep = fresh.len();
+        for (i, c) in fresh.iter_mut().enumerate() {
+            if bytes > FRAME_BUDGET && i > 0 {
+                keep = i;
+                break;
+            }
+            bytes += pulled_logs::attach(db, c).await?;
+        }
+        fresh.truncate(keep);
+        let before = outbox.upto();
+        outbox.took(
+            &fresh.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            &filled.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            Instant::now(),
+        );
+        if filled.is_empty() && fresh.is_empty() && outbox.upto() == before {
+            return Ok(false);
+        }
+        let theirs = filled
             .into_iter()
+            .chain(fresh)
             .filter(|c| fleet_store::clock::node_of(c.hlc) != self.peer)
             .collect();
         let changes = self.scope.select(&self.node.db, theirs).await?;
+        let upto = outbox.upto();
         send(ws, &LinkPdu::Changes(Changes { changes, upto })).await?;
-        Ok(Some(upto))
+        Ok(true)
     }
 
     async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>

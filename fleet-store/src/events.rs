@@ -29,3 +29,58 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Queues events for the center: appended to the change log in the caller's
+/// transaction, so they travel the link like any change (edge -> center only).
+pub async fn ship<C: ConnectionTrait>(
+    conn: &C,
+    replica: &crate::Replica,
+    rows: &[Model],
+) -> Result<(), DbErr> {
+    let now = crate::now_ms();
+    let entries: Vec<crate::change_log::ActiveModel> = rows
+        .iter()
+        .filter_map(|row| match serde_json::to_value(row) {
+            Ok(serde_json::Value::Object(payload)) => Some((row.id, payload)),
+            _ => None,
+        })
+        .map(|(id, payload)| {
+            let hlc = replica.tick();
+            crate::change_log::ActiveModel {
+                table_name: sea_orm::Set(crate::Table::Events.name().to_string()),
+                row_id: sea_orm::Set(id),
+                hlc: sea_orm::Set(hlc),
+                origin: sea_orm::Set(crate::clock::node_of(hlc)),
+                deleted: sea_orm::Set(false),
+                payload: sea_orm::Set(serde_json::Value::Object(payload).to_string()),
+                created_at: sea_orm::Set(now),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    crate::change_log::Entity::insert_many(entries)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes in an event another node shipped; a second copy changes nothing.
+pub(crate) async fn take<C: ConnectionTrait>(
+    conn: &C,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), DbErr> {
+    let row: Model = serde_json::from_value(serde_json::Value::Object(fields.clone()))
+        .map_err(|e| DbErr::Custom(format!("a shipped event: {e}")))?;
+    Entity::insert(sea_orm::IntoActiveModel::into_active_model(row))
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}

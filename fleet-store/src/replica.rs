@@ -22,6 +22,9 @@ pub enum Table {
     Memberships,
     Commands,
     DesiredConfigs,
+    /// Append-only, edge -> center: never merged field by field, only taken in.
+    Events,
+    PulledLogs,
 }
 
 impl Table {
@@ -32,6 +35,8 @@ impl Table {
             Table::Memberships => "memberships",
             Table::Commands => "commands",
             Table::DesiredConfigs => "desired_configs",
+            Table::Events => "events",
+            Table::PulledLogs => "pulled_logs",
         }
     }
 }
@@ -158,6 +163,11 @@ impl Replica {
 
     pub fn new_id(&self) -> i64 {
         self.ids.next_id()
+    }
+
+    /// A fresh stamp of this node's clock.
+    pub fn tick(&self) -> i64 {
+        self.clock.tick()
     }
 
     /// Stamps a write that sets `fields`, merging into the row's previous per-field

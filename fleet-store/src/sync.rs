@@ -69,6 +69,21 @@ pub async fn read<C: ConnectionTrait>(
         .collect())
 }
 
+/// The change-log entries at exactly these positions (those that exist).
+pub async fn read_at<C: ConnectionTrait>(db: &C, seqs: &[i64]) -> Result<Vec<Change>, DbErr> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(change_log::Entity::find()
+        .filter(change_log::Column::Seq.is_in(seqs.to_vec()))
+        .order_by_asc(change_log::Column::Seq)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Change::from)
+        .collect())
+}
+
 /// The newest position of the change log (0 when empty).
 pub async fn head<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
     Ok(change_log::Entity::find()
@@ -93,6 +108,13 @@ pub async fn apply<C: ConnectionTrait>(
         "memberships" => merge::<memberships::Entity, C>(conn, change).await,
         "commands" => merge::<commands::Entity, C>(conn, change).await,
         "desired_configs" => merge::<desired_configs::Entity, C>(conn, change).await,
+        // Taken in, not relayed: they flow edge -> center and stop there.
+        "events" => crate::events::take(conn, &change.fields)
+            .await
+            .map(|()| false),
+        "pulled_logs" => crate::pulled_logs::take(conn, change.id, &change.fields)
+            .await
+            .map(|()| false),
         _ => Ok(false),
     }
 }

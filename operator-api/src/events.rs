@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::{events, Replica};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TryIntoModel,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -52,7 +52,8 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records many events in one statement (device events come in storms).
+/// Records device events in one statement (they come in storms) and queues them for
+/// the center, where an edge's device events end up too (DESIGN §5).
 pub async fn record_many<C: ConnectionTrait>(
     db: &C,
     replica: &Replica,
@@ -62,8 +63,12 @@ pub async fn record_many<C: ConnectionTrait>(
         return Ok(());
     }
     let rows: Vec<events::ActiveModel> = batch.into_iter().map(|e| row(replica, e)).collect();
+    let shipped: Vec<events::Model> = rows
+        .iter()
+        .filter_map(|r| r.clone().try_into_model().ok())
+        .collect();
     events::Entity::insert_many(rows).exec(db).await?;
-    Ok(())
+    events::ship(db, replica, &shipped).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -520,3 +520,91 @@ async fn a_device_at_another_edge_is_rehomed_by_the_center_and_refused_without_i
     a.stop();
     b.stop();
 }
+
+#[tokio::test]
+async fn device_events_and_pulled_logs_reach_the_center() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-l").await;
+    let mut body = device_json("gw-l", "SN-L1");
+    body["edge_id"] = json!(edge_id);
+    let (_, made) = center.api.post("/api/v1/devices", body).await;
+    let device = made["data"]["id"].as_str().expect("id").to_string();
+    let secret = made["data"]["secret"].as_str().expect("secret").to_string();
+    let device_num: i64 = device.parse().expect("num");
+    until(10, "the device reaches the edge", async || {
+        device_row(&edge.site.api, device_num).await.is_some()
+    })
+    .await;
+    let (mut client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
+    until(
+        10,
+        "the device's login event reaches the center",
+        async || {
+            let (_, events) = center
+                .api
+                .get(&format!(
+                    "/api/v1/events?action=device.online&target_id={device}"
+                ))
+                .await;
+            events["data"]["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        },
+    )
+    .await;
+
+    let (status, pull) = center
+        .api
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            json!({"name": "pull_logs", "timeout_s": 30}),
+        )
+        .await;
+    assert_eq!(status, 202, "{pull}");
+    let command = pull["data"]["id"].as_str().expect("id").to_string();
+    let target = loop {
+        match client.recv().await.expect("command delivered").pdu {
+            Pdu::Command(c) => break c.args["upload"].clone(),
+            _ => continue,
+        }
+    };
+    let path = target["path"].as_str().expect("path");
+    let log = b"line one\nline two\n".to_vec();
+    let res = edge
+        .site
+        .api
+        .client
+        .post(format!("{}{path}", edge.site.api.address))
+        .basic_auth(&device, Some(&secret))
+        .body(log.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 201);
+    let mut at_center = Vec::new();
+    until(10, "the log reaches the center", async || {
+        let res = center
+            .api
+            .client
+            .get(format!(
+                "{}/api/v1/commands/{command}/logs",
+                center.api.address
+            ))
+            .bearer_auth(&center.api.admin)
+            .send()
+            .await
+            .expect("sent");
+        if res.status().as_u16() != 200 {
+            return false;
+        }
+        at_center = res.bytes().await.expect("body").to_vec();
+        true
+    })
+    .await;
+    assert_eq!(at_center, log);
+    edge.stop();
+}
