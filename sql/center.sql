@@ -26,7 +26,7 @@ CREATE TABLE `devices` (
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
   `field_stamps` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-devices-name` ON `devices` (`name`);
 CREATE INDEX `idx-devices-hw_sn` ON `devices` (`hw_sn`);
 CREATE INDEX `idx-devices-edge_id` ON `devices` (`edge_id`);
@@ -43,7 +43,7 @@ CREATE TABLE `device_groups` (
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
   `field_stamps` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `memberships` (
   `id` bigint NOT NULL PRIMARY KEY,
@@ -55,7 +55,7 @@ CREATE TABLE `memberships` (
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
   `field_stamps` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-memberships-device_id` ON `memberships` (`device_id`);
 CREATE UNIQUE INDEX `uq-memberships-group-device` ON `memberships` (`group_id`, `device_id`);
 
@@ -77,7 +77,7 @@ CREATE TABLE `commands` (
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
   `field_stamps` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-commands-device_id` ON `commands` (`device_id`);
 CREATE INDEX `idx-commands-batch_id` ON `commands` (`batch_id`);
 
@@ -93,7 +93,7 @@ CREATE TABLE `desired_configs` (
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
   `field_stamps` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `change_log` (
   `seq` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -104,7 +104,7 @@ CREATE TABLE `change_log` (
   `deleted` bool NOT NULL,
   `payload` text NOT NULL,
   `created_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-change_log-row_id` ON `change_log` (`row_id`);
 
 CREATE TABLE `link_cursors` (
@@ -112,7 +112,7 @@ CREATE TABLE `link_cursors` (
   `applied` bigint NOT NULL,
   `acked` bigint NOT NULL,
   `updated_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `device_status` (
   `device_id` bigint NOT NULL PRIMARY KEY,
@@ -120,7 +120,7 @@ CREATE TABLE `device_status` (
   `config_version` bigint NOT NULL,
   `status` text NOT NULL,
   `updated_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `events` (
   `id` bigint NOT NULL PRIMARY KEY,
@@ -132,7 +132,7 @@ CREATE TABLE `events` (
   `outcome` varchar(16) NOT NULL,
   `status_code` int NOT NULL,
   `detail` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-events-at` ON `events` (`at`);
 CREATE INDEX `idx-events-actor` ON `events` (`actor`);
 CREATE INDEX `idx-events-action` ON `events` (`action`);
@@ -144,7 +144,7 @@ CREATE TABLE `pulled_logs` (
   `bytes` bigint NOT NULL,
   `content` MEDIUMBLOB NOT NULL,
   `uploaded_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-pulled_logs-device_id` ON `pulled_logs` (`device_id`);
 
 CREATE TABLE `users` (
@@ -154,7 +154,7 @@ CREATE TABLE `users` (
   `role` varchar(16) NOT NULL,
   `created_at` bigint NOT NULL,
   `updated_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `user_groups` (
   `user_id` bigint NOT NULL,
@@ -162,13 +162,13 @@ CREATE TABLE `user_groups` (
   `created_at` bigint NOT NULL,
   PRIMARY KEY `pk-user_groups` (`user_id`,
   `group_id`)
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-user_groups-group_id` ON `user_groups` (`group_id`);
 
 CREATE TABLE `settings` (
   `name` varchar(64) NOT NULL PRIMARY KEY,
   `value` text NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE `edges` (
   `id` bigint NOT NULL PRIMARY KEY,
@@ -178,5 +178,5 @@ CREATE TABLE `edges` (
   `secret_hash` varchar(128) NOT NULL,
   `created_at` bigint NOT NULL,
   `updated_at` bigint NOT NULL
-);
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 

@@ -224,7 +224,7 @@ pub async fn delete(
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
     let (_turn, txn) = node.write().await?;
-    find(&txn, id).await?;
+    let edge = find(&txn, id).await?;
     let homed = devices::Entity::find()
         .filter(devices::Column::EdgeId.eq(id))
         .filter(devices::Column::Deleted.eq(false))
@@ -236,6 +236,11 @@ pub async fn delete(
         )));
     }
     table::Entity::delete_by_id(id).exec(&txn).await?;
+    // A later edge given the same worker id starts afresh (from a snapshot), and
+    // compaction stops waiting for this one.
+    fleet_store::link_cursors::Entity::delete_by_id(edge.worker_id)
+        .exec(&txn)
+        .await?;
     txn.commit().await?;
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }

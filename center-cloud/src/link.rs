@@ -354,6 +354,12 @@ impl Links {
 
     async fn authenticate(&self, node: &Node, hello: &Hello) -> Option<edges::Model> {
         if hello.version != VERSION {
+            tracing::warn!(
+                edge = %hello.edge_id,
+                theirs = hello.version,
+                ours = VERSION,
+                "an edge speaks another link protocol version; upgrade it or the center"
+            );
             return None;
         }
         let id = shared_proto::id::parse_id("edge_id", &hello.edge_id).ok()?;

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod scope;
 pub mod session;
+pub mod snapshot;
 
 pub use protocol::LinkPdu;
 pub use scope::Scope;

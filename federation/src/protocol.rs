@@ -25,6 +25,7 @@ pub enum LinkPdu {
     Live(Live),
     Roam(Roam),
     Roamed(Roamed),
+    SnapshotEnd(SnapshotEnd),
 }
 
 /// edge -> center, first frame: who the edge is, and how far it has merged the
@@ -63,6 +64,17 @@ pub struct Welcome {
 pub struct Changes {
     pub changes: Vec<Change>,
     pub upto: i64,
+}
+
+/// Either way, after the pages of a snapshot (sent as [`Changes`] that do not move
+/// the cursor): the receiver now holds everything up to `upto`. To an edge, also
+/// every device homed there, so it can let go of devices that moved while it was
+/// away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEnd {
+    pub upto: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<i64>>,
 }
 
 /// Either way: the receiver has merged and stored everything up to `upto`.

@@ -9,10 +9,10 @@ use std::time::Duration;
 use actix_web::web;
 use fleet_store::commands::{self, State};
 use fleet_store::sync;
-use fleet_store::{desired_configs, devices, link_cursors, memberships, pulled_logs};
+use fleet_store::{change_log, desired_configs, devices, link_cursors, memberships, pulled_logs};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::Node;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -21,7 +21,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::outbox::Outbox;
-use crate::protocol::{Ack, Beat, Changes, LinkPdu, BATCH, MAX_FRAME_BYTES};
+use crate::protocol::{Ack, Beat, Changes, LinkPdu, SnapshotEnd, BATCH, MAX_FRAME_BYTES};
+use crate::snapshot::Snapshot;
 use crate::Scope;
 
 /// Bytes of pulled logs one frame carries before the rest wait for the next; a
@@ -104,6 +105,10 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let sent = match self.snapshot_if_needed(&mut ws, sent).await {
+            Ok(sent) => sent,
+            Err(e) => return e,
+        };
         let mut outbox = Outbox::new(sent);
         let mut beat = tokio::time::interval(self.heartbeat);
         let mut heard = Instant::now();
@@ -204,6 +209,95 @@ impl Link {
         Ok(true)
     }
 
+    /// Sends a snapshot when the peer starts from nothing or its cursor fell below
+    /// what the log still holds; where the log push goes on from.
+    async fn snapshot_if_needed<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        sent: i64,
+    ) -> Result<i64, Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let db = &self.node.db;
+        // Read first: a write that lands while the rows are read follows by the log.
+        let head = sync::head(db).await?;
+        let horizon = sync::horizon(db).await?;
+        if head == 0 || (sent > 0 && sent >= horizon) {
+            return Ok(sent);
+        }
+        let started = Instant::now();
+        tracing::info!(peer = self.peer, from = sent, horizon, "sending a snapshot");
+        let mut snapshot = Snapshot::new(self.scope);
+        let (mut pages, mut rows) = (0u64, 0usize);
+        while let Some(changes) = snapshot.next(db).await? {
+            rows += changes.len();
+            pages += 1;
+            send(
+                ws,
+                &LinkPdu::Changes(Changes {
+                    changes,
+                    upto: sent,
+                }),
+            )
+            .await?;
+            if pages % 50 == 0 {
+                tracing::info!(
+                    peer = self.peer,
+                    pages,
+                    changes = rows,
+                    "snapshot under way"
+                );
+            }
+        }
+        let devices = snapshot.homed(db).await?;
+        send(
+            ws,
+            &LinkPdu::SnapshotEnd(SnapshotEnd {
+                upto: head,
+                devices,
+            }),
+        )
+        .await?;
+        tracing::info!(
+            peer = self.peer,
+            changes = rows,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot sent"
+        );
+        Ok(head)
+    }
+
+    /// At an edge, after a snapshot: drops the devices held here that the center no
+    /// longer homes here, unless this edge has changes to them the center has not
+    /// acknowledged yet (a device created here while apart is not lost).
+    async fn let_go(&self, homed: &[i64]) -> Result<(), DbErr> {
+        if self.home.is_none() {
+            return Ok(());
+        }
+        let db = &self.node.db;
+        let homed: std::collections::HashSet<i64> = homed.iter().copied().collect();
+        let held: Vec<i64> = devices::Entity::find()
+            .select_only()
+            .column(devices::Column::Id)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let acked = link_cursors::get(db, self.peer).await?.acked;
+        for device in held.into_iter().filter(|d| !homed.contains(d)) {
+            let pending = change_log::Entity::find()
+                .filter(change_log::Column::TableName.eq("devices"))
+                .filter(change_log::Column::RowId.eq(device))
+                .filter(change_log::Column::Seq.gt(acked))
+                .one(db)
+                .await?;
+            if pending.is_none() {
+                self.drop_device(device).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -220,6 +314,20 @@ impl Link {
                 link_cursors::set_acked(&txn, self.peer, ack.upto).await?;
                 txn.commit().await?;
                 Ok(())
+            }
+            LinkPdu::SnapshotEnd(end) => {
+                {
+                    let (_turn, txn) = self.node.write().await?;
+                    let cursor = link_cursors::get(&txn, self.peer).await?;
+                    if end.upto > cursor.applied {
+                        link_cursors::set_applied(&txn, self.peer, end.upto).await?;
+                    }
+                    txn.commit().await?;
+                }
+                if let Some(homed) = &end.devices {
+                    self.let_go(homed).await?;
+                }
+                send(ws, &LinkPdu::Ack(Ack { upto: end.upto })).await
             }
             LinkPdu::Ping(beat) => send(ws, &LinkPdu::Pong(beat)).await,
             LinkPdu::Pong(_) => Ok(()),

@@ -76,8 +76,10 @@ pub(crate) async fn take<C: ConnectionTrait>(
         .map_err(|e| DbErr::Custom(format!("a shipped event: {e}")))?;
     Entity::insert(sea_orm::IntoActiveModel::into_active_model(row))
         .on_conflict(
+            // Rewriting the id with itself: a no-op update every dialect accepts
+            // (MySQL has no portable "do nothing").
             sea_orm::sea_query::OnConflict::column(Column::Id)
-                .do_nothing()
+                .update_column(Column::Id)
                 .to_owned(),
         )
         .exec_without_returning(conn)

@@ -18,9 +18,15 @@ pub struct TableSpec {
 
 pub fn table<E: EntityTrait + Default>(backend: DbBackend, entity: E) -> TableSpec {
     let schema = Schema::new(backend);
+    let mut create = schema.create_table_from_entity(entity);
+    if backend == DbBackend::MySql {
+        // Whatever the server's default: names and serial numbers in any script, and
+        // compared byte for byte, as SQLite does.
+        create.character_set("utf8mb4").collate("utf8mb4_bin");
+    }
     TableSpec {
         name: entity.table_name().to_string(),
-        create: schema.create_table_from_entity(entity),
+        create,
         indexes: schema.create_index_from_entity(entity),
     }
 }
@@ -94,11 +100,15 @@ fn one_column_per_line(create: &str) -> String {
     let Some((head, rest)) = create.split_once(" ( ") else {
         return create.to_string();
     };
-    let body = rest.strip_suffix(" )").unwrap_or(rest);
+    // Table options (MySQL's character set) follow the closing parenthesis.
+    let (body, options) = match rest.rsplit_once(" )") {
+        Some((body, options)) => (body, options),
+        None => (rest, ""),
+    };
     let columns = body
         .replace(", `", ",\n  `")
         .replace(", PRIMARY KEY", ",\n  PRIMARY KEY");
-    format!("{head} (\n  {columns}\n)")
+    format!("{head} (\n  {columns}\n){options}")
 }
 
 /// The quoted name in `CREATE [UNIQUE] INDEX "name" ON …` (sea-query has no getter).

@@ -281,3 +281,53 @@ pub async fn full_row<C: ConnectionTrait>(
         _ => Ok(Vec::new()),
     }
 }
+
+/// The position below which the log no longer holds entries: a peer whose cursor is
+/// below it missed changes that are gone, and needs a snapshot.
+pub async fn horizon<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    let oldest = change_log::Entity::find()
+        .order_by_asc(change_log::Column::Seq)
+        .one(db)
+        .await?;
+    Ok(oldest.map_or(0, |e| e.seq - 1))
+}
+
+/// Entries one compaction step deletes at most, so no one transaction grows big.
+pub const COMPACT_STEP: i64 = 10_000;
+
+/// One step of compaction: drops up to [`COMPACT_STEP`] of the oldest change-log
+/// entries that every peer has acknowledged, or that are older than `retain_ms`
+/// whoever has not (a peer that far behind gets a snapshot instead). The newest
+/// entry always stays, so positions keep counting up from it. Returns how many
+/// entries went; call again until it returns 0.
+pub async fn compact<C: ConnectionTrait>(db: &C, retain_ms: i64) -> Result<u64, DbErr> {
+    let head = head(db).await?;
+    if head == 0 {
+        return Ok(0);
+    }
+    let acked: Option<Option<i64>> = crate::link_cursors::Entity::find()
+        .select_only()
+        .column_as(crate::link_cursors::Column::Acked.min(), "acked")
+        .into_tuple()
+        .one(db)
+        .await?;
+    // With no peer yet, nobody waits for the log: a first link starts from a snapshot.
+    let by_ack = acked.flatten().unwrap_or(head);
+    let expired: Option<Option<i64>> = change_log::Entity::find()
+        .select_only()
+        .column_as(change_log::Column::Seq.max(), "seq")
+        .filter(change_log::Column::CreatedAt.lt(crate::now_ms() - retain_ms))
+        .into_tuple()
+        .one(db)
+        .await?;
+    let floor = by_ack.max(expired.flatten().unwrap_or(0)).min(head - 1);
+    let oldest = horizon(db).await?;
+    if oldest >= floor {
+        return Ok(0);
+    }
+    Ok(change_log::Entity::delete_many()
+        .filter(change_log::Column::Seq.lte(floor.min(oldest + COMPACT_STEP)))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

@@ -69,6 +69,22 @@ impl Node {
         }
     }
 
+    /// Compacts the change log (`fleet_store::sync::compact`), one step per write turn
+    /// so other writers get in between. Returns how many entries went.
+    pub async fn compact_change_log(&self, retain: std::time::Duration) -> Result<u64, DbErr> {
+        let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let (_turn, txn) = self.write().await?;
+            let gone = fleet_store::sync::compact(&txn, retain_ms).await?;
+            txn.commit().await?;
+            total += gone;
+            if gone == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Begins a transaction that will write. Keep the turn until after the commit.
     pub async fn write(&self) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
         let guard = match &self.write_queue {
@@ -83,5 +99,21 @@ impl Node {
             },
             txn,
         ))
+    }
+}
+
+/// How often the change log is compacted.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Compacts the change log every minute, for as long as the process runs.
+pub async fn compact_forever(node: actix_web::web::Data<Node>, retain: std::time::Duration) {
+    let mut tick = tokio::time::interval(COMPACT_EVERY);
+    loop {
+        tick.tick().await;
+        match node.compact_change_log(retain).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!(entries = gone, "compacted the change log"),
+            Err(e) => tracing::warn!(error = %e, "compacting the change log failed"),
+        }
     }
 }

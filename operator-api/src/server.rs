@@ -146,6 +146,10 @@ where
     node.presence = service.presence;
     node.dispatch = service.dispatch;
     let node = web::Data::new(node);
+    tokio::spawn(crate::node::compact_forever(
+        node.clone(),
+        settings.change_log_retain,
+    ));
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;
 

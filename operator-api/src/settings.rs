@@ -87,6 +87,10 @@ pub struct NodeArgs {
     /// Log filter, e.g. `info` or `center_cloud=debug,info` [default: info].
     #[arg(long)]
     pub log: Option<String>,
+    /// Hours the change log keeps entries a federation peer has not acknowledged;
+    /// a peer away for longer gets a snapshot when it returns [default: 168].
+    #[arg(long)]
+    pub change_log_retain_h: Option<u64>,
 }
 
 /// Names every argument's environment variable `PREFIX_ARG_ID` (for all subcommands),
@@ -184,6 +188,7 @@ pub struct NodeSettings {
     pub body_limit: usize,
     pub workers: Option<usize>,
     pub log: String,
+    pub change_log_retain: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +229,7 @@ impl NodeSettings {
             body_limit: 1024 * 1024,
             workers: None,
             log: "info".into(),
+            change_log_retain: std::time::Duration::from_secs(168 * 3600),
         }
     }
 
@@ -280,6 +286,15 @@ impl NodeSettings {
         if let Some(v) = s.log {
             out.log = v;
         }
+        if let Some(v) = s.change_log_retain_h {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "change_log_retain_h",
+                    message: "must be at least 1".into(),
+                });
+            }
+            out.change_log_retain = std::time::Duration::from_secs(v.saturating_mul(3600));
+        }
         Ok(out)
     }
 }
@@ -302,5 +317,6 @@ fn merge(high: NodeArgs, low: NodeArgs) -> NodeArgs {
         body_limit: high.body_limit.or(low.body_limit),
         workers: high.workers.or(low.workers),
         log: high.log.or(low.log),
+        change_log_retain_h: high.change_log_retain_h.or(low.change_log_retain_h),
     }
 }

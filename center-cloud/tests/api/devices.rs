@@ -353,3 +353,19 @@ async fn keyset_paging_walks_every_device_once() {
     let (status, body) = app.get("/api/v1/devices?after=x").await;
     crate::helpers::assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("after"));
 }
+
+#[tokio::test]
+async fn names_in_any_script_round_trip_and_differ_by_case() {
+    let app = spawn_app().await;
+    let d = app.device("上海网关-1 Ünïcode", "SN-中文").await;
+    let id = d["id"].as_str().expect("id");
+    let (status, body) = app.get(&format!("/api/v1/devices/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["name"], "上海网关-1 Ünïcode");
+    assert_eq!(body["data"]["hardware"]["sn"], "SN-中文");
+    // Serial numbers compare byte for byte on every database, as on SQLite.
+    let (status, body) = app
+        .post("/api/v1/devices", device_json("gw-lower", "sn-中文"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}

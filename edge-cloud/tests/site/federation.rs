@@ -608,3 +608,129 @@ async fn device_events_and_pulled_logs_reach_the_center() {
     assert_eq!(at_center, log);
     edge.stop();
 }
+
+#[tokio::test]
+async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-s").await;
+    let (_, elsewhere) = center
+        .api
+        .post(
+            "/api/v1/edges",
+            json!({"name": "edge-elsewhere", "site": "x"}),
+        )
+        .await;
+    let elsewhere = elsewhere["data"]["id"].as_str().expect("id").to_string();
+    let mut ids = Vec::new();
+    for sn in ["SN-S1", "SN-S2"] {
+        let mut body = device_json(&format!("gw-{sn}"), sn);
+        body["edge_id"] = json!(edge_id);
+        let (_, made) = center.api.post("/api/v1/devices", body).await;
+        let id: i64 = made["data"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("num");
+        until(10, "the device reaches the edge", async || {
+            device_row(&edge.site.api, id).await.is_some()
+        })
+        .await;
+        ids.push(id);
+    }
+    let (moving, deleted) = (ids[0], ids[1]);
+
+    // Once the edge has acknowledged everything, compaction drops the log it has.
+    let center_db = center.api.db().await;
+    let head = fleet_store::sync::head(&center_db).await.expect("head");
+    until(10, "the edge acknowledges the center's log", async || {
+        fleet_store::link_cursors::Entity::find()
+            .all(&center_db)
+            .await
+            .expect("cursors")
+            .iter()
+            .all(|c| c.acked >= head)
+    })
+    .await;
+    let week = 7 * 24 * 3600 * 1000;
+    assert!(
+        fleet_store::sync::compact(&center_db, week)
+            .await
+            .expect("compact")
+            > 0
+    );
+    assert_eq!(
+        fleet_store::sync::horizon(&center_db)
+            .await
+            .expect("horizon"),
+        head - 1,
+        "everything but the newest entry went"
+    );
+
+    // While the edge is away: the center moves one device elsewhere, deletes the
+    // other and registers a third; the site registers one of its own.
+    proxy.cut();
+    until(10, "the link is down", async || !edge.uplink.is_online()).await;
+    let patched = center
+        .api
+        .patch(
+            &format!("/api/v1/devices/{moving}"),
+            json!({"edge_id": elsewhere}),
+        )
+        .await;
+    assert_eq!(patched.0, 200, "{}", patched.1);
+    assert_eq!(
+        center
+            .api
+            .delete(&format!("/api/v1/devices/{deleted}"), None)
+            .await
+            .0,
+        200
+    );
+    let mut body = device_json("gw-new", "SN-S3");
+    body["edge_id"] = json!(edge_id);
+    let (_, made) = center.api.post("/api/v1/devices", body).await;
+    let arrived: i64 = made["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("num");
+    let (status, local) = edge
+        .site
+        .api
+        .post("/api/v1/devices", device_json("gw-site", "SN-S4"))
+        .await;
+    assert_eq!(status, 201, "{local}");
+    let local: i64 = local["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("num");
+    // The log of all that is gone too: the edge can only be caught up by a snapshot.
+    fleet_store::sync::compact(&center_db, 0)
+        .await
+        .expect("compact");
+
+    proxy.restore();
+    until(15, "the edge catches up", async || {
+        device_row(&edge.site.api, arrived).await.is_some()
+            && device_row(&edge.site.api, moving).await.is_none()
+            && device_row(&edge.site.api, deleted)
+                .await
+                .is_some_and(|d| d["deleted"] == true)
+            && device_row(&center.api, local).await.is_some()
+    })
+    .await;
+    for id in [arrived, deleted, local] {
+        assert_eq!(
+            device_row(&center.api, id).await,
+            device_row(&edge.site.api, id).await,
+            "device {id} is the same on both sides"
+        );
+    }
+    edge.stop();
+    center.links.shutdown();
+}
