@@ -37,6 +37,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
 
+say "deployment files (compose, Kubernetes, systemd, shell scripts, workflow)"
+bash "$root/tests/deploy-check.sh"
+
 start_mariadb
 
 say "workspace tests on SQLite"

@@ -254,8 +254,11 @@ impl Links {
             return;
         };
         self.throttle.succeeded(peer.ip());
-        let applied = match link_cursors::get(&node.db, edge.worker_id).await {
-            Ok(c) => c.applied,
+        let applied = match self
+            .resume_point(&node, edge.worker_id, hello.applied)
+            .await
+        {
+            Ok(applied) => applied,
             Err(e) => {
                 tracing::error!(error = %e, "reading a link cursor failed");
                 return;
@@ -350,6 +353,32 @@ impl Links {
             Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
             other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),
         }
+    }
+
+    /// How far the center has merged the edge's log. When the edge remembers more of
+    /// the center's log than the center holds, the center's database was restored
+    /// from a backup: it then asks the edge for everything (a snapshot), which brings
+    /// back what the center wrote after the backup and the edge still has.
+    async fn resume_point(
+        &self,
+        node: &Node,
+        worker: i64,
+        theirs: i64,
+    ) -> Result<i64, sea_orm::DbErr> {
+        let head = fleet_store::sync::head(&node.db).await?;
+        if theirs <= head {
+            return Ok(link_cursors::get(&node.db, worker).await?.applied);
+        }
+        tracing::warn!(
+            worker,
+            remembered = theirs,
+            head,
+            "an edge remembers more of this center's log than it holds (restored from a backup?); exchanging snapshots"
+        );
+        let (_turn, txn) = node.write().await?;
+        link_cursors::set_applied(&txn, worker, 0).await?;
+        txn.commit().await?;
+        Ok(0)
     }
 
     async fn authenticate(&self, node: &Node, hello: &Hello) -> Option<edges::Model> {

@@ -270,6 +270,28 @@ impl Uplink {
         let (ws, welcome) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| "no answer to the login".to_string())??;
+        if applied != 0
+            && welcome.applied
+                > fleet_store::sync::head(&self.node.db)
+                    .await
+                    .map_err(|e| e.to_string())?
+        {
+            // The center remembers more of this edge's log than the edge holds: the
+            // edge's database was restored from a backup. Forget the center's log
+            // too and link again: the center then sends everything (a snapshot),
+            // which brings back what this edge wrote after the backup, and the edge
+            // sends its own snapshot, which resets the center's cursor.
+            tracing::warn!(
+                remembered = welcome.applied,
+                "the center remembers more of this edge's log than it holds (restored from a backup?); exchanging snapshots"
+            );
+            let (_turn, txn) = self.node.write().await.map_err(|e| e.to_string())?;
+            link_cursors::set_applied(&txn, welcome.center_node, 0)
+                .await
+                .map_err(|e| e.to_string())?;
+            txn.commit().await.map_err(|e| e.to_string())?;
+            return Ok(Ended::Lost("starting over from snapshots".into()));
+        }
         tracing::info!(center = %self.config.url, "center link up");
         self.online
             .store(true, std::sync::atomic::Ordering::Relaxed);

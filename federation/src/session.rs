@@ -223,7 +223,10 @@ impl Link {
         // Read first: a write that lands while the rows are read follows by the log.
         let head = sync::head(db).await?;
         let horizon = sync::horizon(db).await?;
-        if head == 0 || (sent > 0 && sent >= horizon) {
+        // The peer starts from nothing, fell behind what the log holds, or remembers
+        // positions past its end (this database was restored from a backup).
+        let needed = sent > head || (head > 0 && (sent == 0 || sent < horizon));
+        if !needed {
             return Ok(sent);
         }
         let started = Instant::now();
@@ -317,11 +320,10 @@ impl Link {
             }
             LinkPdu::SnapshotEnd(end) => {
                 {
+                    // Exactly, not the larger: after a restore the sender's log is
+                    // shorter than what this end remembered of it.
                     let (_turn, txn) = self.node.write().await?;
-                    let cursor = link_cursors::get(&txn, self.peer).await?;
-                    if end.upto > cursor.applied {
-                        link_cursors::set_applied(&txn, self.peer, end.upto).await?;
-                    }
+                    link_cursors::set_applied(&txn, self.peer, end.upto).await?;
                     txn.commit().await?;
                 }
                 if let Some(homed) = &end.devices {

@@ -734,3 +734,75 @@ async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
     edge.stop();
     center.links.shutdown();
 }
+
+#[tokio::test]
+async fn a_peer_that_remembers_more_of_a_log_than_it_holds_starts_over_from_snapshots() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-r").await;
+    let mut body = device_json("gw-r", "SN-RS1");
+    body["edge_id"] = json!(edge_id);
+    let (_, made) = center.api.post("/api/v1/devices", body).await;
+    let synced: i64 = made["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("num");
+    until(10, "the device reaches the edge", async || {
+        device_row(&edge.site.api, synced).await.is_some()
+    })
+    .await;
+    proxy.cut();
+    until(10, "the link is down", async || !edge.uplink.is_online()).await;
+    let (status, local) = edge
+        .site
+        .api
+        .post("/api/v1/devices", device_json("gw-after", "SN-RS2"))
+        .await;
+    assert_eq!(status, 201, "{local}");
+    let local: i64 = local["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("num");
+    // What the center holds after the edge's database went back in time: it remembers
+    // positions of the edge's log past its end.
+    let center_db = center.api.db().await;
+    let edge_head = fleet_store::sync::head(&edge.site.api.db().await)
+        .await
+        .expect("head");
+    let reg = center.api.get(&format!("/api/v1/edges/{edge_id}")).await.1;
+    let worker = reg["data"]["worker_id"].as_i64().expect("worker id");
+    fleet_store::link_cursors::set_applied(&center_db, worker, edge_head + 1_000)
+        .await
+        .expect("cursor");
+
+    proxy.restore();
+    until(
+        15,
+        "the edge's new device reaches the center anyway",
+        async || device_row(&center.api, local).await.is_some(),
+    )
+    .await;
+    assert_eq!(
+        device_row(&center.api, local).await,
+        device_row(&edge.site.api, local).await
+    );
+    until(
+        10,
+        "the center's cursor is back within the edge's log",
+        async || {
+            fleet_store::link_cursors::get(&center_db, worker)
+                .await
+                .expect("cursor")
+                .applied
+                <= edge_head + 100
+        },
+    )
+    .await;
+    edge.stop();
+    center.links.shutdown();
+}
