@@ -806,3 +806,122 @@ async fn a_peer_that_remembers_more_of_a_log_than_it_holds_starts_over_from_snap
     edge.stop();
     center.links.shutdown();
 }
+
+/// Registers a device at the center, homed at `edge`, and waits for it there.
+async fn homed_device(center: &Center, edge: &Edge, edge_id: &str, sn: &str) -> (String, String) {
+    let mut body = device_json(&format!("gw-{sn}"), sn);
+    body["edge_id"] = json!(edge_id);
+    let (status, made) = center.api.post("/api/v1/devices", body).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["data"]["id"].as_str().expect("id").to_string();
+    let secret = made["data"]["secret"].as_str().expect("secret").to_string();
+    let num: i64 = id.parse().expect("num");
+    until(10, "the device reaches its edge", async || {
+        device_row(&edge.site.api, num).await.is_some()
+    })
+    .await;
+    (id, secret)
+}
+
+#[tokio::test]
+async fn the_center_commands_devices_on_two_edges_cancels_and_sees_expiry() {
+    let center = spawn_center().await;
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    let (proxy_a, proxy_b) = (
+        FaultProxy::start(upstream).await.expect("proxy"),
+        FaultProxy::start(upstream).await.expect("proxy"),
+    );
+    let (a, a_id) = spawn_edge(&center, &proxy_a, "edge-ga").await;
+    let (b, b_id) = spawn_edge(&center, &proxy_b, "edge-gb").await;
+    let (on_a, secret_a) = homed_device(&center, &a, &a_id, "SN-GA").await;
+    let (on_b, secret_b) = homed_device(&center, &b, &b_id, "SN-GB").await;
+    let (away, _) = homed_device(&center, &a, &a_id, "SN-GAWAY").await;
+    for (edge, device, secret) in [(&a, &on_a, &secret_a), (&b, &on_b, &secret_b)] {
+        let (client, _) = DeviceClient::login(&edge.site, device, secret).await;
+        tokio::spawn(answer_commands(client));
+    }
+
+    // A group over both edges: one batch, both results counted at the center.
+    let group = center.api.group("both-sites").await;
+    let (status, body) = center
+        .api
+        .post(
+            &format!("/api/v1/groups/{group}/devices"),
+            json!({"device_ids": [on_a, on_b]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, batch) = center
+        .api
+        .post(
+            &format!("/api/v1/groups/{group}/commands"),
+            json!({"name": "get_status", "timeout_s": 20}),
+        )
+        .await;
+    assert_eq!(status, 202, "{batch}");
+    let batch = batch["data"]["batch_id"]
+        .as_str()
+        .expect("batch")
+        .to_string();
+    until(15, "both edges' devices answered", async || {
+        center.api.get(&format!("/api/v1/batches/{batch}")).await.1["data"]["done"] == 2
+    })
+    .await;
+    let (_, view) = center.api.get(&format!("/api/v1/batches/{batch}")).await;
+    assert_eq!(view["data"]["total"], 2, "{view}");
+
+    // Cancelled at the center while the device is away: the edge learns it too.
+    let (status, queued) = center
+        .api
+        .post(
+            &format!("/api/v1/devices/{away}/commands"),
+            json!({"name": "reboot", "timeout_s": 60}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let cancelled = queued["data"]["id"].as_str().expect("id").to_string();
+    let (status, body) = center
+        .api
+        .post(&format!("/api/v1/commands/{cancelled}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["state"], "cancelled", "{body}");
+    until(10, "the edge holds the command cancelled", async || {
+        a.site
+            .api
+            .get(&format!("/api/v1/commands/{cancelled}"))
+            .await
+            .1["data"]["state"]
+            == "cancelled"
+    })
+    .await;
+
+    // Never delivered before its timeout: expired, as the center sees it.
+    let (status, late) = center
+        .api
+        .post(
+            &format!("/api/v1/devices/{away}/commands"),
+            json!({"name": "get_status", "timeout_s": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{late}");
+    let late = late["data"]["id"].as_str().expect("id").to_string();
+    until(15, "the command expired", async || {
+        center.api.get(&format!("/api/v1/commands/{late}")).await.1["data"]["state"] == "expired"
+    })
+    .await;
+    let (status, listed) = center
+        .api
+        .get(&format!("/api/v1/devices/{away}/commands"))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["data"]["items"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    a.stop();
+    b.stop();
+}
