@@ -52,13 +52,20 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
     if heartbeat == 0 {
         return Err(invalid("center_heartbeat_s", "must be at least 1"));
     }
+    let backoff = args
+        .center_backoff_max_s
+        .or(file.center_backoff_max_s)
+        .unwrap_or(30);
+    if backoff == 0 {
+        return Err(invalid("center_backoff_max_s", "must be at least 1"));
+    }
     Ok(Some(CenterLink {
         url,
         edge_id,
         secret,
         ca_file: ca,
         heartbeat: Duration::from_secs(heartbeat),
-        backoff_cap: Duration::from_secs(30),
+        backoff_cap: Duration::from_secs(backoff),
     }))
 }
 
@@ -127,6 +134,9 @@ pub struct ServeArgs {
     /// Heartbeat interval of the center link, in seconds [default: 5].
     #[arg(long)]
     pub center_heartbeat_s: Option<u64>,
+    /// Longest pause between attempts to reach the center, in seconds [default: 30].
+    #[arg(long)]
+    pub center_backoff_max_s: Option<u64>,
 }
 
 /// The resolved settings of an edge.

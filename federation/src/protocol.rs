@@ -75,6 +75,11 @@ pub struct SnapshotEnd {
     pub upto: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<i64>>,
+    /// How far the sender had merged the receiver's log when it listed `devices`: a
+    /// device the receiver changed after that may be missing from the list only
+    /// because the sender had not merged it yet.
+    #[serde(default)]
+    pub merged: i64,
 }
 
 /// Either way: the receiver has merged and stored everything up to `upto`.

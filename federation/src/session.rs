@@ -253,15 +253,15 @@ impl Link {
                 );
             }
         }
+        // Read before the list, so the list reflects at least this much of the peer.
+        let merged = link_cursors::get(db, self.peer).await?.applied;
         let devices = snapshot.homed(db).await?;
-        send(
-            ws,
-            &LinkPdu::SnapshotEnd(SnapshotEnd {
-                upto: head,
-                devices,
-            }),
-        )
-        .await?;
+        let end = SnapshotEnd {
+            upto: head,
+            devices,
+            merged,
+        };
+        send(ws, &LinkPdu::SnapshotEnd(end)).await?;
         tracing::info!(
             peer = self.peer,
             changes = rows,
@@ -272,33 +272,32 @@ impl Link {
     }
 
     /// At an edge, after a snapshot: drops the devices held here that the center no
-    /// longer homes here, unless this edge has changes to them the center has not
-    /// acknowledged yet (a device created here while apart is not lost).
-    async fn let_go(&self, homed: &[i64]) -> Result<(), DbErr> {
+    /// longer homes here, unless this edge changed them after what the center had
+    /// merged when it made the list (a device created here meanwhile is not lost).
+    async fn let_go(&self, homed: &[i64], merged: i64) -> Result<(), DbErr> {
         if self.home.is_none() {
             return Ok(());
         }
-        let db = &self.node.db;
         let homed: std::collections::HashSet<i64> = homed.iter().copied().collect();
+        let (_turn, txn) = self.node.write().await?;
         let held: Vec<i64> = devices::Entity::find()
             .select_only()
             .column(devices::Column::Id)
             .into_tuple()
-            .all(db)
+            .all(&txn)
             .await?;
-        let acked = link_cursors::get(db, self.peer).await?.acked;
         for device in held.into_iter().filter(|d| !homed.contains(d)) {
             let pending = change_log::Entity::find()
                 .filter(change_log::Column::TableName.eq("devices"))
                 .filter(change_log::Column::RowId.eq(device))
-                .filter(change_log::Column::Seq.gt(acked))
-                .one(db)
+                .filter(change_log::Column::Seq.gt(merged))
+                .one(&txn)
                 .await?;
             if pending.is_none() {
-                self.drop_device(device).await?;
+                drop_device(&txn, device).await?;
             }
         }
-        Ok(())
+        txn.commit().await
     }
 
     async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>
@@ -327,7 +326,7 @@ impl Link {
                     txn.commit().await?;
                 }
                 if let Some(homed) = &end.devices {
-                    self.let_go(homed).await?;
+                    self.let_go(homed, end.merged).await?;
                 }
                 send(ws, &LinkPdu::Ack(Ack { upto: end.upto })).await
             }
@@ -353,6 +352,16 @@ impl Link {
         for change in &batch.changes {
             if sync::apply(&txn, &self.node.replica, change).await? {
                 touched.push((change.table.clone(), change.id));
+            }
+        }
+        // At an edge, a device that left is dropped in the same transaction: a crash
+        // between the merge and the drop would keep it here for good.
+        if let Some(home) = self.home {
+            for (_, id) in touched.iter().filter(|(table, _)| table == "devices") {
+                let device = devices::Entity::find_by_id(*id).one(&txn).await?;
+                if device.is_some_and(|d| d.edge_id != Some(home)) {
+                    drop_device(&txn, *id).await?;
+                }
             }
         }
         let cursor = link_cursors::get(&txn, self.peer).await?;
@@ -392,37 +401,28 @@ impl Link {
                     dispatch.configure(&config);
                 }
             }
-            "devices" => {
-                let Some(home) = self.home else { return Ok(()) };
-                let device = devices::Entity::find_by_id(id).one(db).await?;
-                if device.is_some_and(|d| d.edge_id != Some(home)) {
-                    self.drop_device(id).await?;
-                }
-            }
             _ => {}
         }
         Ok(())
     }
+}
 
-    /// Removes a device that left this edge, without logging: the rows live on at
-    /// the center and at the device's new home.
-    async fn drop_device(&self, id: i64) -> Result<(), DbErr> {
-        let (_turn, txn) = self.node.write().await?;
-        commands::Entity::delete_many()
-            .filter(commands::Column::DeviceId.eq(id))
-            .exec(&txn)
-            .await?;
-        memberships::Entity::delete_many()
-            .filter(memberships::Column::DeviceId.eq(id))
-            .exec(&txn)
-            .await?;
-        desired_configs::Entity::delete_many()
-            .filter(desired_configs::Column::DeviceId.eq(id))
-            .exec(&txn)
-            .await?;
-        devices::Entity::delete_by_id(id).exec(&txn).await?;
-        txn.commit().await?;
-        tracing::info!(device = id, "device moved to another edge; dropped here");
-        Ok(())
-    }
+/// Removes a device that left this edge, with what hangs on it, without logging: the
+/// rows live on at the center and at the device's new home.
+async fn drop_device<C: sea_orm::ConnectionTrait>(txn: &C, id: i64) -> Result<(), DbErr> {
+    commands::Entity::delete_many()
+        .filter(commands::Column::DeviceId.eq(id))
+        .exec(txn)
+        .await?;
+    memberships::Entity::delete_many()
+        .filter(memberships::Column::DeviceId.eq(id))
+        .exec(txn)
+        .await?;
+    desired_configs::Entity::delete_many()
+        .filter(desired_configs::Column::DeviceId.eq(id))
+        .exec(txn)
+        .await?;
+    devices::Entity::delete_by_id(id).exec(txn).await?;
+    tracing::info!(device = id, "device moved to another edge; dropped here");
+    Ok(())
 }

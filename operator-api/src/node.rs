@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use fleet_store::Replica;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{broadcast, Mutex, Notify, OwnedMutexGuard};
 
 use crate::auth::Tokens;
@@ -30,17 +28,20 @@ pub struct Node {
     /// Woken after every write transaction, so federation links push new change-log
     /// entries at once instead of polling for them.
     pub changed: Arc<Notify>,
-    /// SQLite has one writer at a time, and a transaction that reads before it writes
-    /// fails at once with "database is locked" instead of waiting when another writer
-    /// holds the lock. Queueing write transactions here turns that into waiting.
-    /// MySQL locks rows itself, so there is no queue there.
-    write_queue: Option<Arc<Mutex<()>>>,
+    /// Write transactions run one at a time. SQLite has one writer anyway, and a
+    /// transaction that reads before it writes fails at once with "database is
+    /// locked" instead of waiting; queueing turns that into waiting. On MySQL, writes
+    /// read a row, change it and write it back whole (with its per-field stamps), and
+    /// two of them at once would lose one's change (a merge from a peer and an
+    /// operator's edit of the same device, found by `edge-cloud/tests/processes.rs`);
+    /// queueing also keeps the change log's positions in commit order.
+    write_queue: Arc<Mutex<()>>,
 }
 
 /// Holds a node's place in the write queue (if it has one) for as long as it lives.
 /// Dropped after the commit, it wakes whoever waits for new changes.
 pub struct WriteTurn {
-    _guard: Option<OwnedMutexGuard<()>>,
+    _guard: OwnedMutexGuard<()>,
     changed: Arc<Notify>,
 }
 
@@ -52,8 +53,7 @@ impl Drop for WriteTurn {
 
 impl Node {
     pub fn new(db: DatabaseConnection, replica: Replica, tokens: Tokens, metrics: Metrics) -> Self {
-        let write_queue =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let write_queue = Arc::new(Mutex::new(()));
         Self {
             db,
             replica,
@@ -87,10 +87,7 @@ impl Node {
 
     /// Begins a transaction that will write. Keep the turn until after the commit.
     pub async fn write(&self) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
-        let guard = match &self.write_queue {
-            Some(queue) => Some(queue.clone().lock_owned().await),
-            None => None,
-        };
+        let guard = self.write_queue.clone().lock_owned().await;
         let txn = self.db.begin().await?;
         Ok((
             WriteTurn {

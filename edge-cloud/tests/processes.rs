@@ -1,0 +1,568 @@
+//! The federation as real processes: a center and two edges, each its own binary with
+//! its own database, linked over TLS through fault proxies. Seeded random writes go to
+//! all three (devices created, edited, moved and deleted, groups and memberships)
+//! while links are cut and restored and processes are killed with SIGKILL and started
+//! again. Once everything is back, every device, group and membership row is identical
+//! at the center and at the edge it belongs to, and every acknowledged write holds
+//! (unless a later acknowledged write replaced it).
+//!
+//! `PROC_SEED=S` replays a seed, `PROC_STEPS=N` sets the length (default 120). Runs on
+//! MariaDB when `TEST_MYSQL_URL` names a server. The center binary is taken from next
+//! to this test's own binaries (`cargo build --workspace` builds it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use api_harness::fault_proxy::FaultProxy;
+use fleet_store::{devices, groups, memberships};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "process-test-pw";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A binary built next to this crate's own (the target directory of this build).
+fn binary(name: &str) -> PathBuf {
+    let own = PathBuf::from(env!("CARGO_BIN_EXE_edge-cloud"));
+    let path = own.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// One node as a child process, restartable with the same data and ports.
+struct Node {
+    name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    client: Option<reqwest::Client>,
+    token: String,
+    database_url: String,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("process.log"))
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let mut command = Command::new(&self.bin);
+        command
+            .args(&self.args)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        self.child = Some(command.spawn().expect("the binary starts"));
+    }
+
+    /// SIGKILL: no shutdown, no flush, whatever it was doing.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn ready(&mut self) {
+        let ca = self.dir.join("data/tls/ca.crt");
+        for _ in 0..300 {
+            if self.client.is_none() {
+                if let Ok(pem) = std::fs::read(&ca) {
+                    let cert = reqwest::Certificate::from_pem(&pem).expect("CA parses");
+                    self.client = Some(
+                        reqwest::Client::builder()
+                            .add_root_certificate(cert)
+                            .use_rustls_tls()
+                            .timeout(Duration::from_secs(10))
+                            .build()
+                            .expect("client"),
+                    );
+                }
+            }
+            if let Some(client) = &self.client {
+                let url = format!("https://localhost:{}/readyz", self.port);
+                if client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    if self.token.is_empty() {
+                        let (status, body) = self
+                            .call(
+                                Method::POST,
+                                "/api/v1/auth/login",
+                                Some(json!({"username": "admin", "password": PASSWORD})),
+                            )
+                            .await;
+                        assert_eq!(status, 200, "{}: {body}", self.name);
+                        self.token = body["data"]["token"].as_str().expect("token").into();
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} did not become ready; see {}",
+            self.name,
+            self.dir.display()
+        );
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let client = self.client.as_ref().expect("started");
+        let mut req = client
+            .request(method, format!("https://localhost:{}{path}", self.port))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let text = res.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            // Not acknowledged: the test counts only what a node confirmed.
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn db(&self) -> DatabaseConnection {
+        fleet_store::connect(&self.database_url, 2)
+            .await
+            .expect("database")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn center(root: &Path) -> Node {
+    let dir = root.join("center");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let database_url = api_harness::fresh_database(&dir).await;
+    let (port, link) = (free_port(), free_port());
+    let mut node = Node {
+        name: "center".into(),
+        bin: binary("center-cloud"),
+        args: vec![
+            "serve".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--link-listen=127.0.0.1:{link}"),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--database-url={database_url}"),
+            "--link-heartbeat-s=1".into(),
+            "--workers=1".into(),
+        ],
+        env: vec![
+            ("CENTER_ADMIN_PASSWORD".into(), PASSWORD.into()),
+            ("CENTER_LOG".into(), "info".into()),
+        ],
+        dir,
+        port,
+        child: None,
+        client: None,
+        token: String::new(),
+        database_url,
+    };
+    node.start();
+    node.ready().await;
+    node
+}
+
+async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (Node, i64) {
+    let (status, reg) = center
+        .call(
+            Method::POST,
+            "/api/v1/edges",
+            Some(json!({"name": name, "site": name})),
+        )
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    let id: i64 = reg["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("num");
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let database_url = api_harness::fresh_database(&dir).await;
+    let port = free_port();
+    let mut node = Node {
+        name: name.into(),
+        bin: binary("edge-cloud"),
+        args: vec![
+            "serve".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--device-listen=127.0.0.1:{}", free_port()),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--database-url={database_url}"),
+            format!("--worker-id={}", reg["data"]["worker_id"]),
+            format!("--center-url=wss://localhost:{}/link", proxy.addr().port()),
+            format!("--edge-id={id}"),
+            format!(
+                "--center-ca={}",
+                center.dir.join("data/tls/ca.crt").display()
+            ),
+            "--center-heartbeat-s=1".into(),
+            "--center-backoff-max-s=1".into(),
+            "--workers=1".into(),
+        ],
+        env: vec![
+            (
+                "EDGE_EDGE_SECRET".into(),
+                reg["data"]["secret"].as_str().expect("secret").into(),
+            ),
+            ("EDGE_ADMIN_PASSWORD".into(), PASSWORD.into()),
+            ("EDGE_LOG".into(), "info".into()),
+        ],
+        dir,
+        port,
+        child: None,
+        client: None,
+        token: String::new(),
+        database_url,
+    };
+    node.start();
+    node.ready().await;
+    (node, id)
+}
+
+/// The value each written field must end with: the last acknowledged write.
+#[derive(Default)]
+struct Oracle {
+    fields: BTreeMap<(i64, &'static str), Value>,
+    deleted: std::collections::BTreeSet<i64>,
+    created: Vec<i64>,
+}
+
+/// A device the test knows of, and where it lives as far as the test knows.
+#[derive(Clone, Copy)]
+struct Known {
+    id: i64,
+    home: usize,
+}
+
+async fn rows_of(db: &DatabaseConnection, home: Option<i64>) -> Vec<Value> {
+    let mut query = devices::Entity::find().order_by_asc(devices::Column::Id);
+    if let Some(edge) = home {
+        query = query.filter(devices::Column::EdgeId.eq(edge));
+    }
+    query
+        .all(db)
+        .await
+        .expect("devices")
+        .into_iter()
+        .map(|d| serde_json::to_value(d).expect("json"))
+        .collect()
+}
+
+async fn groups_of(db: &DatabaseConnection) -> Vec<Value> {
+    groups::Entity::find()
+        .order_by_asc(groups::Column::Id)
+        .all(db)
+        .await
+        .expect("groups")
+        .into_iter()
+        .map(|g| serde_json::to_value(g).expect("json"))
+        .collect()
+}
+
+async fn memberships_of(db: &DatabaseConnection, devices: &[i64]) -> Vec<Value> {
+    memberships::Entity::find()
+        .filter(memberships::Column::DeviceId.is_in(devices.to_vec()))
+        .order_by_asc(memberships::Column::Id)
+        .all(db)
+        .await
+        .expect("memberships")
+        .into_iter()
+        .map(|m| serde_json::to_value(m).expect("json"))
+        .collect()
+}
+
+/// Whether every edge holds exactly the center's rows for what belongs to it.
+async fn converged(center: &Node, edges: &[(Node, i64)]) -> Result<(), String> {
+    let cdb = center.db().await;
+    for (edge, id) in edges {
+        let edb = edge.db().await;
+        let at_center = rows_of(&cdb, Some(*id)).await;
+        let at_edge = rows_of(&edb, None).await;
+        if at_center != at_edge {
+            return Err(format!(
+                "{}: {} devices at the center, {} at the edge, or they differ",
+                edge.name,
+                at_center.len(),
+                at_edge.len()
+            ));
+        }
+        if groups_of(&cdb).await != groups_of(&edb).await {
+            return Err(format!("{}: groups differ", edge.name));
+        }
+        let ids: Vec<i64> = at_center.iter().filter_map(|d| d["id"].as_i64()).collect();
+        if memberships_of(&cdb, &ids).await != memberships_of(&edb, &ids).await {
+            return Err(format!("{}: memberships differ", edge.name));
+        }
+    }
+    Ok(())
+}
+
+async fn run(seed: u64, steps: usize) {
+    let replay = format!("replay with PROC_SEED={seed} PROC_STEPS={steps}");
+    let root = tempfile::tempdir().expect("dir");
+    let mut center = center(root.path()).await;
+    let link_port: u16 = center
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--link-listen=127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .expect("link port");
+    let upstream = format!("127.0.0.1:{link_port}").parse().expect("addr");
+    let proxies = [
+        FaultProxy::start(upstream).await.expect("proxy"),
+        FaultProxy::start(upstream).await.expect("proxy"),
+    ];
+    let mut edges = vec![
+        edge(root.path(), "edge-p1", &center, &proxies[0]).await,
+        edge(root.path(), "edge-p2", &center, &proxies[1]).await,
+    ];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut oracle = Oracle::default();
+    let mut known: Vec<Known> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
+    let mut cut = [false, false];
+    let (mut kills, mut writes) = (0, 0);
+    for n in 0..steps {
+        // Writes a few ms apart: the later acknowledged write carries the later stamp.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let roll = rng.gen_range(0..100);
+        match roll {
+            0..=19 => {
+                let home = rng.gen_range(0..edges.len());
+                let mut body =
+                    api_harness::device_json(&format!("c{n}"), &format!("SN-{seed}-{n}"));
+                body["edge_id"] = json!(edges[home].1.to_string());
+                let (status, made) = center
+                    .call(Method::POST, "/api/v1/devices", Some(body))
+                    .await;
+                if status == 201 {
+                    let id = made["data"]["id"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("id");
+                    known.push(Known { id, home });
+                    oracle.created.push(id);
+                    writes += 1;
+                }
+            }
+            20..=29 => {
+                let home = rng.gen_range(0..edges.len());
+                let body = api_harness::device_json(&format!("e{n}"), &format!("SN-{seed}-{n}"));
+                let (status, made) = edges[home]
+                    .0
+                    .call(Method::POST, "/api/v1/devices", Some(body))
+                    .await;
+                if status == 201 {
+                    let id = made["data"]["id"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("id");
+                    known.push(Known { id, home });
+                    oracle.created.push(id);
+                    writes += 1;
+                }
+            }
+            30..=59 if !known.is_empty() => {
+                let device = known[rng.gen_range(0..known.len())];
+                let (field, body) = if rng.gen_bool(0.5) {
+                    let v = format!("name-{n}");
+                    ("name", json!({"name": v}))
+                } else {
+                    let v = format!("description {n}");
+                    ("description", json!({"description": v}))
+                };
+                let at_edge = rng.gen_bool(0.5);
+                let node = if at_edge {
+                    &edges[device.home].0
+                } else {
+                    &center
+                };
+                let path = format!("/api/v1/devices/{}", device.id);
+                let (status, _) = node.call(Method::PATCH, &path, Some(body.clone())).await;
+                if status == 200 {
+                    oracle
+                        .fields
+                        .insert((device.id, field), body[field].clone());
+                    writes += 1;
+                }
+            }
+            60..=64 if !known.is_empty() => {
+                let i = rng.gen_range(0..known.len());
+                let device = known[i];
+                let to = (device.home + 1) % edges.len();
+                let path = format!("/api/v1/devices/{}", device.id);
+                let body = json!({"edge_id": edges[to].1.to_string()});
+                let (status, _) = center.call(Method::PATCH, &path, Some(body)).await;
+                if status == 200 {
+                    known[i].home = to;
+                    writes += 1;
+                }
+            }
+            65..=69 if !known.is_empty() => {
+                let i = rng.gen_range(0..known.len());
+                let device = known[i];
+                let node = if rng.gen_bool(0.5) {
+                    &edges[device.home].0
+                } else {
+                    &center
+                };
+                let path = format!("/api/v1/devices/{}", device.id);
+                let (status, _) = node.call(Method::DELETE, &path, None).await;
+                if status == 200 {
+                    oracle.deleted.insert(device.id);
+                    known.swap_remove(i);
+                    writes += 1;
+                }
+            }
+            70..=74 => {
+                let (status, made) = center
+                    .call(
+                        Method::POST,
+                        "/api/v1/groups",
+                        Some(json!({"name": format!("g-{n}")})),
+                    )
+                    .await;
+                if status == 201 {
+                    groups.push(made["data"]["id"].as_str().expect("id").to_string());
+                }
+            }
+            75..=79 if !groups.is_empty() && !known.is_empty() => {
+                let group = groups[rng.gen_range(0..groups.len())].clone();
+                let device = known[rng.gen_range(0..known.len())];
+                let body = json!({"device_ids": [device.id.to_string()]});
+                center
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/groups/{group}/devices"),
+                        Some(body),
+                    )
+                    .await;
+            }
+            80..=89 => {
+                let i = rng.gen_range(0..proxies.len());
+                if cut[i] {
+                    proxies[i].restore();
+                } else {
+                    proxies[i].cut();
+                }
+                cut[i] = !cut[i];
+            }
+            90..=95 => {
+                let i = rng.gen_range(0..edges.len());
+                edges[i].0.kill();
+                edges[i].0.start();
+                edges[i].0.ready().await;
+                kills += 1;
+            }
+            96..=99 => {
+                center.kill();
+                center.start();
+                center.ready().await;
+                kills += 1;
+            }
+            _ => {}
+        }
+    }
+    for proxy in &proxies {
+        proxy.restore();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match converged(&center, &edges).await {
+            Ok(()) => break,
+            Err(why) if tokio::time::Instant::now() > deadline => {
+                panic!(
+                    "no convergence within 60 s: {why}; {replay}; logs in {}",
+                    root.keep().display()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let cdb = center.db().await;
+    for id in &oracle.created {
+        let row = devices::Entity::find_by_id(*id)
+            .one(&cdb)
+            .await
+            .expect("query");
+        assert!(
+            row.is_some(),
+            "acknowledged device {id} is missing; {replay}"
+        );
+    }
+    for ((id, field), want) in &oracle.fields {
+        let row = devices::Entity::find_by_id(*id)
+            .one(&cdb)
+            .await
+            .expect("query")
+            .expect("row");
+        let have = serde_json::to_value(&row).expect("json")[*field].clone();
+        assert_eq!(
+            &have, want,
+            "device {id} {field}: the last acknowledged write; {replay}"
+        );
+    }
+    for id in &oracle.deleted {
+        let row = devices::Entity::find_by_id(*id)
+            .one(&cdb)
+            .await
+            .expect("query")
+            .expect("row");
+        assert!(row.deleted, "device {id} was deleted; {replay}");
+    }
+    eprintln!("processes: seed {seed}: {writes} acknowledged writes, {kills} SIGKILLs, converged");
+    assert!(
+        writes > 20 && kills > 0,
+        "the run proved too little; {replay}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_of_processes_converges_through_cuts_and_sigkills() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let seed = std::env::var("PROC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0c0f_fee0);
+    let steps = std::env::var("PROC_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    run(seed, steps).await;
+}
