@@ -31,6 +31,7 @@ CREATE INDEX `idx-devices-name` ON `devices` (`name`);
 CREATE INDEX `idx-devices-hw_sn` ON `devices` (`hw_sn`);
 CREATE INDEX `idx-devices-edge_id` ON `devices` (`edge_id`);
 CREATE INDEX `idx-devices-deleted-id` ON `devices` (`deleted`, `id`);
+CREATE INDEX `idx-devices-edge_id-id` ON `devices` (`edge_id`, `id`);
 
 CREATE TABLE `device_groups` (
   `id` bigint NOT NULL PRIMARY KEY,

@@ -280,6 +280,13 @@ impl Link {
         }
         let homed: std::collections::HashSet<i64> = homed.iter().copied().collect();
         let (_turn, txn) = self.node.write().await?;
+        let (horizon, head) = (sync::horizon(&txn).await?, sync::head(&txn).await?);
+        if merged < horizon || merged > head {
+            // This log no longer holds what came after the center's cursor (it was
+            // compacted), or ends before it (a restore): which devices the center
+            // has seen from here cannot be told, so none is dropped.
+            return Ok(());
+        }
         let held: Vec<i64> = devices::Entity::find()
             .select_only()
             .column(devices::Column::Id)

@@ -55,16 +55,23 @@ impl Key {
     pub(crate) async fn settle<C: ConnectionTrait>(&self, conn: &C) -> Result<(), DbErr> {
         match self {
             Key::Device { model, sn } => {
-                let holder: Option<i64> = devices::Entity::find()
+                // Every row with this serial number (almost always one), picked in
+                // code: filtering on `deleted` or ordering by id in SQL would let the
+                // planner walk another index over the whole table.
+                let claims: Vec<(i64, String, bool)> = devices::Entity::find()
                     .select_only()
                     .column(devices::Column::Id)
-                    .filter(devices::Column::HwModel.eq(model.as_str()))
+                    .column(devices::Column::HwModel)
+                    .column(devices::Column::Deleted)
                     .filter(devices::Column::HwSn.eq(sn.as_str()))
-                    .filter(devices::Column::Deleted.eq(false))
-                    .order_by_asc(devices::Column::Id)
                     .into_tuple()
-                    .one(conn)
+                    .all(conn)
                     .await?;
+                let holder = claims
+                    .into_iter()
+                    .filter(|(_, m, deleted)| m == model && !deleted)
+                    .map(|(id, _, _)| id)
+                    .min();
                 let value = devices::live_key(model, sn);
                 // Released first: the unique index admits one holder at a time.
                 devices::Entity::update_many()

@@ -45,6 +45,15 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
             .col(devices::Column::Id)
             .to_owned(),
     );
+    // An edge's devices in id order: the pages of its snapshot.
+    devices.indexes.push(
+        Index::create()
+            .name("idx-devices-edge_id-id")
+            .table(devices::Entity)
+            .col(devices::Column::EdgeId)
+            .col(devices::Column::Id)
+            .to_owned(),
+    );
     let mut memberships = table(backend, memberships::Entity);
     memberships.indexes.push(
         Index::create()

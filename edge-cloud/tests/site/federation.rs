@@ -38,6 +38,14 @@ async fn spawn_center() -> Center {
     }
 }
 
+/// A fault proxy in front of the center's link endpoint.
+async fn proxy_to(center: &Center) -> FaultProxy {
+    let upstream = format!("127.0.0.1:{}", center.link_port)
+        .parse()
+        .expect("addr");
+    FaultProxy::start(upstream).await.expect("proxy")
+}
+
 struct Edge {
     site: TestEdge,
     hub: Arc<edge_cloud::hub::Hub>,
@@ -122,10 +130,7 @@ async fn device_row(api: &TestApp, id: i64) -> Option<Value> {
 #[tokio::test]
 async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-a").await;
     let id_num: i64 = edge_id.parse().expect("id");
     until(10, "the edge links up", async || {
@@ -249,10 +254,7 @@ async fn rows_flow_both_ways_and_concurrent_edits_merge_after_a_cut() {
 #[tokio::test]
 async fn a_wrong_secret_gets_no_link() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (status, reg) = center
         .api
         .post("/api/v1/edges", json!({"name": "edge-x"}))
@@ -318,26 +320,15 @@ async fn answer_commands(mut device: DeviceClient) {
 #[tokio::test]
 async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_back() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-c").await;
     let id_num: i64 = edge_id.parse().expect("id");
     until(10, "the edge links up", async || {
         center.links.state(id_num).online
     })
     .await;
-    let mut body = device_json("gw-c", "SN-C1");
-    body["edge_id"] = json!(edge_id);
-    let (_, made) = center.api.post("/api/v1/devices", body).await;
-    let device = made["data"]["id"].as_str().expect("id").to_string();
-    let secret = made["data"]["secret"].as_str().expect("secret").to_string();
+    let (device, secret) = homed_device(&center, &edge, &edge_id, "SN-C1").await;
     let device_num: i64 = device.parse().expect("num");
-    until(10, "the device reaches the edge", async || {
-        device_row(&edge.site.api, device_num).await.is_some()
-    })
-    .await;
 
     // Online: the operator waits at the center for the result.
     let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
@@ -442,13 +433,7 @@ async fn logs_in(edge: &TestEdge, device: &str, secret: &str) -> Option<DeviceCl
 #[tokio::test]
 async fn a_device_at_another_edge_is_rehomed_by_the_center_and_refused_without_it() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let (proxy_a, proxy_b) = (
-        FaultProxy::start(upstream).await.expect("proxy"),
-        FaultProxy::start(upstream).await.expect("proxy"),
-    );
+    let (proxy_a, proxy_b) = (proxy_to(&center).await, proxy_to(&center).await);
     let (a, a_id) = spawn_edge(&center, &proxy_a, "edge-a").await;
     let (b, b_id) = spawn_edge(&center, &proxy_b, "edge-b").await;
     for id in [&a_id, &b_id] {
@@ -524,21 +509,9 @@ async fn a_device_at_another_edge_is_rehomed_by_the_center_and_refused_without_i
 #[tokio::test]
 async fn device_events_and_pulled_logs_reach_the_center() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-l").await;
-    let mut body = device_json("gw-l", "SN-L1");
-    body["edge_id"] = json!(edge_id);
-    let (_, made) = center.api.post("/api/v1/devices", body).await;
-    let device = made["data"]["id"].as_str().expect("id").to_string();
-    let secret = made["data"]["secret"].as_str().expect("secret").to_string();
-    let device_num: i64 = device.parse().expect("num");
-    until(10, "the device reaches the edge", async || {
-        device_row(&edge.site.api, device_num).await.is_some()
-    })
-    .await;
+    let (device, secret) = homed_device(&center, &edge, &edge_id, "SN-L1").await;
     let (mut client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
     until(
         10,
@@ -612,10 +585,7 @@ async fn device_events_and_pulled_logs_reach_the_center() {
 #[tokio::test]
 async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-s").await;
     let (_, elsewhere) = center
         .api
@@ -738,10 +708,7 @@ async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
 #[tokio::test]
 async fn a_peer_that_remembers_more_of_a_log_than_it_holds_starts_over_from_snapshots() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let proxy = proxy_to(&center).await;
     let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-r").await;
     let mut body = device_json("gw-r", "SN-RS1");
     body["edge_id"] = json!(edge_id);
@@ -826,13 +793,7 @@ async fn homed_device(center: &Center, edge: &Edge, edge_id: &str, sn: &str) -> 
 #[tokio::test]
 async fn the_center_commands_devices_on_two_edges_cancels_and_sees_expiry() {
     let center = spawn_center().await;
-    let upstream = format!("127.0.0.1:{}", center.link_port)
-        .parse()
-        .expect("addr");
-    let (proxy_a, proxy_b) = (
-        FaultProxy::start(upstream).await.expect("proxy"),
-        FaultProxy::start(upstream).await.expect("proxy"),
-    );
+    let (proxy_a, proxy_b) = (proxy_to(&center).await, proxy_to(&center).await);
     let (a, a_id) = spawn_edge(&center, &proxy_a, "edge-ga").await;
     let (b, b_id) = spawn_edge(&center, &proxy_b, "edge-gb").await;
     let (on_a, secret_a) = homed_device(&center, &a, &a_id, "SN-GA").await;
