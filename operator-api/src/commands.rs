@@ -23,6 +23,12 @@ use crate::{input, reply, ApiError, Caller, Node};
 /// live session took it; if not, it stays queued until the device returns.
 pub trait Dispatch: Send + Sync {
     fn offer(&self, command: &commands::Model) -> bool;
+    /// Offers the commands of one batch (a group or edge fan-out).
+    fn offer_many(&self, commands: &[commands::Model]) {
+        for c in commands {
+            self.offer(c);
+        }
+    }
     /// Pushes a new desired configuration to the device's live session, if any.
     fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool;
 }
@@ -90,39 +96,112 @@ impl From<commands::Model> for Command {
 
 /// Moves a command forward (never back) and announces it when it finished. Returns
 /// the saved command, or `None` when the move was not allowed or it does not exist.
+///
+/// Moves are group-committed: while one write transaction runs, the moves that
+/// arrive meanwhile wait and then go together in the next one. Ten thousand devices
+/// answering a group command would otherwise cost ten thousand commits one after
+/// another (each a disk flush on SQLite).
 pub async fn advance(
-    node: &Node,
+    node: &web::Data<Node>,
     id: i64,
     state: State,
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> Result<Option<commands::Model>, sea_orm::DbErr> {
-    let (_turn, txn) = node.write().await?;
-    let Some(old) = commands::Entity::find_by_id(id).one(&txn).await? else {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let mv = Move {
+        id,
+        state,
+        progress,
+        result,
+        done,
+    };
+    let first = {
+        let mut pending = node.moves.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(mv);
+        pending.len() == 1
+    };
+    if first {
+        // The first of a group commits for everyone queued by the time it gets its
+        // write turn. It runs as its own task: a caller that goes away (a client
+        // hanging up) must not strand the others.
+        tokio::spawn(commit_moves(node.clone()));
+    }
+    answer.await.unwrap_or_else(|_| {
+        Err(sea_orm::DbErr::Custom(
+            "the command move was dropped".into(),
+        ))
+    })
+}
+
+async fn commit_moves(node: web::Data<Node>) {
+    let turn = node.write().await;
+    let group: Vec<Move> =
+        std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
+    let (turn, txn) = match turn {
+        Ok(t) => t,
+        Err(e) => {
+            for m in group {
+                let _ = m.done.send(Err(sea_orm::DbErr::Custom(e.to_string())));
+            }
+            return;
+        }
+    };
+    let mut outcomes = Vec::with_capacity(group.len());
+    for m in &group {
+        outcomes.push(apply_move(&node, &txn, m).await);
+    }
+    let committed = txn.commit().await;
+    drop(turn);
+    for (m, outcome) in group.into_iter().zip(outcomes) {
+        let outcome = match (&committed, outcome) {
+            (Ok(()), Ok(saved)) => {
+                if saved.is_some() && m.state.is_final() {
+                    let _ = node.finished.send(m.id);
+                }
+                Ok(saved)
+            }
+            (Err(e), _) => Err(sea_orm::DbErr::Custom(e.to_string())),
+            (_, Err(e)) => Err(e),
+        };
+        let _ = m.done.send(outcome);
+    }
+}
+
+/// A command move waiting for its group's commit.
+pub struct Move {
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+    done: tokio::sync::oneshot::Sender<Result<Option<commands::Model>, sea_orm::DbErr>>,
+}
+
+async fn apply_move<C: ConnectionTrait>(
+    node: &Node,
+    txn: &C,
+    m: &Move,
+) -> Result<Option<commands::Model>, sea_orm::DbErr> {
+    let Some(old) = commands::Entity::find_by_id(m.id).one(txn).await? else {
         return Ok(None);
     };
     let current = State::parse(&old.state).unwrap_or(State::Queued);
-    if !current.may_become(state) {
+    if !current.may_become(m.state) {
         return Ok(None);
     }
     let mut new = old.clone();
-    new.state = state.as_str().to_string();
-    if let Some(p) = progress {
+    new.state = m.state.as_str().to_string();
+    if let Some(p) = m.progress {
         new.progress = p.clamp(0, 100);
     }
-    if state == State::Succeeded {
+    if m.state == State::Succeeded {
         new.progress = 100;
     }
-    if let Some(r) = result {
+    if let Some(r) = &m.result {
         new.result = Some(r.to_string());
     }
     new.updated_at = fleet_store::now_ms();
-    let saved = node.replica.update(&txn, &old, new).await?;
-    txn.commit().await?;
-    if state.is_final() {
-        let _ = node.finished.send(id);
-    }
-    Ok(Some(saved))
+    Ok(Some(node.replica.update(txn, &old, new).await?))
 }
 
 pub(crate) async fn visible_command<C: ConnectionTrait>(
@@ -281,9 +360,7 @@ pub async fn fan_out(
     txn.commit().await?;
     drop(turn);
     if let Some(dispatch) = &node.dispatch {
-        for c in &saved {
-            dispatch.offer(c);
-        }
+        dispatch.offer_many(&saved);
     }
     let mut response = reply::with_status(
         StatusCode::ACCEPTED,

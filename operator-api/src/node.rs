@@ -36,6 +36,8 @@ pub struct Node {
     /// operator's edit of the same device, found by `edge-cloud/tests/processes.rs`);
     /// queueing also keeps the change log's positions in commit order.
     write_queue: Arc<Mutex<()>>,
+    /// Command moves waiting to be committed together (`commands::advance`).
+    pub(crate) moves: std::sync::Mutex<Vec<crate::commands::Move>>,
 }
 
 /// Holds a node's place in the write queue (if it has one) for as long as it lives.
@@ -66,6 +68,7 @@ impl Node {
             finished: broadcast::channel(1024).0,
             changed: Arc::new(Notify::new()),
             write_queue,
+            moves: std::sync::Mutex::new(Vec::new()),
         }
     }
 
