@@ -247,7 +247,7 @@ impl HubMetrics {
         );
         registry.register(
             "device_logins",
-            "Device logins by outcome (ok, refused)",
+            "Device logins by outcome (ok, roamed, refused, unavailable)",
             self.logins.clone(),
         );
         registry.register(

@@ -84,7 +84,7 @@ pub struct NodeArgs {
     /// HTTP worker threads [default: one per core].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Log filter, e.g. `info` or `center_cloud=debug,info` [default: info].
+    /// Log filter, e.g. `info` or `federation=debug,info` [default: info].
     #[arg(long)]
     pub log: Option<String>,
     /// Hours the change log keeps entries a federation peer has not acknowledged;
