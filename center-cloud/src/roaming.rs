@@ -13,13 +13,10 @@ use sea_orm::DbErr;
 
 /// The device now homed at `edge`, or `None` when the request is refused.
 pub async fn rehome(node: &Node, edge: i64, roam: &Roam) -> Result<Option<i64>, DbErr> {
-    let name = match (&roam.device_id, &roam.model, &roam.sn) {
-        (Some(id), _, _) => match shared_proto::id::parse_id("device_id", id) {
-            Ok(id) => LoginName::Id(id),
-            Err(_) => return Ok(None),
-        },
-        (None, Some(model), Some(sn)) => LoginName::Serial { model, sn },
-        _ => return Ok(None),
+    let Some(name) =
+        LoginName::from_parts(roam.device_id, roam.model.as_deref(), roam.sn.as_deref())
+    else {
+        return Ok(None);
     };
     let (_turn, txn) = node.write().await?;
     let Some(device) = devices::authenticate(&txn, name, &roam.secret).await? else {

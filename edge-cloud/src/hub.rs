@@ -157,13 +157,11 @@ fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
 /// `Ok(None)` is a refusal; `Err` means the database could not say.
 /// How a device login names the device; `None` when it names none properly.
 pub fn login_name(login: &Login) -> Option<devices::LoginName<'_>> {
-    match (&login.device_id, &login.sn, &login.model) {
-        (Some(id), _, _) => shared_proto::id::parse_id("device_id", id)
-            .ok()
-            .map(devices::LoginName::Id),
-        (None, Some(sn), Some(model)) => Some(devices::LoginName::Serial { model, sn }),
-        _ => None,
-    }
+    let id = match &login.device_id {
+        Some(raw) => Some(shared_proto::id::parse_id("device_id", raw).ok()?),
+        None => None,
+    };
+    devices::LoginName::from_parts(id, login.model.as_deref(), login.sn.as_deref())
 }
 
 /// The device a login is for, if its secret is right.

@@ -138,7 +138,7 @@ impl Uplink {
         let (answer_tx, answer) = oneshot::channel();
         self.roaming.insert(request, answer_tx);
         let (device_id, model, sn) = match name {
-            LoginName::Id(id) => (Some(id.to_string()), None, None),
+            LoginName::Id(id) => (Some(id), None, None),
             LoginName::Serial { model, sn } => {
                 (None, Some(model.to_string()), Some(sn.to_string()))
             }

@@ -60,6 +60,22 @@ pub enum LoginName<'a> {
     Serial { model: &'a str, sn: &'a str },
 }
 
+impl<'a> LoginName<'a> {
+    /// The device's id if it gave one, else its (model, serial number) if it gave
+    /// both; `None` when it names no device.
+    pub fn from_parts(
+        id: Option<i64>,
+        model: Option<&'a str>,
+        sn: Option<&'a str>,
+    ) -> Option<Self> {
+        match (id, model, sn) {
+            (Some(id), _, _) => Some(Self::Id(id)),
+            (None, Some(model), Some(sn)) => Some(Self::Serial { model, sn }),
+            _ => None,
+        }
+    }
+}
+
 /// The live device `name` designates, found whether or not the secret is right.
 pub async fn named<C: ConnectionTrait>(
     db: &C,
