@@ -59,6 +59,13 @@ struct Node {
 }
 
 impl Node {
+    /// Starts the node for the first time and waits until it answers.
+    async fn launched(mut self) -> Self {
+        self.start();
+        self.ready().await;
+        self
+    }
+
     fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -169,7 +176,7 @@ async fn center(root: &Path) -> Node {
     std::fs::create_dir_all(&dir).expect("dir");
     let database_url = api_harness::fresh_database(&dir).await;
     let (port, link) = (free_port(), free_port());
-    let mut node = Node {
+    let node = Node {
         name: "center".into(),
         bin: binary("center-cloud"),
         args: vec![
@@ -191,9 +198,9 @@ async fn center(root: &Path) -> Node {
         client: None,
         token: String::new(),
         database_url,
-    };
-    node.start();
-    node.ready().await;
+    }
+    .launched()
+    .await;
     node
 }
 
@@ -215,7 +222,7 @@ async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (No
     std::fs::create_dir_all(&dir).expect("dir");
     let database_url = api_harness::fresh_database(&dir).await;
     let port = free_port();
-    let mut node = Node {
+    let node = Node {
         name: name.into(),
         bin: binary("edge-cloud"),
         args: vec![
@@ -249,9 +256,9 @@ async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (No
         client: None,
         token: String::new(),
         database_url,
-    };
-    node.start();
-    node.ready().await;
+    }
+    .launched()
+    .await;
     (node, id)
 }
 
@@ -363,31 +370,19 @@ async fn run(seed: u64, steps: usize) {
         tokio::time::sleep(Duration::from_millis(3)).await;
         let roll = rng.gen_range(0..100);
         match roll {
-            0..=19 => {
+            0..=29 => {
+                // Most devices are registered at the center, some at a site.
                 let home = rng.gen_range(0..edges.len());
+                let at_center = roll < 20;
                 let mut body =
-                    api_harness::device_json(&format!("c{n}"), &format!("SN-{seed}-{n}"));
-                body["edge_id"] = json!(edges[home].1.to_string());
-                let (status, made) = center
-                    .call(Method::POST, "/api/v1/devices", Some(body))
-                    .await;
-                if status == 201 {
-                    let id = made["data"]["id"]
-                        .as_str()
-                        .and_then(|s| s.parse().ok())
-                        .expect("id");
-                    known.push(Known { id, home });
-                    oracle.created.push(id);
-                    writes += 1;
-                }
-            }
-            20..=29 => {
-                let home = rng.gen_range(0..edges.len());
-                let body = api_harness::device_json(&format!("e{n}"), &format!("SN-{seed}-{n}"));
-                let (status, made) = edges[home]
-                    .0
-                    .call(Method::POST, "/api/v1/devices", Some(body))
-                    .await;
+                    api_harness::device_json(&format!("d{n}"), &format!("SN-{seed}-{n}"));
+                let node = if at_center {
+                    body["edge_id"] = json!(edges[home].1.to_string());
+                    &center
+                } else {
+                    &edges[home].0
+                };
+                let (status, made) = node.call(Method::POST, "/api/v1/devices", Some(body)).await;
                 if status == 201 {
                     let id = made["data"]["id"]
                         .as_str()
