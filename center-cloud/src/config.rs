@@ -126,6 +126,19 @@ mod tests {
     }
 
     #[test]
+    fn change_log_retention_is_read_and_zero_is_refused_by_name() {
+        let mut args = ServeArgs::default();
+        args.node.change_log_retain_h = Some(2);
+        let s = Settings::resolve(args.clone()).expect("resolves");
+        assert_eq!(s.node.change_log_retain.as_secs(), 2 * 3600);
+        args.node.change_log_retain_h = Some(0);
+        match Settings::resolve(args) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "change_log_retain_h"),
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("center.toml");

@@ -215,3 +215,42 @@ impl Settings {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joining() -> ServeArgs {
+        ServeArgs {
+            center_url: Some("wss://127.0.0.1:8444/link".into()),
+            edge_id: Some("42".into()),
+            edge_secret: Some("s".into()),
+            center_ca: Some("ca.crt".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn the_center_backoff_is_read_and_zero_is_refused_by_name() {
+        let mut args = joining();
+        args.center_backoff_max_s = Some(3);
+        let link = center_link(&args, &ServeArgs::default())
+            .expect("valid")
+            .expect("joins a center");
+        assert_eq!(link.backoff_cap.as_secs(), 3);
+        assert_eq!(
+            center_link(&joining(), &ServeArgs::default())
+                .expect("valid")
+                .expect("joins")
+                .backoff_cap
+                .as_secs(),
+            30,
+            "the default"
+        );
+        args.center_backoff_max_s = Some(0);
+        match center_link(&args, &ServeArgs::default()) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "center_backoff_max_s"),
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+}
