@@ -15,8 +15,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::audit::{AuditActor, AuditTarget};
-use crate::{input, reply, ApiError, Node};
+use crate::audit::{AuditActor, AuditDeferred, AuditTarget};
+use crate::metrics::LoginOutcome;
+use crate::{input, reply, throttle, ApiError, Node};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -246,10 +247,18 @@ impl FromRequest for Caller {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -269,12 +278,63 @@ fn decoy_hash() -> String {
         .clone()
 }
 
+/// Whether this failed login of a known account goes to the event log. A flood of
+/// guesses must not write a row per guess: the first failure of the account in the
+/// throttle window is recorded, and the one that reaches the account's limit (after
+/// which the throttle refuses it); the rest are counted in metrics only. A success
+/// clears the count, so the next failure is recorded again.
+fn failure_is_recorded(account_failures: usize) -> bool {
+    account_failures == 1 || account_failures == throttle::MAX_FAILURES_PER_ACCOUNT
+}
+
+/// The address a request came from (the unspecified address when unknown, which
+/// then throttles all such requests together).
+pub fn source_of(req: &HttpRequest) -> std::net::IpAddr {
+    req.peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+}
+
+/// Checks `password` against `user`'s, counting the check in the login throttle under
+/// `account` from `source` (the throttle's check and count are one step). Answers the
+/// still-open attempt, so the caller decides what a failure records.
+pub async fn verify_throttled<'a>(
+    node: &'a Node,
+    source: std::net::IpAddr,
+    account: &str,
+    stored_hash: Option<String>,
+    password: String,
+) -> Result<(bool, throttle::Attempt<'a>), ApiError> {
+    let attempt = match node.login_throttle.try_begin(source, account) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            node.metrics.count_login(LoginOutcome::Throttled);
+            return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
+        }
+    };
+    let matches = web::block(move || {
+        password_matches(&password, &stored_hash.unwrap_or_else(decoy_hash))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    node.metrics.count_login(if matches {
+        LoginOutcome::Ok
+    } else {
+        LoginOutcome::Failed
+    });
+    Ok((matches, attempt))
+}
+
 /// Log in with a username and password.
+///
+/// Failed attempts are limited per source address and account, per account and per
+/// source address; past a limit the answer is 429 with Retry-After, even for the right
+/// password, until the oldest counted failure is 5 minutes old. A success clears only
+/// its own account's counts.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, description = "A bearer token", body = LoginResponse),
               (status = 401, description = "Wrong username or password"),
-              (status = 429, description = "Too many failed attempts from this address; see Retry-After")))]
+              (status = 429, description = "Too many failed attempts; see Retry-After")))]
 pub async fn login(
     req: HttpRequest,
     node: web::Data<Node>,
@@ -287,34 +347,42 @@ pub async fn login(
     if login.password.is_empty() || login.password.len() > 128 {
         return Err(ApiError::invalid("password", "must be 1 to 128 characters"));
     }
-    req.extensions_mut()
-        .insert(AuditActor(login.username.clone()));
-    let source = req
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if let Err(wait) = node.login_throttle.check(source) {
-        return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
-    }
+    let source = source_of(&req);
     let user = users::Entity::find()
         .filter(users::Column::Username.eq(login.username.as_str()))
         .one(&node.db)
         .await?;
+    // The throttle counts a known account under its stored name, so spellings the
+    // database takes as the same name do not get fresh counts.
+    let account = user
+        .as_ref()
+        .map_or(login.username.as_str(), |u| u.username.as_str());
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let password = login.password;
-    let matches =
-        web::block(move || password_matches(&password, &stored.unwrap_or_else(decoy_hash)))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (matches, attempt) =
+        verify_throttled(&node, source, account, stored, login.password).await?;
     let user = match user {
         Some(u) if matches => u,
-        _ => {
-            node.login_throttle.failed(source);
+        Some(u) => {
+            if failure_is_recorded(attempt.account_failures()) {
+                req.extensions_mut().insert(AuditActor(u.username));
+                req.extensions_mut().insert(AuditDeferred);
+            }
+            attempt.failed();
+            return Err(ApiError::Unauthenticated(
+                "wrong username or password".into(),
+            ));
+        }
+        // Unknown names are not recorded: anyone can send them, as many as they like.
+        None => {
+            attempt.failed();
             return Err(ApiError::Unauthenticated(
                 "wrong username or password".into(),
             ));
         }
     };
-    node.login_throttle.succeeded(source);
+    attempt.succeeded();
+    req.extensions_mut()
+        .insert(AuditActor(user.username.clone()));
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
     let (token, expires_at) = node.tokens.issue(&user)?;

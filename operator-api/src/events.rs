@@ -1,4 +1,7 @@
-//! The event log: recording and the `GET /api/v1/events` listing.
+//! The event log: recording, the `GET /api/v1/events` listing, and retention (events
+//! older than `--event-retain-days` are deleted by a background job).
+
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::{events, Replica};
@@ -69,6 +72,75 @@ pub async fn record_many<C: ConnectionTrait>(
         .collect();
     events::Entity::insert_many(rows).exec(db).await?;
     events::ship(db, replica, &shipped).await
+}
+
+/// Events one retention step deletes: a step is one transaction, holding the node's
+/// write queue, so other writers wait at most one step.
+pub const EXPIRE_BATCH: u64 = 10_000;
+/// How many ids one DELETE names (SQLite and MySQL cap the parameters of a statement).
+const DELETE_CHUNK: usize = 1_000;
+/// How often the retention job runs (and once at start).
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes up to `limit` events from before `before_ms`, oldest first; answers how
+/// many went. Portable: MySQL cannot take a LIMIT in a DELETE's subquery, and SQLite
+/// has no DELETE … LIMIT by default, so the ids are read first.
+pub async fn expire_step<C: ConnectionTrait>(
+    db: &C,
+    before_ms: i64,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    let ids: Vec<i64> = events::Entity::find()
+        .select_only()
+        .column(events::Column::Id)
+        .filter(events::Column::At.lt(before_ms))
+        .order_by_asc(events::Column::At)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut gone = 0;
+    for chunk in ids.chunks(DELETE_CHUNK) {
+        gone += events::Entity::delete_many()
+            .filter(events::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(gone)
+}
+
+/// Deletes the events older than `retain`, `batch` per write turn so that other
+/// writers get in between. Answers how many went.
+pub async fn expire(node: &Node, retain: Duration, batch: u64) -> Result<u64, DbErr> {
+    let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+    let before_ms = fleet_store::now_ms().saturating_sub(retain_ms);
+    let mut total = 0;
+    loop {
+        let (_turn, txn) = node.write().await?;
+        let gone = expire_step(&txn, before_ms, batch).await?;
+        txn.commit().await?;
+        node.metrics.count_events_expired(gone);
+        total += gone;
+        if gone < batch {
+            return Ok(total);
+        }
+    }
+}
+
+/// Applies the event retention at start and then every hour, for as long as the
+/// process runs.
+pub async fn expire_forever(node: web::Data<Node>, retain: Duration) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match expire(&node, retain, EXPIRE_BATCH).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!(events = gone, "deleted events past the retention"),
+            Err(e) => tracing::warn!(error = %e, "deleting events past the retention failed"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -34,6 +34,28 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnrecordedLabels {
+    class: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    outcome: &'static str,
+}
+
+/// How an operator password check ended. A wrong password and an unknown username
+/// are one outcome: `/metrics` is open, and a counter that told them apart would let
+/// anyone find out whether a name exists by reading it before and after a try.
+#[derive(Clone, Copy, Debug)]
+pub enum LoginOutcome {
+    Ok,
+    Failed,
+    /// Refused by the throttle before any password check.
+    Throttled,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -43,6 +65,9 @@ pub struct Metrics {
     latency: LatencyFamily,
     db_connections: Gauge,
     db_idle: Gauge,
+    unrecorded: Family<UnrecordedLabels, Counter>,
+    logins: Family<LoginLabels, Counter>,
+    events_expired: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -62,6 +87,27 @@ impl Metrics {
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
         let db_connections = Gauge::default();
         let db_idle = Gauge::default();
+        let unrecorded = Family::<UnrecordedLabels, Counter>::default();
+        let logins = Family::<LoginLabels, Counter>::default();
+        let events_expired = Counter::default();
+        registry.register(
+            "http_unrecorded_requests",
+            "Failed requests with no authenticated actor (bad tokens, unknown routes, failed or \
+             throttled logins), which are counted here instead of written to the event log, by \
+             route class (resource segment, or `unmatched`) and outcome",
+            unrecorded.clone(),
+        );
+        registry.register(
+            "operator_logins",
+            "Operator password checks (logins and password changes) by outcome: ok, failed \
+             (wrong password or unknown username, not told apart) or throttled",
+            logins.clone(),
+        );
+        registry.register(
+            "events_expired",
+            "Events deleted because they were older than the event retention",
+            events_expired.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route pattern and status",
@@ -88,7 +134,33 @@ impl Metrics {
             latency,
             db_connections,
             db_idle,
+            unrecorded,
+            logins,
+            events_expired,
         }
+    }
+
+    /// Counts a request that is not written to the event log.
+    pub fn count_unrecorded(&self, class: &str, outcome: &'static str) {
+        self.unrecorded
+            .get_or_create(&UnrecordedLabels {
+                class: class.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn count_login(&self, outcome: LoginOutcome) {
+        let outcome = match outcome {
+            LoginOutcome::Ok => "ok",
+            LoginOutcome::Failed => "failed",
+            LoginOutcome::Throttled => "throttled",
+        };
+        self.logins.get_or_create(&LoginLabels { outcome }).inc();
+    }
+
+    pub fn count_events_expired(&self, n: u64) {
+        self.events_expired.inc_by(n);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -150,6 +150,7 @@ where
         node.clone(),
         settings.change_log_retain,
     ));
+    tokio::spawn(events::expire_forever(node.clone(), settings.event_retain));
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;
 

@@ -1,5 +1,5 @@
 //! Operator accounts (admin only, except that anyone may read themselves and change
-//! their own password) and their mapping to device groups.
+//! their own password, given the current one) and their mapping to device groups.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_store::{groups, user_groups, users};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{check_password_policy, hash_password_blocking};
+use crate::auth::{check_password_policy, hash_password_blocking, source_of, verify_throttled};
 use crate::reply::{PageRequest, Paged};
 use crate::{input, reply, ApiError, Caller, Node, Role};
 
@@ -26,7 +26,7 @@ pub struct User {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewUser {
     pub username: String,
     pub password: String,
@@ -36,10 +36,33 @@ pub struct NewUser {
     pub groups: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 pub struct UserPatch {
+    /// The new password (8 to 128 characters).
     pub password: Option<String>,
+    /// Required, with the account's password now, when the caller changes their own
+    /// `password` (a stolen token alone cannot take the account over). Not needed, and
+    /// ignored, when an admin sets another account's password.
+    pub current_password: Option<String>,
     pub role: Option<Role>,
+}
+
+impl std::fmt::Debug for UserPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPatch")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -239,11 +262,19 @@ pub async fn get(
 }
 
 /// Change an account's password (admins, or the account itself) or role (admins).
-/// Tokens issued before the change stop working.
+///
+/// Changing one's own password needs `current_password`, the password now; a wrong
+/// or missing one is refused (400 naming `current_password`) and changes nothing, and
+/// wrong ones count in the login throttle (429 with Retry-After past its limit). An
+/// admin setting another account's password (a reset) does not send it. Tokens issued
+/// before the change stop working.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", request_body = UserPatch,
     params(("id" = String, Path, description = "User id")), security(("bearer" = [])),
-    responses((status = 200, description = "Updated", body = User)))]
+    responses((status = 200, description = "Updated", body = User),
+              (status = 400, description = "A bad field, or a missing or wrong `current_password`"),
+              (status = 429, description = "Too many wrong current passwords; see Retry-After")))]
 pub async fn update(
+    req: HttpRequest,
     node: web::Data<Node>,
     caller: Caller,
     path: web::Path<String>,
@@ -265,6 +296,36 @@ pub async fn update(
         return Err(ApiError::FailedPrecondition(
             "the last admin cannot be demoted".into(),
         ));
+    }
+    if patch.password.is_some() && id == caller.id {
+        let Some(current) = patch.current_password else {
+            return Err(ApiError::invalid(
+                "current_password",
+                "is required to change your own password",
+            ));
+        };
+        if current.is_empty() || current.len() > 128 {
+            return Err(ApiError::invalid(
+                "current_password",
+                "must be 1 to 128 characters",
+            ));
+        }
+        let (matches, attempt) = verify_throttled(
+            &node,
+            source_of(&req),
+            &user.username,
+            Some(user.password_hash.clone()),
+            current,
+        )
+        .await?;
+        if !matches {
+            attempt.failed();
+            return Err(ApiError::invalid(
+                "current_password",
+                "is not this account's password",
+            ));
+        }
+        attempt.succeeded();
     }
     let mut active: users::ActiveModel = user.into();
     if let Some(p) = patch.password {
