@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{assert_error, spawn_app, spawn_with, ADMIN_PASSWORD};
+use crate::helpers::{assert_error, spawn_app, spawn_with, TestApp, ADMIN_PASSWORD};
 
 #[tokio::test]
 async fn login_gives_a_token_with_expiry() {
@@ -89,7 +89,7 @@ async fn changing_a_password_revokes_older_tokens() {
             Method::PATCH,
             &format!("/api/v1/users/{id}"),
             Some(&token),
-            Some(json!({"password": "another-pass-1"})),
+            Some(json!({"password": "another-pass-1", "current_password": "password-123"})),
         )
         .await;
     assert_eq!(status, 200);
@@ -172,4 +172,105 @@ async fn repeated_failed_logins_are_throttled_per_source() {
     // Tokens already issued keep working.
     let (status, _) = app.get("/api/v1/devices").await;
     assert_eq!(status, 200);
+}
+
+async fn try_login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn assert_throttled(res: reqwest::Response) {
+    assert_eq!(res.status().as_u16(), 429);
+    let wait: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(wait >= 1 && wait <= operator_api::throttle::WINDOW.as_secs());
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["status"], 429, "{body}");
+    assert_eq!(body["code"], "RESOURCE_EXHAUSTED", "{body}");
+    assert!(body["data"].is_null(), "{body}");
+}
+
+#[tokio::test]
+async fn another_accounts_login_does_not_reset_guesses_at_an_account() {
+    let app = spawn_app().await;
+    app.user("alice", "viewer", &[]).await;
+    app.user("bob", "viewer", &[]).await;
+    let limit = operator_api::throttle::MAX_FAILURES;
+    for _ in 0..limit - 1 {
+        let res = try_login(&app, "alice", "guess-guess").await;
+        assert_eq!(res.status().as_u16(), 401);
+    }
+    // A friend on the same address logs in: alice's count must stay.
+    app.login("bob", "password-123").await;
+    let res = try_login(&app, "alice", "guess-guess").await;
+    assert_eq!(res.status().as_u16(), 401, "the last guess left");
+    assert_throttled(try_login(&app, "alice", "password-123").await).await;
+    // Another spelling the database may take as the same name is the same account.
+    assert_throttled(try_login(&app, "ALICE", "guess-guess").await).await;
+    // Bob is not held back by guesses at alice.
+    app.login("bob", "password-123").await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_get_no_more_than_the_limit_checked() {
+    let app = spawn_app().await;
+    app.user("carol", "viewer", &[]).await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let client = app.client.clone();
+        let url = format!("{}/api/v1/auth/login", app.address);
+        guesses.spawn(async move {
+            let res = client
+                .post(url)
+                .json(&json!({"username": "carol", "password": format!("guess-{i:04}")}))
+                .send()
+                .await
+                .expect("sent");
+            res.status().as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = guesses.join_next().await {
+        statuses.push(status.expect("guess task"));
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked, operator_api::throttle::MAX_FAILURES, "{statuses:?}");
+    assert_eq!(checked + refused, 30, "{statuses:?}");
+    // The server checked only that many passwords (plus the setup's two logins).
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric(&metrics, r#"operator_logins_total{outcome="failed"}"#),
+        operator_api::throttle::MAX_FAILURES as f64,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"operator_logins_total{outcome="throttled"}"#),
+        20.0
+    );
+}
+
+/// The value of one sample in Prometheus text (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|rest| rest.trim().split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -1,7 +1,41 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::auth::metric;
+use crate::helpers::{spawn_app, TestApp};
+
+/// The events matching `query` once there are at least `want` of them. Some events
+/// are written after the answer (failed logins); this waits for those writes, with a
+/// bound far past any write so that a missing event fails instead of hanging.
+async fn wait_for_events(app: &TestApp, query: &str, want: usize) -> Vec<serde_json::Value> {
+    for _ in 0..400 {
+        let (status, body) = app.get(&format!("/api/v1/events?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["data"]["items"].as_array().expect("items").clone();
+        if items.len() >= want {
+            return items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {want} events match {query}");
+}
+
+async fn event_total(app: &TestApp) -> u64 {
+    let (status, body) = app.get("/api/v1/events?per_page=1").await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["total"].as_u64().expect("total")
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text")
+}
 
 #[tokio::test]
 async fn every_mutating_call_is_recorded() {
@@ -20,6 +54,13 @@ async fn every_mutating_call_is_recorded() {
         "/api/v1/auth/login",
         None,
         Some(json!({"username": "mallory", "password": "guess-guess"})),
+    )
+    .await;
+    app.call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": "admin", "password": "guess-guess"})),
     )
     .await;
     app.get("/api/v1/devices").await;
@@ -43,9 +84,14 @@ async fn every_mutating_call_is_recorded() {
         && e["detail"]
             .as_str()
             .is_some_and(|d| d.contains("already exists"))));
-    assert!(errors
-        .iter()
-        .any(|e| e["actor"] == "mallory" && e["status_code"] == 401));
+    assert!(
+        errors.iter().all(|e| e["actor"] != "mallory"),
+        "logins as unknown names are not recorded"
+    );
+    // A known account's failed login is written after the answer has gone.
+    let failed = wait_for_events(&app, "actor=admin&action=login&outcome=error", 1).await;
+    assert_eq!(failed[0]["status_code"], 401);
+    assert_eq!(failed[0]["target_type"], "auth");
 
     let (_, body) = app.get("/api/v1/events?actor=admin&action=login").await;
     assert!(body["data"]["total"].as_u64().expect("total") >= 1);
@@ -77,4 +123,104 @@ async fn non_admins_see_their_own_events_only() {
     let items = body["data"]["items"].as_array().expect("items");
     assert!(!items.is_empty());
     assert!(items.iter().all(|e| e["actor"] == "oper"), "{body}");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_write_no_events_and_are_counted() {
+    let app = spawn_app().await;
+    let before = event_total(&app).await;
+    for i in 0..50 {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/api/v1/devices",
+                None,
+                Some(crate::helpers::device_json("d", "SN-1")),
+            )
+            .await;
+        assert_eq!(status, 401);
+        let (status, _) = app
+            .call(Method::DELETE, "/api/v1/users/1", Some("not.a.token"), None)
+            .await;
+        assert_eq!(status, 401);
+        let (status, _) = app
+            .call(Method::POST, "/api/v1/nowhere", None, Some(json!({})))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": format!("nobody-{i}"), "password": "guess-guess"})),
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(event_total(&app).await, before, "200 requests, no rows");
+    let text = metrics(&app).await;
+    for (series, want) in [
+        (
+            r#"http_unrecorded_requests_total{class="devices",outcome="unauthenticated"}"#,
+            50.0,
+        ),
+        (
+            r#"http_unrecorded_requests_total{class="users",outcome="unauthenticated"}"#,
+            50.0,
+        ),
+        (
+            r#"http_unrecorded_requests_total{class="unmatched",outcome="not_found"}"#,
+            50.0,
+        ),
+        (
+            r#"http_unrecorded_requests_total{class="auth",outcome="unauthenticated"}"#,
+            50.0,
+        ),
+        (r#"operator_logins_total{outcome="failed"}"#, 50.0),
+    ] {
+        assert_eq!(metric(&text, series), want, "{series} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_logins_for_a_known_account_writes_one_event() {
+    let app = spawn_app().await;
+    app.user("kate", "viewer", &[]).await;
+    let before = event_total(&app).await;
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": "kate", "password": "guess-guess"})),
+            )
+            .await;
+        statuses.push(status);
+    }
+    let limit = operator_api::throttle::MAX_FAILURES;
+    assert!(statuses[..limit].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[limit..].iter().all(|s| *s == 429), "{statuses:?}");
+    let failed = wait_for_events(&app, "actor=kate&outcome=error", 1).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["action"], "POST /api/v1/auth/login");
+    // A later recorded write queues behind the deferred one; nothing else was added.
+    app.group("after").await;
+    assert_eq!(event_total(&app).await, before + 2);
+    let text = metrics(&app).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"http_unrecorded_requests_total{class="auth",outcome="unauthenticated"}"#
+        ),
+        (limit - 1) as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"http_unrecorded_requests_total{class="auth",outcome="throttled"}"#
+        ),
+        (60 - limit) as f64
+    );
 }

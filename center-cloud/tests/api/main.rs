@@ -9,6 +9,7 @@ mod groups;
 mod helpers;
 mod lab;
 mod process;
+mod retention;
 mod schema;
 mod scoping;
 mod users;

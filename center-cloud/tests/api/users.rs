@@ -161,3 +161,109 @@ async fn group_scopes_are_added_replaced_and_removed() {
     let (_, body) = app.get(&path).await;
     assert_eq!(body["data"], json!([]), "a refused call changed nothing");
 }
+
+#[tokio::test]
+async fn changing_ones_own_password_needs_the_current_one() {
+    let app = spawn_app().await;
+    let (id, token) = app.user("olga", "operator", &[]).await;
+    let path = format!("/api/v1/users/{id}");
+    let cases = [
+        (json!({"password": "new-pass-123"}), "current_password"),
+        (
+            json!({"password": "new-pass-123", "current_password": "wrong-pass-1"}),
+            "current_password",
+        ),
+        (
+            json!({"password": "new-pass-123", "current_password": ""}),
+            "current_password",
+        ),
+        (
+            json!({"password": "new-pass-123", "current_password": 5}),
+            "current_password",
+        ),
+        (
+            json!({"password": "short", "current_password": "password-123"}),
+            "password",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = app
+            .call(Method::PATCH, &path, Some(&token), Some(body))
+            .await;
+        assert_error(status, &answer, 400, "INVALID_ARGUMENT", Some(field));
+    }
+    // Nothing changed: the token still works and the old password still logs in.
+    let (status, _) = app.call(Method::GET, &path, Some(&token), None).await;
+    assert_eq!(status, 200);
+    app.login("olga", "password-123").await;
+
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"password": "new-pass-123", "current_password": "password-123"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.login("olga", "new-pass-123").await;
+
+    // An admin resets another account's password without knowing it.
+    let (status, body) = app
+        .patch(&path, json!({"password": "reset-pass-1"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.login("olga", "reset-pass-1").await;
+
+    // An admin changing their own password is changing their own password.
+    let (_, me) = app.get("/api/v1/users?role=admin").await;
+    let my_id = me["data"]["items"][0]["id"].as_str().expect("id");
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/users/{my_id}"),
+            json!({"password": "admin-pass-2"}),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("current_password"));
+    app.login("admin", crate::helpers::ADMIN_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled_like_logins() {
+    let app = spawn_app().await;
+    let (id, token) = app.user("petra", "viewer", &[]).await;
+    let path = format!("/api/v1/users/{id}");
+    for i in 0..operator_api::throttle::MAX_FAILURES {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&token),
+                Some(json!({"password": "new-pass-123", "current_password": format!("guess-{i}")})),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("current_password"));
+    }
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"password": "new-pass-123", "current_password": "password-123"})),
+        )
+        .await;
+    assert_error(status, &body, 429, "RESOURCE_EXHAUSTED", None);
+    // The same count holds back password logins of the account from this address.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "petra", "password": "password-123"})),
+        )
+        .await;
+    assert_error(status, &body, 429, "RESOURCE_EXHAUSTED", None);
+    // The password did not change.
+    let (status, _) = app.call(Method::GET, &path, Some(&token), None).await;
+    assert_eq!(status, 200);
+}
