@@ -2,6 +2,7 @@
 //! file, flags), with the edge's own defaults.
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use operator_api::admission;
 use operator_api::settings::{
     self, ConfigError, NodeArgs, NodeCommand, NodeDefaults, NodeSettings,
 };
@@ -69,6 +70,17 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
     }))
 }
 
+/// A cap of zero would shut the device endpoint: refused by name instead.
+fn at_least_one(field: &'static str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::Invalid {
+            field,
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(v)
+}
+
 pub const DEFAULTS: NodeDefaults = NodeDefaults {
     listen: ([127, 0, 0, 1], 9443),
     data_dir: "data/edge",
@@ -110,9 +122,15 @@ pub struct ServeArgs {
     /// Heartbeat intervals a device may miss before it is offline [default: 3].
     #[arg(long)]
     pub missed_heartbeats: Option<u32>,
-    /// Seconds a new device connection has to log in [default: 10].
+    /// Seconds a new device connection has, from TCP accept, for the TLS handshake, the WebSocket upgrade and the login together [default: 10].
     #[arg(long)]
     pub login_timeout_s: Option<u64>,
+    /// Device connections not yet logged in, at most, from one source address (an IPv6 /64 counts as one) [default: 64].
+    #[arg(long)]
+    pub max_unauthenticated_per_source: Option<usize>,
+    /// Device connections not yet logged in, at most, in total [default: 4096].
+    #[arg(long)]
+    pub max_unauthenticated: Option<usize>,
     /// Milliseconds between writes of changed device statuses to the database [default: 2000].
     #[arg(long)]
     pub status_flush_ms: Option<u64>,
@@ -161,6 +179,8 @@ impl Settings {
                 heartbeat_interval: Duration::from_secs(15),
                 missed_limit: 3,
                 login_timeout: Duration::from_secs(10),
+                max_unauthenticated_per_source: admission::DEFAULT_PER_SOURCE,
+                max_unauthenticated: admission::DEFAULT_TOTAL,
             },
             status_flush: Duration::from_secs(2),
             log_upload_max_bytes: 1024 * 1024,
@@ -211,6 +231,16 @@ impl Settings {
         }
         if let Some(v) = args.login_timeout_s.or(file.login_timeout_s) {
             out.hub.login_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = args
+            .max_unauthenticated_per_source
+            .or(file.max_unauthenticated_per_source)
+        {
+            out.hub.max_unauthenticated_per_source =
+                at_least_one("max_unauthenticated_per_source", v)?;
+        }
+        if let Some(v) = args.max_unauthenticated.or(file.max_unauthenticated) {
+            out.hub.max_unauthenticated = at_least_one("max_unauthenticated", v)?;
         }
         Ok(out)
     }

@@ -84,7 +84,7 @@ pub async fn logs(
         secret,
         agent_version: String::new(),
     };
-    let Some(device) = authenticate(&node.db, &login).await? else {
+    let Some(device) = authenticate(&node.db, &login).await?.map(|d| d.id) else {
         uploads.throttle.failed(source);
         return Err(refused());
     };

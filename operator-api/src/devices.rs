@@ -501,6 +501,14 @@ pub async fn get(
     )))
 }
 
+/// After a committed change of a device's row: a live session it opened with what
+/// no longer holds (secret, home edge, existence) ends now.
+fn recheck(node: &Node, device: i64) {
+    if let Some(dispatch) = &node.dispatch {
+        dispatch.recheck(device);
+    }
+}
+
 /// Change some fields of a device; absent fields stay as they are.
 #[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", request_body = DevicePatch,
     params(("id" = String, Path, description = "Device id")), security(("bearer" = [])),
@@ -518,6 +526,7 @@ pub async fn update(
     let old = visible(&txn, &caller, id).await?;
     let m = patch_device(&txn, &node, &old, patch).await?;
     txn.commit().await?;
+    recheck(&node, id);
     Ok(reply::ok(Device::from(m)))
 }
 
@@ -536,6 +545,7 @@ pub async fn delete(
     let old = visible(&txn, &caller, id).await?;
     delete_device(&txn, &node, &old).await?;
     txn.commit().await?;
+    recheck(&node, id);
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
 
@@ -558,6 +568,7 @@ pub async fn rotate_secret(
     new.updated_at = fleet_store::now_ms();
     let m = node.replica.update(&txn, &old, new).await?;
     txn.commit().await?;
+    recheck(&node, id);
     Ok(reply::ok(DeviceWithSecret {
         device: m.into(),
         secret,

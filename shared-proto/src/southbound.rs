@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u16 = 1;
 /// Largest text frame either side accepts, in bytes. Larger frames are refused unread.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest first frame (the login) the edge reads before the device is authenticated:
+/// an unauthenticated peer gets no more than this, not the session's frame size.
+pub const MAX_LOGIN_FRAME_BYTES: usize = 4 * 1024;
 
 /// One message: protocol version, the sender's message id (unique per session and
 /// direction, so replies can name what they answer) and the PDU.
@@ -265,6 +268,67 @@ pub struct CommandResult {
     pub data: serde_json::Value,
 }
 
+impl CommandResult {
+    /// Cuts the result until its frame fits [`MAX_FRAME_BYTES`] whatever its message
+    /// id: first `output`, then `error`, each on a char boundary, setting `truncated`
+    /// when anything was cut. Escaping can grow text up to sixfold (a control
+    /// character becomes `\u0001`), so the cut is measured on the encoded frame.
+    pub fn fit_frame(&mut self) {
+        let over = |r: &CommandResult| encoded_len(r).saturating_sub(MAX_FRAME_BYTES);
+        if over(self) == 0 {
+            return;
+        }
+        // The flag itself takes room, so it is set before measuring what to cut.
+        self.truncated = true;
+        let excess = over(self);
+        let keep = json_str_len(&self.output).saturating_sub(excess);
+        self.output = json_prefix(&self.output, keep).to_string();
+        let excess = over(self);
+        if excess > 0 {
+            if let Some(error) = &mut self.error {
+                let keep = json_str_len(error).saturating_sub(excess);
+                *error = json_prefix(error, keep).to_string();
+            }
+        }
+        if over(self) > 0 {
+            self.data = serde_json::Value::Null;
+        }
+    }
+}
+
+/// The size of the frame carrying `r`, with the longest message id.
+fn encoded_len(r: &CommandResult) -> usize {
+    Envelope::new(u64::MAX, Pdu::CommandResult(r.clone()))
+        .encode()
+        .len()
+}
+
+/// Bytes `c` takes inside a JSON string as serde_json writes it.
+fn json_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Bytes `s` takes as a JSON string literal, quotes included.
+fn json_str_len(s: &str) -> usize {
+    s.chars().map(json_char_len).sum::<usize>() + 2
+}
+
+/// The longest prefix of `s` (on a char boundary) whose JSON literal fits `budget`.
+fn json_prefix(s: &str, budget: usize) -> &str {
+    let mut used = 2;
+    for (at, c) in s.char_indices() {
+        used += json_char_len(c);
+        if used > budget {
+            return &s[..at];
+        }
+    }
+    s
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -468,6 +532,46 @@ mod tests {
             "x".repeat(MAX_FRAME_BYTES)
         );
         assert_eq!(code(&big), Some((ErrorCode::TooLarge, None)));
+    }
+
+    #[test]
+    fn a_result_of_any_output_fits_one_frame() {
+        let result = |output: String| CommandResult {
+            command_id: "383500744805847040".into(),
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            output,
+            truncated: false,
+            error: None,
+            data: serde_json::Value::Null,
+        };
+        let small = result("fine\n".into());
+        let mut same = small.clone();
+        same.fit_frame();
+        assert_eq!(same, small, "what fits is left alone");
+
+        for (what, output) in [
+            ("control characters", "\u{1}".repeat(64 * 1024)),
+            ("quotes and backslashes", "\"\\".repeat(32 * 1024)),
+            ("plain text", "x".repeat(64 * 1024)),
+            ("multi-byte text", "é€😀\n".repeat(8 * 1024)),
+        ] {
+            let mut r = result(output.clone());
+            r.fit_frame();
+            let frame = Envelope::new(u64::MAX, Pdu::CommandResult(r.clone())).encode();
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{what}: {}", frame.len());
+            assert!(r.truncated, "{what}");
+            assert!(output.starts_with(&r.output), "{what}: a prefix");
+            assert!(
+                frame.len() > MAX_FRAME_BYTES - 16,
+                "{what}: cut no more than needed ({})",
+                frame.len()
+            );
+            match Envelope::decode(&frame).map(|e| e.pdu) {
+                Ok(Pdu::CommandResult(back)) => assert_eq!(back, r, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct TestEdge {
     pub api: TestApp,
     pub device_port: u16,
     pub sessions: Arc<edge_cloud::hub::Sessions>,
+    pub hub: Arc<edge_cloud::hub::Hub>,
+    pub node: actix_web::web::Data<operator_api::Node>,
 }
 
 pub async fn spawn_edge() -> TestEdge {
@@ -33,11 +35,15 @@ pub async fn spawn_edge_with(tweak: impl FnOnce(&mut Settings)) -> TestEdge {
     let edge = Application::build(settings).await.expect("edge starts");
     let device_port = edge.device_port;
     let sessions = edge.sessions.clone();
+    let hub = edge.hub.clone();
+    let node = edge.served.node.clone();
     let api = start(edge.served, dir, database_url).await;
     TestEdge {
         api,
         device_port,
         sessions,
+        hub,
+        node,
     }
 }
 
@@ -124,6 +130,54 @@ impl DeviceClient {
         .await;
         let answer = c.recv().await.expect("login answered");
         (c, answer)
+    }
+}
+
+impl TestEdge {
+    /// The edge's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self
+            .api
+            .raw(
+                reqwest::Method::GET,
+                "/metrics",
+                None,
+                "text/plain",
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(status, 200);
+        text
+    }
+
+    /// A counter or gauge from `/metrics` by its full line prefix (name and labels);
+    /// 0 when it has not been created yet.
+    pub async fn metric(&self, series: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl DeviceClient {
+    /// The WebSocket itself, for frames the protocol would not send.
+    pub fn ws_mut(&mut self) -> &mut tokio_tungstenite::WebSocketStream<Tls> {
+        &mut self.ws
+    }
+
+    /// Waits up to `secs` seconds for the edge to close this session, skipping what
+    /// it sends meanwhile; true when it closed.
+    pub async fn closed_within(&mut self, secs: u64) -> bool {
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return true,
+            }
+        }
     }
 }
 

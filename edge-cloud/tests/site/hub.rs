@@ -97,40 +97,50 @@ async fn a_device_can_log_in_by_serial_number_and_model() {
 }
 
 #[tokio::test]
-async fn a_bad_login_learns_nothing_and_is_recorded() {
+async fn a_bad_login_learns_nothing_and_is_counted_not_written() {
     let edge = spawn_edge().await;
-    let (id, _) = registered(&edge, "SN-1").await;
-    let (_, answer) = {
+    let (id, secret) = registered(&edge, "SN-1").await;
+    for secret in ["wrong", "also wrong"] {
         let mut c = DeviceClient::connect(&edge).await;
         c.send(Pdu::Login(Login {
             device_id: Some(id.clone()),
             sn: None,
             model: None,
-            secret: "wrong".into(),
+            secret: secret.into(),
             agent_version: "test".into(),
         }))
         .await;
         let answer = c.recv().await;
-        (c, answer)
-    };
-    assert!(
-        answer.is_none(),
-        "the edge closes without a word, got {answer:?}"
-    );
+        assert!(
+            answer.is_none(),
+            "the edge closes without a word, got {answer:?}"
+        );
+    }
     assert_eq!(edge.sessions.online(), 0);
-    let mut recorded = json!(null);
+    assert_eq!(
+        edge.metric("device_logins_total{outcome=\"refused\"}")
+            .await,
+        2,
+        "each refusal is counted"
+    );
+    // A good login afterwards is recorded (as device.online); refusals never are.
+    let (_device, answer) = DeviceClient::login(&edge, &id, &secret).await;
+    assert!(matches!(answer.pdu, Pdu::LoginOk(_)));
+    let mut online = false;
     for _ in 0..50 {
-        let (_, body) = edge
-            .api
-            .get("/api/v1/events?action=device.login_refused")
-            .await;
-        recorded = body["data"]["total"].clone();
-        if recorded == 1 {
+        let (_, body) = edge.api.get("/api/v1/events?action=device.online").await;
+        if body["data"]["total"] == 1 {
+            online = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(recorded, 1, "one refused login is recorded");
+    assert!(online, "the login is on record");
+    let (_, body) = edge
+        .api
+        .get("/api/v1/events?action=device.login_refused")
+        .await;
+    assert_eq!(body["data"]["total"], 0, "no row per refused login");
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
+mod admission;
 mod commands;
 mod federation;
 mod helpers;
+mod hostile;
 mod hub;
+mod revocation;
 mod site;
 mod uploads;

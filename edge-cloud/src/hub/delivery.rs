@@ -1,0 +1,232 @@
+//! Commands and desired configuration on their way to a device, and a device's word
+//! on its own commands coming back. A device acts only on commands addressed to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_store::commands::{self, State};
+use fleet_store::desired_configs;
+use operator_api::commands::advance;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use shared_proto::southbound::{
+    Command, CommandName, CommandResult, DesiredConfig, LogUpload, Outcome, Pdu,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{send, Hub};
+
+/// Where devices upload what `pull_logs` collects: the site API of this edge, reached
+/// at the host the device already dials (so no public URL has to be configured).
+#[derive(Debug, Clone)]
+pub struct UploadTarget {
+    pub scheme: &'static str,
+    pub port: u16,
+    pub max_bytes: u64,
+}
+
+/// The PDU that delivers a desired configuration.
+pub(super) fn config_pdu(c: &desired_configs::Model) -> Pdu {
+    Pdu::DesiredConfig(DesiredConfig {
+        version: c.version,
+        report_interval_s: u32::try_from(c.report_interval_s).unwrap_or(30),
+        settings: serde_json::from_str(&c.settings).unwrap_or_default(),
+    })
+}
+
+/// The PDU that delivers a stored command. A `pull_logs` also learns where to upload.
+fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
+    let name: CommandName =
+        serde_json::from_value(serde_json::Value::String(c.name.clone())).ok()?;
+    let mut args: serde_json::Value = serde_json::from_str(&c.args).unwrap_or_default();
+    if name == CommandName::PullLogs {
+        if let Some(map) = args.as_object_mut() {
+            map.insert(
+                "upload".into(),
+                serde_json::to_value(LogUpload {
+                    scheme: upload.scheme.into(),
+                    port: upload.port,
+                    path: format!("/api/v1/uploads/logs/{}", c.id),
+                    max_bytes: upload.max_bytes,
+                })
+                .unwrap_or_default(),
+            );
+        }
+    }
+    Some(Pdu::Command(Command {
+        command_id: c.id.to_string(),
+        name,
+        args,
+        deadline_ms: c.deadline_at,
+    }))
+}
+
+/// What a result stores: everything the device said, whole.
+fn stored_result(r: &CommandResult) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": r.outcome,
+        "exit_code": r.exit_code,
+        "output": r.output,
+        "truncated": r.truncated,
+        "error": r.error,
+        "data": r.data,
+    })
+}
+
+fn final_state(outcome: Outcome) -> State {
+    match outcome {
+        Outcome::Succeeded => State::Succeeded,
+        Outcome::Failed | Outcome::Rejected => State::Failed,
+        Outcome::TimedOut => State::TimedOut,
+        Outcome::Expired => State::Expired,
+    }
+}
+
+impl Hub {
+    /// Commands waiting for this device; those past their deadline expire instead.
+    pub(super) async fn pending(&self, device: i64) -> Vec<commands::Model> {
+        let waiting = commands::Entity::find()
+            .filter(commands::Column::DeviceId.eq(device))
+            .filter(commands::Column::State.is_in([State::Queued.as_str(), State::Sent.as_str()]))
+            .filter(commands::Column::Deleted.eq(false))
+            .order_by_asc(commands::Column::Id)
+            .all(&self.node.db)
+            .await
+            .unwrap_or_default();
+        let now = fleet_store::now_ms();
+        let mut live = Vec::with_capacity(waiting.len());
+        for c in waiting {
+            if c.deadline_at <= now {
+                let _ = advance(&self.node, c.id, State::Expired, None, None).await;
+            } else {
+                live.push(c);
+            }
+        }
+        live
+    }
+
+    /// The device's desired configuration, when it is newer than what it runs.
+    pub(super) async fn desired(&self, device: i64) -> Option<desired_configs::Model> {
+        let config = desired_configs::Entity::find()
+            .filter(desired_configs::Column::DeviceId.eq(device))
+            .filter(desired_configs::Column::Deleted.eq(false))
+            .one(&self.node.db)
+            .await
+            .ok()??;
+        let applied = self.sessions.status(device).map_or(0, |h| h.config_version);
+        (config.version > applied).then_some(config)
+    }
+
+    pub(super) async fn still_queued(&self, id: i64) -> bool {
+        matches!(
+            commands::Entity::find_by_id(id).one(&self.node.db).await,
+            Ok(Some(c)) if c.state == State::Queued.as_str()
+        )
+    }
+
+    pub(super) async fn deliver<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        id: u64,
+        command: &commands::Model,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(pdu) = command_pdu(command, &self.upload) else {
+            let _ = advance(
+                &self.node,
+                command.id,
+                State::Failed,
+                None,
+                Some(serde_json::json!({"error": "unknown command name"})),
+            )
+            .await;
+            return Ok(());
+        };
+        self.metrics.message("out", &pdu);
+        send(ws, id, pdu).await?;
+        if let Err(e) = advance(&self.node, command.id, State::Sent, None, None).await {
+            tracing::error!(error = %e, command = command.id, "marking a command sent failed");
+        }
+        Ok(())
+    }
+
+    /// A device's result for one of its commands; `Some(message)` when it cannot apply.
+    pub(super) async fn command_result(&self, device: i64, r: CommandResult) -> Option<String> {
+        let result = stored_result(&r);
+        self.command_moved(
+            device,
+            &r.command_id,
+            final_state(r.outcome),
+            None,
+            Some(result),
+        )
+        .await
+    }
+
+    /// Records a device's word on a command; `Some(message)` when it cannot apply.
+    /// Another device's command reads as unknown, so a device learns nothing of it.
+    pub(super) async fn command_moved(
+        &self,
+        device: i64,
+        command_id: &str,
+        state: State,
+        progress: Option<i32>,
+        result: Option<serde_json::Value>,
+    ) -> Option<String> {
+        let Ok(id) = command_id.parse::<i64>() else {
+            return Some(format!("unknown command {command_id:?}"));
+        };
+        match commands::Entity::find_by_id(id).one(&self.node.db).await {
+            Ok(Some(c)) if c.device_id == device && !c.deleted => {}
+            Ok(_) => return Some(format!("unknown command {command_id:?}")),
+            Err(e) => {
+                tracing::warn!(error = %e, command = id, "looking a command up failed");
+                return Some("the edge could not look the command up; send it again".into());
+            }
+        }
+        // A report that would move a finished command back is a late duplicate: ignore it.
+        if let Err(e) = advance(&self.node, id, state, progress, result).await {
+            tracing::error!(error = %e, command = id, "recording command progress failed");
+        }
+        None
+    }
+
+    /// Expires commands nobody picked up in time and times out those that never
+    /// reported back. Runs until the process ends.
+    pub async fn sweep(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = fleet_store::now_ms();
+            let stale = commands::Entity::find()
+                .filter(commands::Column::State.is_in([
+                    State::Queued.as_str(),
+                    State::Sent.as_str(),
+                    State::Running.as_str(),
+                ]))
+                .filter(commands::Column::DeadlineAt.lt(now))
+                .filter(commands::Column::Deleted.eq(false))
+                .all(&self.node.db)
+                .await
+                .unwrap_or_default();
+            for c in stale {
+                let state = match State::parse(&c.state) {
+                    Some(State::Running)
+                        if c.deadline_at
+                            .saturating_add(c.timeout_s.saturating_mul(1000))
+                            < now =>
+                    {
+                        State::TimedOut
+                    }
+                    Some(State::Running) => continue,
+                    _ => State::Expired,
+                };
+                if let Err(e) = advance(&self.node, c.id, state, None, None).await {
+                    tracing::error!(error = %e, command = c.id, "expiring a command failed");
+                }
+            }
+        }
+    }
+}

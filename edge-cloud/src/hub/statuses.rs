@@ -1,0 +1,145 @@
+//! Device statuses: held in memory, applied as full reports or diffs on a version,
+//! and written to the database in coalesced batches, never once per report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_store::device_status;
+use sea_orm::EntityTrait;
+use shared_proto::southbound::{Pdu, Status, StatusAck, StatusReport, StatusResync};
+
+use super::{Hub, Sessions};
+
+/// The status the edge holds for a device, with its version.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub version: u64,
+    pub status: Status,
+    /// The desired-configuration version the device reported it runs.
+    pub config_version: i64,
+}
+
+impl Sessions {
+    pub(super) async fn restore_statuses(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+    ) -> Result<(), sea_orm::DbErr> {
+        for row in device_status::Entity::find().all(db).await? {
+            self.statuses.insert(
+                row.device_id,
+                Held {
+                    version: u64::try_from(row.version).unwrap_or(0),
+                    status: serde_json::from_str(&row.status).unwrap_or_default(),
+                    config_version: row.config_version,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Every held status as (device, version, config version), without the statuses
+    /// themselves, so a caller can pick the changed ones cheaply.
+    pub fn versions(&self) -> Vec<(i64, u64, i64)> {
+        self.statuses
+            .iter()
+            .map(|e| (*e.key(), e.version, e.config_version))
+            .collect()
+    }
+
+    pub fn status(&self, device: i64) -> Option<Held> {
+        self.statuses.get(&device).map(|h| h.clone())
+    }
+
+    fn mark_dirty(&self, device: i64) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device);
+    }
+
+    /// Applies a full report, or a diff on the version the edge holds.
+    pub(super) fn apply_report(&self, device: i64, report: StatusReport) -> Pdu {
+        let mut held = self.statuses.entry(device).or_default();
+        let applies = report.full || report.base_version == Some(held.version);
+        if !applies {
+            return Pdu::StatusResync(StatusResync {
+                have_version: held.version,
+            });
+        }
+        if report.full {
+            held.status = report.status;
+        } else {
+            held.status.merge(report.status);
+        }
+        held.version = report.version;
+        drop(held);
+        self.mark_dirty(device);
+        Pdu::StatusAck(StatusAck {
+            version: report.version,
+        })
+    }
+
+    /// The device runs desired-configuration `version` now (the twin's reported side).
+    pub(super) fn config_applied(&self, device: i64, version: i64) {
+        self.statuses.entry(device).or_default().config_version = version;
+        self.mark_dirty(device);
+    }
+}
+
+impl Hub {
+    /// Writes the statuses that changed since the last call, in multi-row statements.
+    pub async fn flush_statuses(&self) -> Result<usize, sea_orm::DbErr> {
+        let dirty: Vec<i64> = std::mem::take(
+            &mut *self
+                .sessions
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        let now = fleet_store::now_ms();
+        let rows: Vec<device_status::Model> = dirty
+            .iter()
+            .filter_map(|id| {
+                let held = self.sessions.statuses.get(id)?;
+                Some(device_status::Model {
+                    device_id: *id,
+                    version: i64::try_from(held.version).unwrap_or(i64::MAX),
+                    config_version: held.config_version,
+                    status: serde_json::to_string(&held.status).unwrap_or_default(),
+                    updated_at: now,
+                })
+            })
+            .collect();
+        let written = rows.len();
+        for chunk in rows.chunks(500) {
+            let stored = async {
+                let (_turn, txn) = self.node.write().await?;
+                device_status::upsert_many(&txn, chunk.to_vec()).await?;
+                txn.commit().await
+            };
+            if let Err(e) = stored.await {
+                // Keep them dirty so the next round writes them.
+                self.sessions
+                    .dirty
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(dirty);
+                return Err(e);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes changed statuses every `every` until the process ends.
+    pub async fn persist(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.flush_statuses().await {
+                tracing::error!(error = %e, "writing device statuses failed; retrying next round");
+            }
+        }
+    }
+}
