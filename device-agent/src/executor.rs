@@ -221,17 +221,12 @@ impl Prepared {
             }
         };
         let cap = self.output_cap;
-        let limit = u64::try_from(cap + 1).unwrap_or(u64::MAX);
-        let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let run = async {
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            if let Some(s) = stdout.as_mut() {
-                let _ = s.take(limit).read_to_end(&mut out).await;
-            }
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.take(limit).read_to_end(&mut err).await;
-            }
+            // Both pipes are read together and to the end, keeping at most `cap`
+            // bytes of each: a program that writes more than the pipe holds, or
+            // fills stderr while stdout is read, never blocks and so never times out.
+            let (out, err) = tokio::join!(capped(stdout, cap), capped(stderr, cap));
             let status = child.wait().await;
             (out, err, status)
         };
@@ -241,9 +236,9 @@ impl Prepared {
                 Outcome::TimedOut,
                 format!("still running after {} s; killed", self.timeout.as_secs()),
             ),
-            Ok((mut out, err, status)) => {
+            Ok(((mut out, out_cut), (err, err_cut), status)) => {
                 out.extend_from_slice(&err);
-                let truncated = out.len() > cap;
+                let truncated = out_cut || err_cut || out.len() > cap;
                 out.truncate(cap);
                 let code = status.ok().and_then(|s| s.code());
                 CommandResult {
@@ -257,6 +252,28 @@ impl Prepared {
                     truncated,
                     ..result(id, Outcome::Failed)
                 }
+            }
+        }
+    }
+}
+
+/// Everything `pipe` yields until it ends, keeping the first `cap` bytes and whether
+/// more came.
+async fn capped<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, cap: usize) -> (Vec<u8>, bool) {
+    let Some(mut pipe) = pipe else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (kept, cut),
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                let take = n.min(room);
+                kept.extend_from_slice(&chunk[..take]);
+                cut |= take < n;
             }
         }
     }

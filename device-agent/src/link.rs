@@ -601,7 +601,12 @@ struct Outbox<'a, S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Outbox<'_, S> {
-    async fn send(&mut self, pdu: Pdu) -> bool {
+    async fn send(&mut self, mut pdu: Pdu) -> bool {
+        // A result is cut to fit one frame rather than refused by the edge as too
+        // large, which would leave its command to time out.
+        if let Pdu::CommandResult(r) = &mut pdu {
+            r.fit_frame();
+        }
         self.next_id += 1;
         self.ws
             .send(Message::Text(

@@ -532,3 +532,85 @@ async fn pull_logs_without_a_log_file_is_rejected_and_simulated_devices_send_the
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
 }
+
+/// The agent binary, killed when dropped (also when a test fails half-way).
+struct AgentProcess(std::process::Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_largest_output_arrives_whole_or_cut_with_a_flag_and_the_command_succeeds() {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let site = spawn_edge().await;
+    let d = site.api.device("printer", "SN-OUT").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    };
+    // 64 KiB (the default cap) of a control character that JSON escapes sixfold.
+    let control = script("control.sh", "head -c 65536 /dev/zero | tr '\\000' '\\001'");
+    let plain = script("plain.sh", "head -c 65536 /dev/zero | tr '\\000' 'a'");
+    // Far more than the cap and the pipe buffers, on both pipes.
+    let flood = script(
+        "flood.sh",
+        "head -c 400000 /dev/zero | tr '\\000' 'b'; head -c 200000 /dev/zero | tr '\\000' 'c' >&2",
+    );
+    let config = format!(
+        "device_id = \"{id}\"\nsecret = \"{}\"\nedges = [\"wss://localhost:{}/devices\"]\nca_file = \"{}\"\nreport_interval_s = 30\nstate_dir = \"{}\"\n[scripts]\ncontrol = \"{}\"\nplain = \"{}\"\nflood = \"{}\"\n",
+        d["secret"].as_str().expect("secret"),
+        site.device_port,
+        site.api.data_dir.join("tls/ca.crt").display(),
+        dir.path().join("state").display(),
+        control.display(),
+        plain.display(),
+        flood.display(),
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).expect("config");
+    let _agent = AgentProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_device-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("AGENT_LOG", "warn")
+            .spawn()
+            .expect("agent starts"),
+    );
+    assert!(online(&site, &id).await, "the agent came online");
+
+    let run = |script: &'static str| json!({"name": "exec", "args": {"script": script, "timeout_s": 20}, "wait": true, "timeout_s": 30});
+    let c = command(&site, &id, run("control")).await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    assert_eq!(c["result"]["truncated"], true, "cut to fit one frame");
+    let output = c["result"]["output"].as_str().expect("output");
+    assert!(!output.is_empty(), "as much as fits arrives");
+    assert!(output.chars().all(|ch| ch == '\u{1}'), "a clean prefix");
+
+    let c = command(&site, &id, run("plain")).await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    let output = c["result"]["output"].as_str().expect("output");
+    assert!(output.chars().all(|ch| ch == 'a'));
+    // Whole if it fits the frame with its envelope, else cut and flagged.
+    assert_eq!(
+        c["result"]["truncated"] == true,
+        output.len() < 65536,
+        "{} bytes",
+        output.len()
+    );
+
+    let c = command(&site, &id, run("flood")).await;
+    assert_eq!(c["state"], "succeeded", "never blocks on a full pipe: {c}");
+    assert_eq!(c["result"]["truncated"], true);
+    assert!(c["result"]["output"]
+        .as_str()
+        .is_some_and(|o| o.starts_with('b')));
+}

@@ -28,7 +28,7 @@ pub fn catalogue() -> Vec<(&'static str, &'static str, &'static str, Envelope)> 
     };
     let e = Envelope::new;
     vec![
-        ("login", "device → edge", "First frame of a session, within the login deadline. Identify by `device_id`, or by `sn` and `model`. A refused login gets no answer: the edge closes the connection.",
+        ("login", "device → edge", "First frame of a session, at most 4,096 bytes, within the login deadline. Identify by `device_id`, or by `sn` and `model`. A refused login gets no answer: the edge closes the connection.",
             e(1, Pdu::Login(Login { device_id: Some("383500744738738176".into()), sn: None, model: None, secret: "the-secret-issued-at-registration".into(), agent_version: "0.1.0".into() }))),
         ("login_ok", "edge → device", "The session is open. Heartbeat settings, and the status version the edge holds.",
             e(1, Pdu::LoginOk(LoginOk { device_id: "383500744738738176".into(), heartbeat_interval_s: 15, missed_limit: 3, status_version: 41 }))),
@@ -50,7 +50,7 @@ pub fn catalogue() -> Vec<(&'static str, &'static str, &'static str, Envelope)> 
             e(7, Pdu::Command(Command { command_id: "383500744805847040".into(), name: CommandName::Exec, args: serde_json::json!({"script": "disk-usage", "args": ["/var"], "timeout_s": 30}), deadline_ms: 1_795_500_962_645 }))),
         ("command_progress", "device → edge", "The command was taken (`progress: 0`) or advanced (up to 100).",
             e(8, Pdu::CommandProgress(CommandProgress { command_id: "383500744805847040".into(), progress: 0, message: "started".into() }))),
-        ("command_result", "device → edge", "How the command ended: outcome, exit code, output (capped; `truncated` says so), error, and structured `data` for `get_status`.",
+        ("command_result", "device → edge", "How the command ended: outcome, exit code, output (capped, and cut further so the frame fits 65,536 bytes; `truncated` says so), error, and structured `data` for `get_status`.",
             e(9, Pdu::CommandResult(CommandResult { command_id: "383500744805847040".into(), outcome: Outcome::Succeeded, exit_code: Some(0), output: "1.2G\t/var\n".into(), truncated: false, error: None, data: serde_json::Value::Null }))),
         ("error", "either way", "A frame the receiver could not use. The session stays open, but a flood of bad frames closes it.",
             e(10, Pdu::Error(ErrorPdu { code: ErrorCode::UnknownType, message: "unknown message type \"teleport\"".into(), in_reply_to: Some(12) }))),
