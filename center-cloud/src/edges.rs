@@ -26,6 +26,12 @@ pub struct Edge {
     pub updated_at: i64,
     /// The edge's federation link to the center.
     pub link: EdgeLink,
+    /// Changes this edge sent that the center refused (authoring rules, clock bound);
+    /// each refusal is also a `link.change_refused` event.
+    pub refused_changes: i64,
+    /// How far the edge's wall clock ran ahead of the center's (negative: behind) when
+    /// its link came up; absent while the link is down.
+    pub clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, ToSchema)]
@@ -46,6 +52,7 @@ pub struct EdgeLink {
 /// An edge with the state of its link.
 async fn with_link(node: &Node, links: &Links, m: table::Model) -> Result<Edge, ApiError> {
     let state = links.state(m.id);
+    let m_worker = m.worker_id;
     let cursor = link_cursors::get(&node.db, m.worker_id).await?;
     let head = fleet_store::sync::head(&node.db).await?;
     let mut edge = Edge::from(m);
@@ -56,6 +63,8 @@ async fn with_link(node: &Node, links: &Links, m: table::Model) -> Result<Edge, 
         pending_to_edge: (head - cursor.acked).max(0),
         merged_from_edge: cursor.applied,
     };
+    edge.refused_changes = fleet_store::link_refusals::count(&node.db, m_worker).await?;
+    edge.clock_skew_ms = state.clock_skew_ms;
     Ok(edge)
 }
 
@@ -77,6 +86,8 @@ impl From<table::Model> for Edge {
             created_at: m.created_at,
             updated_at: m.updated_at,
             link: EdgeLink::default(),
+            refused_changes: 0,
+            clock_skew_ms: None,
         }
     }
 }
@@ -97,6 +108,33 @@ pub struct EdgeFilter {
 
 /// The center is worker 1; edges get 2..=1023.
 const FIRST_EDGE_WORKER: i64 = 2;
+
+/// Where the highest worker id ever issued to an edge is kept.
+const WORKER_HIGH_WATER: &str = "edge_worker_high_water";
+
+/// The next worker id for a new edge: above every one ever issued, so a deleted
+/// edge's id (which its stamps and rows carry for good) never names another edge.
+async fn next_worker<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
+    let used: Option<Option<i64>> = table::Entity::find()
+        .select_only()
+        .column_as(table::Column::WorkerId.max(), "worker")
+        .into_tuple()
+        .one(db)
+        .await?;
+    let recorded = fleet_store::settings::get(db, WORKER_HIGH_WATER)
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let highest = used.flatten().unwrap_or(0).max(recorded);
+    let next = highest.saturating_add(1).max(FIRST_EDGE_WORKER);
+    if next > MAX_WORKER {
+        return Err(ApiError::FailedPrecondition(
+            "all edge worker ids have been issued".into(),
+        ));
+    }
+    fleet_store::settings::put(db, WORKER_HIGH_WATER, &next.to_string()).await?;
+    Ok(next)
+}
 
 pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<table::Model, ApiError> {
     table::Entity::find_by_id(id)
@@ -131,16 +169,7 @@ pub async fn create(
             format!("edge {} already exists", new.name),
         ));
     }
-    let used: Vec<i64> = table::Entity::find()
-        .select_only()
-        .column(table::Column::WorkerId)
-        .order_by_asc(table::Column::WorkerId)
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    let worker_id = (FIRST_EDGE_WORKER..=MAX_WORKER)
-        .find(|w| used.binary_search(w).is_err())
-        .ok_or_else(|| ApiError::FailedPrecondition("all edge worker ids are in use".into()))?;
+    let worker_id = next_worker(&txn).await?;
     let secret = generate_secret();
     let now = fleet_store::now_ms();
     let id = node.replica.new_id();
@@ -218,6 +247,7 @@ pub async fn get(
     responses((status = 200, description = "Deleted"), (status = 409, description = "Devices are homed here")))]
 pub async fn delete(
     node: web::Data<Node>,
+    links: web::Data<Links>,
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -242,15 +272,18 @@ pub async fn delete(
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    links.close(id);
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
 
-/// Issue a new secret for an edge; the old one stops working.
+/// Issue a new secret for an edge; the old one stops working, and the edge's live
+/// link closes at once (it links again with the new secret).
 #[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges",
     params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
     responses((status = 200, description = "The new secret", body = EdgeWithSecret)))]
 pub async fn rotate_secret(
     node: web::Data<Node>,
+    links: web::Data<Links>,
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -264,6 +297,7 @@ pub async fn rotate_secret(
     let (_turn, txn) = node.write().await?;
     let m = active.update(&txn).await?;
     txn.commit().await?;
+    links.close(id);
     Ok(reply::ok(EdgeWithSecret {
         edge: m.into(),
         secret,

@@ -1,8 +1,14 @@
 //! The center's end of the federation links: a TLS WebSocket endpoint that edges
 //! dial. An edge logs in with the id, secret and worker id it got at registration; a
 //! wrong one learns nothing (the connection is dropped) and failures are throttled
-//! per source. A logged-in edge gets its part of the center's changes and sends all
-//! of its own (`federation::Link`). A second link of the same edge replaces the first.
+//! per source. A logged-in edge gets its part of the center's changes and sends its
+//! own, which are checked against the authoring rules before they are merged
+//! (`federation::authoring`). A second link of the same edge replaces the first; a
+//! rotated or deleted secret closes the link at once ([`Links::close`]).
+//!
+//! Before login a connection costs little: the TLS handshake, the WebSocket upgrade
+//! and the login share one deadline from accept, unauthenticated connections are
+//! capped per source and in total, and the login frame is small.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,22 +17,39 @@ use std::time::Duration;
 
 use actix_web::web;
 use dashmap::DashMap;
+use federation::authoring::{Author, Rule};
 use federation::protocol::{Changes, Hello, Roamed, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::sync::Change;
 use fleet_store::{credentials, device_status, edges, link_cursors};
+use operator_api::admission::Admission;
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::roaming;
 
+/// From accept to a logged-in edge: TLS, the WebSocket upgrade and the login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest login frame: an edge id, a secret and a few numbers fit many times over.
+const LOGIN_FRAME_BYTES: usize = 4 * 1024;
+/// Roaming requests of one edge checked at once; more are answered "refused" at once.
+const ROAMS_IN_FLIGHT: usize = 32;
+/// Unauthenticated link connections: few edges dial a center, so the caps are low.
+const UNAUTHENTICATED_PER_SOURCE: usize = 16;
+const UNAUTHENTICATED_TOTAL: usize = 1024;
 
 /// The live link of one edge.
 struct Live {
@@ -34,6 +57,18 @@ struct Live {
     fast: mpsc::Sender<LinkPdu>,
     replaced: watch::Sender<bool>,
     since_ms: i64,
+    skew_ms: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    edge: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    outcome: &'static str,
 }
 
 /// The center's command fast path: a new command (or desired configuration) goes
@@ -142,6 +177,7 @@ impl operator_api::devices::Presence for Links {
 pub struct LinkState {
     pub online: bool,
     pub since_ms: i64,
+    pub clock_skew_ms: Option<i64>,
 }
 
 pub struct Links {
@@ -151,7 +187,12 @@ pub struct Links {
     serial: AtomicU64,
     stop: watch::Sender<bool>,
     throttle: LoginThrottle,
+    admission: Admission,
     heartbeat: Duration,
+    /// Changes and live-view entries refused, by edge and rule.
+    refused: Family<RefusalLabels, Counter>,
+    /// Connections that ended before a login, by why.
+    unauthenticated: Family<ConnectionLabels, Counter>,
 }
 
 impl Links {
@@ -162,8 +203,44 @@ impl Links {
             serial: AtomicU64::new(0),
             stop: watch::channel(false).0,
             throttle: LoginThrottle::default(),
+            admission: Admission::new(UNAUTHENTICATED_PER_SOURCE, UNAUTHENTICATED_TOTAL),
             heartbeat,
+            refused: Family::default(),
+            unauthenticated: Family::default(),
         }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "federation_refused_changes",
+            "Changes (and live-view entries) from edges that the center refused, by edge and rule",
+            self.refused.clone(),
+        );
+        registry.register(
+            "federation_link_unauthenticated",
+            "Link connections that ended before an edge logged in, by outcome",
+            self.unauthenticated.clone(),
+        );
+        registry.register(
+            "federation_link_unauthenticated_open",
+            "Link connections open and not logged in yet",
+            self.admission.gauge(),
+        );
+    }
+
+    fn count_refused(&self, edge: i64, rule: &str, n: u64) {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                edge: edge.to_string(),
+                rule: rule.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    fn count_unauthenticated(&self, outcome: &'static str) {
+        self.unauthenticated
+            .get_or_create(&ConnectionLabels { outcome })
+            .inc();
     }
 
     pub fn state(&self, edge: i64) -> LinkState {
@@ -172,7 +249,18 @@ impl Links {
             .map_or(LinkState::default(), |l| LinkState {
                 online: true,
                 since_ms: l.since_ms,
+                clock_skew_ms: Some(l.skew_ms),
             })
+    }
+
+    /// Closes an edge's live link at once (its secret was rotated or it was deleted):
+    /// the edge must log in again, with what holds now.
+    pub fn close(&self, edge: i64) {
+        if let Some((_, live)) = self.live.remove(&edge) {
+            live.replaced.send_replace(true);
+            self.online.retain(|_, at| *at != edge);
+            tracing::info!(edge, "edge link closed: its credentials changed");
+        }
     }
 
     /// Pushes changes down an edge's link ahead of the change log, if it is up.
@@ -185,7 +273,33 @@ impl Links {
 
     /// Takes in an edge's live view: who is online there, and their latest statuses
     /// (written as one batch).
-    async fn take_live(&self, node: &Node, edge: i64, live: federation::protocol::Live) {
+    async fn take_live(&self, node: &Node, edge: i64, mut live: federation::protocol::Live) {
+        let claimed: Vec<i64> = live
+            .online
+            .iter()
+            .copied()
+            .chain(live.statuses.iter().map(|s| s.device_id))
+            .collect();
+        let homed = match homed_at(node, edge, claimed).await {
+            Ok(homed) => homed,
+            Err(e) => {
+                tracing::warn!(edge, error = %e, "reading the homes of an edge's live view failed");
+                return;
+            }
+        };
+        let before = live.online.len() + live.statuses.len();
+        live.online.retain(|d| homed.contains(d));
+        live.statuses.retain(|s| homed.contains(&s.device_id));
+        let foreign = before - live.online.len() - live.statuses.len();
+        if foreign > 0 {
+            // Devices that just moved away are a normal race; counted, not stored.
+            self.count_refused(edge, "live_not_home", foreign as u64);
+            tracing::debug!(
+                edge,
+                entries = foreign,
+                "live-view entries for devices not homed at the edge dropped"
+            );
+        }
         if live.full {
             self.online.retain(|_, at| *at != edge);
         }
@@ -260,42 +374,93 @@ impl Links {
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
     ) {
+        let deadline = Instant::now() + LOGIN_TIMEOUT;
+        let permit = match self.admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                self.count_unauthenticated(refused.label());
+                return;
+            }
+        };
         if self.throttle.check(peer.ip()).is_err() {
+            self.count_unauthenticated("throttled");
             return;
         }
         let _ = tcp.set_nodelay(true);
         match tls {
-            Some(acceptor) => match acceptor.accept(tcp).await {
-                Ok(stream) => self.link(node, stream, peer).await,
-                Err(e) => {
+            Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => self.link(node, stream, peer, deadline, permit).await,
+                Ok(Err(e)) => {
+                    self.count_unauthenticated("tls_failed");
                     tracing::debug!(%peer, error = %e, "TLS handshake of an edge link failed")
                 }
+                Err(_) => self.count_unauthenticated("timed_out"),
             },
-            None => self.link(node, tcp, peer).await,
+            None => self.link(node, tcp, peer, deadline, permit).await,
         }
     }
 
-    async fn link<S>(self: Arc<Self>, node: web::Data<Node>, stream: S, peer: SocketAddr)
+    /// The WebSocket upgrade and the edge's login, before `deadline`, read with a
+    /// small frame limit; then the link's own limits.
+    async fn login<S>(
+        &self,
+        node: &Node,
+        stream: S,
+        deadline: Instant,
+    ) -> Result<(WebSocketStream<S>, edges::Model, Hello), &'static str>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let opened = tokio::time::timeout(LOGIN_TIMEOUT, async {
-            let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+        let small = WebSocketConfig::default()
+            .read_buffer_size(LOGIN_FRAME_BYTES)
+            .max_message_size(Some(LOGIN_FRAME_BYTES))
+            .max_frame_size(Some(LOGIN_FRAME_BYTES));
+        let opened = tokio::time::timeout_at(deadline, async {
+            let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(small))
                 .await
-                .ok()?;
+                .map_err(|_| "upgrade_failed")?;
             let Some(Ok(LinkPdu::Hello(hello))) = recv(&mut ws).await else {
-                return None;
+                return Err("bad_login");
             };
-            let edge = self.authenticate(&node, &hello).await?;
-            Some((ws, edge, hello))
+            let edge = self.authenticate(node, &hello).await.ok_or("refused")?;
+            Ok((ws, edge, hello))
         })
-        .await;
-        let Ok(Some((mut ws, edge, hello))) = opened else {
-            self.throttle.failed(peer.ip());
-            tracing::warn!(%peer, "edge link refused");
-            return;
+        .await
+        .map_err(|_| "timed_out")??;
+        let (ws, edge, hello) = opened;
+        // The edge waits for the welcome before it sends more, so nothing is buffered.
+        let ws = WebSocketStream::from_raw_socket(ws.into_inner(), Role::Server, Some(ws_config()))
+            .await;
+        Ok((ws, edge, hello))
+    }
+
+    async fn link<S>(
+        self: Arc<Self>,
+        node: web::Data<Node>,
+        stream: S,
+        peer: SocketAddr,
+        deadline: Instant,
+        permit: operator_api::admission::Permit,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let opened = self.login(&node, stream, deadline).await;
+        drop(permit);
+        let (mut ws, edge, hello) = match opened {
+            Ok(opened) => opened,
+            Err(outcome) => {
+                self.count_unauthenticated(outcome);
+                self.throttle.failed(peer.ip());
+                tracing::warn!(%peer, outcome, "edge link refused");
+                return;
+            }
         };
         self.throttle.succeeded(peer.ip());
+        let skew_ms = federation::protocol::warn_on_skew(
+            &format!("edge {}", edge.id),
+            hello.wall_ms,
+            node.replica.max_ahead_ms(),
+        );
         let applied = match self
             .resume_point(&node, edge.worker_id, hello.applied)
             .await
@@ -309,6 +474,7 @@ impl Links {
         let welcome = LinkPdu::Welcome(Welcome {
             center_node: node.replica.node_id(),
             applied,
+            wall_ms: fleet_store::now_ms(),
         });
         if send(&mut ws, &welcome).await.is_err() {
             return;
@@ -323,42 +489,22 @@ impl Links {
                 fast: fast_tx.clone(),
                 replaced: replaced_tx,
                 since_ms: fleet_store::now_ms(),
+                skew_ms,
             },
         );
         if let Some(old) = previous {
             old.replaced.send_replace(true);
         }
-        tracing::info!(edge = edge.id, name = %edge.name, %peer, "edge link up");
-        let (inbox_tx, mut inbox) = mpsc::channel(64);
-        let viewer = {
-            let (links, node) = (self.clone(), node.clone());
-            tokio::spawn(async move {
-                while let Some(pdu) = inbox.recv().await {
-                    match pdu {
-                        LinkPdu::Live(live) => links.take_live(&node, edge.id, live).await,
-                        LinkPdu::Roam(roam) => {
-                            // Beside the live view: a roaming login must not wait
-                            // for a batch of statuses to be stored.
-                            let (node, back) = (node.clone(), fast_tx.clone());
-                            tokio::spawn(async move {
-                                let device_id = match roaming::rehome(&node, edge.id, &roam).await {
-                                    Ok(device) => device,
-                                    Err(e) => {
-                                        tracing::warn!(edge = edge.id, error = %e, "re-homing a roaming device failed");
-                                        None
-                                    }
-                                };
-                                let answer = Roamed {
-                                    request: roam.request,
-                                    device_id,
-                                };
-                                let _ = back.send(LinkPdu::Roamed(answer)).await;
-                            });
-                        }
-                        _ => {}
-                    }
-                }
-            })
+        tracing::info!(edge = edge.id, name = %edge.name, %peer, skew_ms, "edge link up");
+        let (inbox_tx, inbox) = mpsc::channel(64);
+        let viewer = tokio::spawn(
+            self.clone()
+                .serve_inbox(node.clone(), edge.id, inbox, fast_tx),
+        );
+        let on_refusal = {
+            let links = self.clone();
+            let id = edge.id;
+            Arc::new(move |rule: Rule| links.count_refused(id, rule.as_str(), 1))
         };
         let link = Link {
             node,
@@ -367,6 +513,11 @@ impl Links {
             heartbeat: self.heartbeat,
             home: None,
             inbox: Some(inbox_tx),
+            author: Some(Author {
+                edge: edge.id,
+                node: edge.worker_id,
+            }),
+            on_refusal: Some(on_refusal),
         };
         // Ends on the center's stop or when a newer link of this edge replaces it.
         let mut stop = self.stop.subscribe();
@@ -394,6 +545,53 @@ impl Links {
         match ended {
             Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
             other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),
+        }
+    }
+
+    /// Frames for the center rather than the sync: the edge's live view, and roaming
+    /// requests, at most [`ROAMS_IN_FLIGHT`] of them being checked at once.
+    async fn serve_inbox(
+        self: Arc<Self>,
+        node: web::Data<Node>,
+        edge: i64,
+        mut inbox: mpsc::Receiver<LinkPdu>,
+        back: mpsc::Sender<LinkPdu>,
+    ) {
+        let roams = Arc::new(Semaphore::new(ROAMS_IN_FLIGHT));
+        while let Some(pdu) = inbox.recv().await {
+            match pdu {
+                LinkPdu::Live(live) => self.take_live(&node, edge, live).await,
+                LinkPdu::Roam(roam) => {
+                    let Ok(permit) = roams.clone().try_acquire_owned() else {
+                        self.count_refused(edge, "roams_in_flight", 1);
+                        let answer = Roamed {
+                            request: roam.request,
+                            device_id: None,
+                        };
+                        let _ = back.send(LinkPdu::Roamed(answer)).await;
+                        continue;
+                    };
+                    // Beside the live view: a roaming login must not wait for a batch
+                    // of statuses to be stored.
+                    let (node, back) = (node.clone(), back.clone());
+                    tokio::spawn(async move {
+                        let device_id = match roaming::rehome(&node, edge, &roam).await {
+                            Ok(device) => device,
+                            Err(e) => {
+                                tracing::warn!(edge, error = %e, "re-homing a roaming device failed");
+                                None
+                            }
+                        };
+                        drop(permit);
+                        let answer = Roamed {
+                            request: roam.request,
+                            device_id,
+                        };
+                        let _ = back.send(LinkPdu::Roamed(answer)).await;
+                    });
+                }
+                _ => {}
+            }
         }
     }
 
@@ -439,4 +637,25 @@ impl Links {
             && hello.node_id == edge.worker_id)
             .then_some(edge)
     }
+}
+
+/// Which of `devices` the center records as homed at `edge`.
+async fn homed_at(
+    node: &Node,
+    edge: i64,
+    devices: Vec<i64>,
+) -> Result<std::collections::HashSet<i64>, sea_orm::DbErr> {
+    let mut homed = std::collections::HashSet::new();
+    for chunk in devices.chunks(500) {
+        let ids: Vec<i64> = fleet_store::devices::Entity::find()
+            .select_only()
+            .column(fleet_store::devices::Column::Id)
+            .filter(fleet_store::devices::Column::EdgeId.eq(edge))
+            .filter(fleet_store::devices::Column::Id.is_in(chunk.to_vec()))
+            .into_tuple()
+            .all(&node.db)
+            .await?;
+        homed.extend(ids);
+    }
+    Ok(homed)
 }

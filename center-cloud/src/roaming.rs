@@ -18,6 +18,14 @@ pub async fn rehome(node: &Node, edge: i64, roam: &Roam) -> Result<Option<i64>, 
     else {
         return Ok(None);
     };
+    // Proven by its secret before the write turn is taken: a flood of wrong
+    // secrets costs reads only, and never holds up the writers.
+    if devices::authenticate(&node.db, name, &roam.secret)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
     let (_turn, txn) = node.write().await?;
     let Some(device) = devices::authenticate(&txn, name, &roam.secret).await? else {
         return Ok(None);

@@ -55,7 +55,10 @@ impl Application {
             home_edges: HomeEdges::Registry,
             presence: Some(links.clone()),
             dispatch: Some(routing.clone()),
-            metrics: None,
+            metrics: {
+                let links = links.clone();
+                Some(Box::new(move |registry| links.register(registry)))
+            },
         };
         let served = server::build(&settings.node, service).await?;
         routing.attach(served.node.clone());

@@ -259,6 +259,7 @@ impl Uplink {
                 secret: self.config.secret.clone(),
                 node_id: self.node.replica.node_id(),
                 applied,
+                wall_ms: fleet_store::now_ms(),
             });
             send(&mut ws, &hello).await.map_err(|e| e.to_string())?;
             match recv(&mut ws).await {
@@ -292,6 +293,11 @@ impl Uplink {
             txn.commit().await.map_err(|e| e.to_string())?;
             return Ok(Ended::Lost("starting over from snapshots".into()));
         }
+        federation::protocol::warn_on_skew(
+            "center",
+            welcome.wall_ms,
+            self.node.replica.max_ahead_ms(),
+        );
         tracing::info!(center = %self.config.url, "center link up");
         self.online
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -304,6 +310,8 @@ impl Uplink {
             heartbeat: self.config.heartbeat,
             home: Some(self.config.edge_id),
             inbox: Some(inbox_tx),
+            author: None,
+            on_refusal: None,
         };
         if let Ok(mut slot) = self.to_center.lock() {
             *slot = Some(out_tx.clone());

@@ -4,6 +4,7 @@
 //! links (`center-cloud`), the edge dials and redials (`edge-cloud`); what both ends
 //! run once the link is up lives here, once.
 
+pub mod authoring;
 pub mod outbox;
 pub mod protocol;
 pub mod scope;

@@ -38,6 +38,10 @@ pub struct Hello {
     /// The edge's worker id, which stamps its rows and its changes.
     pub node_id: i64,
     pub applied: i64,
+    /// The edge's wall clock when it sent this (ms since the epoch), so the center
+    /// sees how far the two clocks are apart.
+    #[serde(default)]
+    pub wall_ms: i64,
 }
 
 impl std::fmt::Debug for Hello {
@@ -47,6 +51,7 @@ impl std::fmt::Debug for Hello {
             .field("edge_id", &self.edge_id)
             .field("node_id", &self.node_id)
             .field("applied", &self.applied)
+            .field("wall_ms", &self.wall_ms)
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +61,25 @@ impl std::fmt::Debug for Hello {
 pub struct Welcome {
     pub center_node: i64,
     pub applied: i64,
+    /// The center's wall clock when it sent this (ms since the epoch).
+    #[serde(default)]
+    pub wall_ms: i64,
+}
+
+/// How far a peer's wall clock (as its handshake says) runs ahead of this node's
+/// (negative: behind). Warns when it is above half the bound stamps are held to:
+/// past the bound, that peer's changes are refused.
+pub fn warn_on_skew(peer: &str, their_wall_ms: i64, max_skew_ms: i64) -> i64 {
+    let skew = their_wall_ms.saturating_sub(fleet_store::now_ms());
+    if skew.saturating_abs() > max_skew_ms / 2 {
+        tracing::warn!(
+            peer,
+            skew_ms = skew,
+            bound_ms = max_skew_ms,
+            "a federation peer's clock is far from this node's; its changes are refused once stamps run past the bound: check NTP on both"
+        );
+    }
+    skew
 }
 
 /// Either way: changes from the sender's log, up to entry `upto` (entries the
@@ -180,6 +204,7 @@ mod tests {
                 secret: "s".into(),
                 node_id: 2,
                 applied: 3,
+                wall_ms: 4,
             }),
             LinkPdu::Changes(Changes {
                 changes: vec![change],

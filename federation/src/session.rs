@@ -9,7 +9,9 @@ use std::time::Duration;
 use actix_web::web;
 use fleet_store::commands::{self, State};
 use fleet_store::sync;
-use fleet_store::{change_log, desired_configs, devices, link_cursors, memberships, pulled_logs};
+use fleet_store::{
+    change_log, desired_configs, devices, link_cursors, link_refusals, memberships, pulled_logs,
+};
 use futures_util::{SinkExt, StreamExt};
 use operator_api::Node;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
@@ -20,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::authoring::{self, Author, Refusal, Rule};
 use crate::outbox::Outbox;
 use crate::protocol::{Ack, Beat, Changes, LinkPdu, SnapshotEnd, BATCH, MAX_FRAME_BYTES};
 use crate::snapshot::Snapshot;
@@ -51,6 +54,17 @@ pub struct Link {
     /// Where frames for the node rather than the sync go: at the center the edge's
     /// live view and roaming requests, at an edge the answers to those requests.
     pub inbox: Option<mpsc::Sender<LinkPdu>>,
+    /// At the center, the edge at the other end: what it sends is checked against
+    /// the authoring rules (`authoring`) before anything of it is merged.
+    pub author: Option<Author>,
+    /// Told of every refused change (the center counts them in a metric).
+    pub on_refusal: Option<std::sync::Arc<dyn Fn(Rule) + Send + Sync>>,
+}
+
+/// A change that was not merged, and why.
+struct Refused<'a> {
+    change: &'a sync::Change,
+    refusal: Refusal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,12 +215,23 @@ impl Link {
         let theirs = filled
             .into_iter()
             .chain(fresh)
-            .filter(|c| fleet_store::clock::node_of(c.hlc) != self.peer)
+            .filter(|c| self.sends(c))
             .collect();
         let changes = self.scope.select(&self.node.db, theirs).await?;
         let upto = outbox.upto();
         send(ws, &LinkPdu::Changes(Changes { changes, upto })).await?;
         Ok(true)
+    }
+
+    /// Whether a change goes to the peer at all: never its own back; and from an edge
+    /// only what the edge wrote itself, because the center takes nothing else from
+    /// it (what others wrote reaches the center from them).
+    fn sends(&self, change: &sync::Change) -> bool {
+        let node = fleet_store::clock::node_of(change.hlc);
+        match self.home {
+            Some(_) => node == self.node.replica.node_id(),
+            None => node != self.peer,
+        }
     }
 
     /// Sends a snapshot when the peer starts from nothing or its cursor fell below
@@ -233,7 +258,8 @@ impl Link {
         tracing::info!(peer = self.peer, from = sent, horizon, "sending a snapshot");
         let mut snapshot = Snapshot::new(self.scope);
         let (mut pages, mut rows) = (0u64, 0usize);
-        while let Some(changes) = snapshot.next(db).await? {
+        while let Some(mut changes) = snapshot.next(db).await? {
+            changes.retain(|c| self.sends(c));
             rows += changes.len();
             pages += 1;
             send(
@@ -356,11 +382,21 @@ impl Link {
     pub async fn merge(&self, batch: &Changes) -> Result<(), DbErr> {
         let (turn, txn) = self.node.write().await?;
         let mut touched = Vec::new();
+        let mut refused = Vec::new();
         for change in &batch.changes {
+            let verdict = match self.author {
+                Some(author) => authoring::check(&txn, &self.node.replica, author, change).await?,
+                None => authoring::clock(&self.node.replica, change),
+            };
+            if let Err(refusal) = verdict {
+                refused.push(Refused { change, refusal });
+                continue;
+            }
             if sync::apply(&txn, &self.node.replica, change).await? {
                 touched.push((change.table.clone(), change.id));
             }
         }
+        self.record_refusals(&txn, &refused).await?;
         // At an edge, a device that left is dropped in the same transaction: a crash
         // between the merge and the drop would keep it here for good.
         if let Some(home) = self.home {
@@ -381,6 +417,50 @@ impl Link {
             self.changed(&table, id).await?;
         }
         Ok(())
+    }
+
+    /// Makes refusals visible, in the merge's transaction: one event each, naming
+    /// the peer, table, row and rule, and the peer's running count.
+    async fn record_refusals<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        refused: &[Refused<'_>],
+    ) -> Result<(), DbErr> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let actor = match self.author {
+            Some(author) => format!("edge:{}", author.edge),
+            None => format!("node:{}", self.peer),
+        };
+        for Refused { change, refusal } in refused {
+            tracing::warn!(
+                peer = %actor,
+                table = %change.table,
+                row = change.id,
+                rule = refusal.rule.as_str(),
+                detail = %refusal.detail,
+                "refused a change from a federation peer"
+            );
+            if let Some(count) = &self.on_refusal {
+                count(refusal.rule);
+            }
+            operator_api::events::record(
+                txn,
+                &self.node.replica,
+                operator_api::events::NewEvent {
+                    actor: actor.clone(),
+                    action: "link.change_refused".into(),
+                    target_type: change.table.clone(),
+                    target_id: change.id.to_string(),
+                    status: 403,
+                    detail: format!("rule {}: {}", refusal.rule.as_str(), refusal.detail),
+                },
+            )
+            .await?;
+        }
+        let last = refused.last().map_or("", |r| r.refusal.rule.as_str());
+        link_refusals::add(txn, self.peer, refused.len(), last).await
     }
 
     /// Reacts to a merged row: a finished command wakes whoever waits for it; a queued
@@ -406,6 +486,12 @@ impl Link {
                 let config = desired_configs::Entity::find_by_id(id).one(db).await?;
                 if let (Some(config), Some(dispatch)) = (config, &self.node.dispatch) {
                     dispatch.configure(&config);
+                }
+            }
+            "devices" => {
+                // New credentials, a new home or a delete end a session opened before.
+                if let Some(dispatch) = &self.node.dispatch {
+                    dispatch.recheck(id);
                 }
             }
             _ => {}

@@ -88,6 +88,11 @@ pub async fn attach<C: ConnectionTrait>(
     Ok(size)
 }
 
+/// The content of an upload as it travels (base64).
+pub fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    STANDARD.decode(text)
+}
+
 /// Takes in an upload another node sent.
 pub(crate) async fn take<C: ConnectionTrait>(
     conn: &C,
@@ -103,9 +108,7 @@ pub(crate) async fn take<C: ConnectionTrait>(
     ) else {
         return Err(DbErr::Custom(format!("pulled log {id}: fields missing")));
     };
-    let content = STANDARD
-        .decode(content)
-        .map_err(|e| DbErr::Custom(format!("pulled log {id}: {e}")))?;
+    let content = decode(content).map_err(|e| DbErr::Custom(format!("pulled log {id}: {e}")))?;
     store(
         conn,
         Model {

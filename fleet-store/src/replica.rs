@@ -11,9 +11,8 @@ use sea_orm::{
 };
 use serde::Serialize;
 
-use crate::{
-    change_log, clock::Hlc, commands, desired_configs, devices, groups, ids::Snowflake, memberships,
-};
+use crate::clock::{Hlc, StampError};
+use crate::{change_log, commands, desired_configs, devices, groups, ids::Snowflake, memberships};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -157,8 +156,32 @@ impl Replica {
         }
     }
 
+    /// Refuses peers' stamps more than `ms` ahead of this node's wall clock.
+    pub fn with_max_ahead_ms(mut self, ms: i64) -> Self {
+        self.clock = self.clock.with_max_ahead_ms(ms);
+        self
+    }
+
+    /// How far ahead of the wall clock a peer's stamp may be.
+    pub fn max_ahead_ms(&self) -> i64 {
+        self.clock.max_ahead_ms()
+    }
+
     pub fn node_id(&self) -> i64 {
         self.ids.worker()
+    }
+
+    /// Whether a peer's stamp may be merged (see [`Hlc::check`]).
+    pub fn check_stamp(&self, hlc: i64) -> Result<(), StampError> {
+        self.clock.check(hlc)
+    }
+
+    /// Resumes this node's clock above the highest stamp its database holds, so a
+    /// restart never stamps a write below what is already stored.
+    pub async fn resume<C: ConnectionTrait>(&self, db: &C) -> Result<i64, DbErr> {
+        let highest = crate::sync::highest_stamp(db).await?;
+        self.clock.resume_above(highest);
+        Ok(highest)
     }
 
     pub fn new_id(&self) -> i64 {
@@ -173,8 +196,12 @@ impl Replica {
     /// Stamps a write that sets `fields`, merging into the row's previous per-field
     /// stamps (`previous` is empty for a new row).
     pub fn stamp(&self, previous: &str, fields: &[&str]) -> Stamp {
-        let hlc = self.clock.tick();
         let mut stamps: BTreeMap<String, i64> = serde_json::from_str(previous).unwrap_or_default();
+        // Never below what a field holds, or the write would lose every merge.
+        if let Some(held) = fields.iter().filter_map(|f| stamps.get(*f)).max() {
+            self.clock.resume_above(*held);
+        }
+        let hlc = self.clock.tick();
         for field in fields {
             stamps.insert((*field).to_string(), hlc);
         }
@@ -215,8 +242,8 @@ impl Replica {
 
     /// Takes in the stamp of a change from another node, so that later local writes
     /// are stamped after it.
-    pub fn observe(&self, hlc: i64) {
-        self.clock.observe(hlc);
+    pub fn observe(&self, hlc: i64) -> Result<(), StampError> {
+        self.clock.observe(hlc)
     }
 
     /// Inserts a new row, stamping every field, and logs it.

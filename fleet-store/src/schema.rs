@@ -6,7 +6,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, Schema, Statement}
 
 use crate::{
     change_log, commands, desired_configs, device_status, devices, events, groups, link_cursors,
-    memberships, pulled_logs, settings, user_groups, users,
+    link_refusals, memberships, pulled_logs, settings, user_groups, users,
 };
 
 /// One table: its CREATE TABLE and the indexes that go with it.
@@ -80,6 +80,7 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
         table(backend, desired_configs::Entity),
         table(backend, change_log::Entity),
         table(backend, link_cursors::Entity),
+        table(backend, link_refusals::Entity),
         table(backend, device_status::Entity),
         table(backend, events::Entity),
         table(backend, pulled_logs::Entity),

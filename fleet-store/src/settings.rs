@@ -45,3 +45,28 @@ pub async fn get_or_init<C: ConnectionTrait>(
         .map(|r| r.value)
         .ok_or_else(|| DbErr::RecordNotFound(format!("setting {name}")))
 }
+
+/// A setting's value, if it has one.
+pub async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<String>, DbErr> {
+    Ok(Entity::find_by_id(name.to_string())
+        .one(db)
+        .await?
+        .map(|r| r.value))
+}
+
+/// Stores a setting, replacing any value it had.
+pub async fn put<C: ConnectionTrait>(db: &C, name: &str, value: &str) -> Result<(), DbErr> {
+    let row = ActiveModel {
+        name: sea_orm::Set(name.to_string()),
+        value: sea_orm::Set(value.to_string()),
+    };
+    Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(Column::Name)
+                .update_column(Column::Value)
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}

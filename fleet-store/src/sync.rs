@@ -95,13 +95,16 @@ pub async fn head<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
 
 /// Merges one change into the local database, in the caller's transaction. Returns
 /// whether any field changed. Changes to tables this node does not know are skipped
-/// (a newer peer), as are columns it does not know.
+/// (a newer peer), as are columns it does not know, and so is a change whose stamp
+/// the clock refuses (too far ahead): it is never merged, and the clock stays put.
 pub async fn apply<C: ConnectionTrait>(
     conn: &C,
     replica: &Replica,
     change: &Change,
 ) -> Result<bool, DbErr> {
-    replica.observe(change.hlc);
+    if replica.observe(change.hlc).is_err() {
+        return Ok(false);
+    }
     match change.table.as_str() {
         "devices" => merge::<devices::Entity, C>(conn, change).await,
         "device_groups" => merge::<groups::Entity, C>(conn, change).await,
@@ -280,6 +283,33 @@ pub async fn full_row<C: ConnectionTrait>(
         "desired_configs" => of::<desired_configs::Entity, C>(db, id).await,
         _ => Ok(Vec::new()),
     }
+}
+
+/// The highest stamp this database holds, in any replicated row or in its change log.
+pub async fn highest_stamp<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    async fn max_of<E: EntityTrait, C: ConnectionTrait>(
+        db: &C,
+        column: E::Column,
+    ) -> Result<i64, DbErr> {
+        let max: Option<Option<i64>> = E::find()
+            .select_only()
+            .column_as(column.max(), "hlc")
+            .into_tuple()
+            .one(db)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+    Ok([
+        max_of::<devices::Entity, C>(db, devices::Column::Hlc).await?,
+        max_of::<groups::Entity, C>(db, groups::Column::Hlc).await?,
+        max_of::<memberships::Entity, C>(db, memberships::Column::Hlc).await?,
+        max_of::<commands::Entity, C>(db, commands::Column::Hlc).await?,
+        max_of::<desired_configs::Entity, C>(db, desired_configs::Column::Hlc).await?,
+        max_of::<change_log::Entity, C>(db, change_log::Column::Hlc).await?,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0))
 }
 
 /// The position below which the log no longer holds entries: a peer whose cursor is

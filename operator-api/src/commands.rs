@@ -31,6 +31,9 @@ pub trait Dispatch: Send + Sync {
     }
     /// Pushes a new desired configuration to the device's live session, if any.
     fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool;
+    /// The device's row changed (its secret, its home, or it was deleted): a live
+    /// session it opened with what no longer holds must end now.
+    fn recheck(&self, _device: i64) {}
 }
 
 pub const MAX_TIMEOUT_S: u64 = 86_400;

@@ -97,7 +97,11 @@ pub async fn put(
     let saved = match current(&txn, device).await? {
         Some(old) => {
             let mut new = old.clone();
-            new.version = old.version + 1;
+            // A stored version is bounded where it comes in from a peer; checked all
+            // the same, so no stored value can make this write panic or wrap.
+            new.version = old.version.checked_add(1).ok_or_else(|| {
+                ApiError::FailedPrecondition("the configuration version is exhausted".into())
+            })?;
             new.report_interval_s = i32::try_from(req.report_interval_s).unwrap_or(i32::MAX);
             new.settings = settings;
             new.deleted = false;

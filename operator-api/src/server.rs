@@ -138,9 +138,15 @@ where
     }
     let mut node = Node::new(
         db,
-        Replica::new(Snowflake::new(settings.worker_id)?),
+        Replica::new(Snowflake::new(settings.worker_id)?)
+            .with_max_ahead_ms(settings.max_clock_skew_ms),
         Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
         metrics,
+    );
+    let highest = node.replica.resume(&node.db).await?;
+    tracing::debug!(
+        stamp = highest,
+        "clock resumed above the highest stored stamp"
     );
     node.home_edges = service.home_edges;
     node.presence = service.presence;

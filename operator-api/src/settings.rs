@@ -91,6 +91,14 @@ pub struct NodeArgs {
     /// a peer away for longer gets a snapshot when it returns [default: 168].
     #[arg(long)]
     pub change_log_retain_h: Option<u64>,
+    /// Milliseconds a federation peer's stamp may run ahead of this node's wall clock;
+    /// a change stamped further ahead is refused and never moves this node's clock
+    /// [default: 60000].
+    #[arg(long)]
+    pub max_clock_skew_ms: Option<u64>,
+    /// Days events are kept before a background job deletes them [default: 90].
+    #[arg(long)]
+    pub event_retain_days: Option<u64>,
 }
 
 /// Names every argument's environment variable `PREFIX_ARG_ID` (for all subcommands),
@@ -189,6 +197,8 @@ pub struct NodeSettings {
     pub workers: Option<usize>,
     pub log: String,
     pub change_log_retain: std::time::Duration,
+    pub max_clock_skew_ms: i64,
+    pub event_retain: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +240,8 @@ impl NodeSettings {
             workers: None,
             log: "info".into(),
             change_log_retain: std::time::Duration::from_secs(168 * 3600),
+            max_clock_skew_ms: 60_000,
+            event_retain: std::time::Duration::from_secs(90 * 86_400),
         }
     }
 
@@ -295,6 +307,25 @@ impl NodeSettings {
             }
             out.change_log_retain = std::time::Duration::from_secs(v.saturating_mul(3600));
         }
+        if let Some(v) = s.max_clock_skew_ms {
+            // Past a day a forged stamp could drag clocks far enough to matter.
+            if !(1..=86_400_000).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    field: "max_clock_skew_ms",
+                    message: "must be between 1 and 86400000".into(),
+                });
+            }
+            out.max_clock_skew_ms = i64::try_from(v).unwrap_or(60_000);
+        }
+        if let Some(v) = s.event_retain_days {
+            if !(1..=36_500).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    field: "event_retain_days",
+                    message: "must be between 1 and 36500".into(),
+                });
+            }
+            out.event_retain = std::time::Duration::from_secs(v.saturating_mul(86_400));
+        }
         Ok(out)
     }
 }
@@ -318,5 +349,7 @@ fn merge(high: NodeArgs, low: NodeArgs) -> NodeArgs {
         workers: high.workers.or(low.workers),
         log: high.log.or(low.log),
         change_log_retain_h: high.change_log_retain_h.or(low.change_log_retain_h),
+        max_clock_skew_ms: high.max_clock_skew_ms.or(low.max_clock_skew_ms),
+        event_retain_days: high.event_retain_days.or(low.event_retain_days),
     }
 }

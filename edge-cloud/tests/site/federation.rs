@@ -13,13 +13,13 @@ use shared_proto::southbound::{CommandResult, Outcome, Pdu};
 
 use crate::helpers::*;
 
-struct Center {
-    api: TestApp,
-    links: Arc<center_cloud::link::Links>,
-    link_port: u16,
+pub(crate) struct Center {
+    pub(crate) api: TestApp,
+    pub(crate) links: Arc<center_cloud::link::Links>,
+    pub(crate) link_port: u16,
 }
 
-async fn spawn_center() -> Center {
+pub(crate) async fn spawn_center() -> Center {
     let (dir, node) = test_settings(center_cloud::config::DEFAULTS).await;
     let mut settings = center_cloud::Settings {
         node,
@@ -39,28 +39,28 @@ async fn spawn_center() -> Center {
 }
 
 /// A fault proxy in front of the center's link endpoint.
-async fn proxy_to(center: &Center) -> FaultProxy {
+pub(crate) async fn proxy_to(center: &Center) -> FaultProxy {
     let upstream = format!("127.0.0.1:{}", center.link_port)
         .parse()
         .expect("addr");
     FaultProxy::start(upstream).await.expect("proxy")
 }
 
-struct Edge {
-    site: TestEdge,
-    hub: Arc<edge_cloud::hub::Hub>,
-    uplink: Arc<edge_cloud::uplink::Uplink>,
+pub(crate) struct Edge {
+    pub(crate) site: TestEdge,
+    pub(crate) hub: Arc<edge_cloud::hub::Hub>,
+    pub(crate) uplink: Arc<edge_cloud::uplink::Uplink>,
 }
 
 impl Edge {
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.uplink.shutdown();
         self.hub.shutdown();
     }
 }
 
 /// Registers an edge at the center and starts it, linked through `proxy`.
-async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, String) {
+pub(crate) async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, String) {
     let (status, reg) = center
         .api
         .post("/api/v1/edges", json!({"name": name, "site": name}))
@@ -92,6 +92,7 @@ async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, S
     } = edge_cloud::Application::build(settings)
         .await
         .expect("edge starts");
+    let node = served.node.clone();
     let api = start(served, dir, database_url).await;
     (
         Edge {
@@ -99,6 +100,8 @@ async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, S
                 api,
                 device_port,
                 sessions,
+                hub: hub.clone(),
+                node,
             },
             hub,
             uplink: uplink.expect("joined a center"),
@@ -107,7 +110,7 @@ async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, S
     )
 }
 
-async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
         if check().await {
@@ -118,7 +121,7 @@ async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("{what}: not within {secs} s");
 }
 
-async fn device_row(api: &TestApp, id: i64) -> Option<Value> {
+pub(crate) async fn device_row(api: &TestApp, id: i64) -> Option<Value> {
     let db = api.db().await;
     devices::Entity::find_by_id(id)
         .one(&db)
@@ -299,7 +302,7 @@ async fn a_wrong_secret_gets_no_link() {
 }
 
 /// Plays a device that answers every command it gets with "ran <name>".
-async fn answer_commands(mut device: DeviceClient) {
+pub(crate) async fn answer_commands(mut device: DeviceClient) {
     while let Some(env) = device.recv().await {
         if let Pdu::Command(c) = env.pdu {
             device
@@ -413,7 +416,7 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
 }
 
 /// Logs in with a device's id and secret; whether the edge let it in.
-async fn logs_in(edge: &TestEdge, device: &str, secret: &str) -> Option<DeviceClient> {
+pub(crate) async fn logs_in(edge: &TestEdge, device: &str, secret: &str) -> Option<DeviceClient> {
     let mut client = DeviceClient::connect(edge).await;
     client
         .send(Pdu::Login(shared_proto::southbound::Login {
@@ -775,7 +778,12 @@ async fn a_peer_that_remembers_more_of_a_log_than_it_holds_starts_over_from_snap
 }
 
 /// Registers a device at the center, homed at `edge`, and waits for it there.
-async fn homed_device(center: &Center, edge: &Edge, edge_id: &str, sn: &str) -> (String, String) {
+pub(crate) async fn homed_device(
+    center: &Center,
+    edge: &Edge,
+    edge_id: &str,
+    sn: &str,
+) -> (String, String) {
     let mut body = device_json(&format!("gw-{sn}"), sn);
     body["edge_id"] = json!(edge_id);
     let (status, made) = center.api.post("/api/v1/devices", body).await;

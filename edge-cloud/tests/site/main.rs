@@ -6,4 +6,5 @@ mod hostile;
 mod hub;
 mod revocation;
 mod site;
+mod trust;
 mod uploads;

@@ -1,0 +1,387 @@
+//! Who may author what (DESIGN §5 "Trust"). The center is the authority for the
+//! fleet; an edge is trusted only for its own site. Every change an edge sends is
+//! checked here, at the center, before it is merged: against the table and field it
+//! writes, against the center's own record of the row (which edge is its home), and
+//! against the sending edge's node id, which its stamps and new ids must carry. A
+//! change that fails is refused whole; `docs/security.md` has the table these rules
+//! implement.
+
+use fleet_store::clock::{node_of, StampError};
+use fleet_store::commands::{self, State};
+use fleet_store::ids::worker_of;
+use fleet_store::sync::Change;
+use fleet_store::{desired_configs, devices, events, memberships, pulled_logs, Replica};
+use sea_orm::sea_query::{ColumnType, StringLen};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic, Iterable};
+use serde_json::{Map, Value};
+
+/// The edge a link belongs to, as the center registered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Author {
+    pub edge: i64,
+    /// Its snowflake worker id: the node id in its stamps and new row ids.
+    pub node: i64,
+}
+
+/// The rule a refused change broke; its name labels the metric and the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Stamped further ahead of the center's wall clock than the configured bound.
+    ClockAhead,
+    /// Not a valid stamp (zero or negative).
+    BadStamp,
+    /// Stamped with another node's id.
+    ForeignStamp,
+    /// A new row whose id another node made (or that does not follow from its fields).
+    ForeignId,
+    /// The row, or the device it hangs on, is not homed at this edge.
+    NotHome,
+    /// Sets a device's home edge: moves and roaming are the center's.
+    MovesDevice,
+    /// Changes what a row belongs to (a command's device, a membership's group).
+    ChangesOwner,
+    /// Brings a deleted row back.
+    Undelete,
+    /// A table or field only the center authors.
+    CenterOnly,
+    /// A value of the wrong type, too long, or out of its bounds.
+    BadValue,
+    /// An event that names another actor or target than the device it is about.
+    ForgedActor,
+    /// A table this center does not know.
+    UnknownTable,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ClockAhead => "clock_ahead",
+            Rule::BadStamp => "bad_stamp",
+            Rule::ForeignStamp => "foreign_stamp",
+            Rule::ForeignId => "foreign_id",
+            Rule::NotHome => "not_home",
+            Rule::MovesDevice => "moves_device",
+            Rule::ChangesOwner => "changes_owner",
+            Rule::Undelete => "undelete",
+            Rule::CenterOnly => "center_only",
+            Rule::BadValue => "bad_value",
+            Rule::ForgedActor => "forged_actor",
+            Rule::UnknownTable => "unknown_table",
+        }
+    }
+}
+
+/// Why a change was not merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Rule,
+    pub detail: String,
+}
+
+fn refuse(rule: Rule, detail: impl Into<String>) -> Result<Verdict, DbErr> {
+    Ok(Err(Refusal {
+        rule,
+        detail: detail.into(),
+    }))
+}
+
+/// `Ok(())` to merge, or why not.
+pub type Verdict = Result<(), Refusal>;
+
+/// Largest desired-configuration version an edge may write: far beyond any real
+/// count of edits, far below where `version + 1` could overflow.
+pub const MAX_CONFIG_VERSION: i64 = 1 << 48;
+/// Largest pulled log, as base64 text (16 MiB of content).
+const MAX_UPLOAD_BASE64: usize = (16 * 1024 * 1024 / 3 + 1) * 4;
+/// What a MySQL TEXT column holds.
+const TEXT_BYTES: usize = 65_535;
+
+/// The one rule for what the center sends an edge: a stamp the edge's clock takes.
+pub fn clock(replica: &Replica, change: &Change) -> Verdict {
+    match replica.check_stamp(change.hlc) {
+        Ok(()) => Ok(()),
+        Err(StampError::Ahead { ahead_ms }) => Err(Refusal {
+            rule: Rule::ClockAhead,
+            detail: format!("{ahead_ms} ms ahead"),
+        }),
+        Err(StampError::Invalid(stamp)) => Err(Refusal {
+            rule: Rule::BadStamp,
+            detail: stamp.to_string(),
+        }),
+    }
+}
+
+/// Checks a change an edge sent, in the transaction that will merge it, so the
+/// center's record it is judged against is the one the merge sees.
+pub async fn check<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    author: Author,
+    change: &Change,
+) -> Result<Verdict, DbErr> {
+    if let Err(refusal) = clock(replica, change) {
+        return Ok(Err(refusal));
+    }
+    if node_of(change.hlc) != author.node {
+        return refuse(
+            Rule::ForeignStamp,
+            format!("stamped by node {}", node_of(change.hlc)),
+        );
+    }
+    match change.table.as_str() {
+        "devices" => device(db, author, change).await,
+        "commands" => command(db, author, change).await,
+        "memberships" => membership(db, author, change).await,
+        "desired_configs" => desired_config(db, author, change).await,
+        "events" => event(db, replica, author, change).await,
+        "pulled_logs" => pulled_log(db, author, change).await,
+        "device_groups" => refuse(Rule::CenterOnly, "groups are the center's"),
+        other => refuse(Rule::UnknownTable, other.to_string()),
+    }
+}
+
+/// The home edge of a device as the center records it (deleted or not).
+async fn home_of<C: ConnectionTrait>(db: &C, device: i64) -> Result<Option<i64>, DbErr> {
+    Ok(devices::Entity::find_by_id(device)
+        .one(db)
+        .await?
+        .and_then(|d| d.edge_id))
+}
+
+async fn homed_here<C: ConnectionTrait>(
+    db: &C,
+    author: Author,
+    device: i64,
+) -> Result<Verdict, DbErr> {
+    if home_of(db, device).await? == Some(author.edge) {
+        Ok(Ok(()))
+    } else {
+        refuse(Rule::NotHome, format!("device {device}"))
+    }
+}
+
+fn int(fields: &Map<String, Value>, name: &str) -> Option<Option<i64>> {
+    fields.get(name).map(Value::as_i64)
+}
+
+/// Every field the table knows has the type and length its column takes, so that
+/// nothing an edge sends can fail the merge's transaction (which would stall the link).
+fn shaped<E: EntityTrait>(change: &Change) -> Verdict {
+    for column in E::Column::iter() {
+        let Some(value) = change.fields.get(column.as_str()) else {
+            continue;
+        };
+        let def = column.def();
+        let fits = match (value, def.get_column_type()) {
+            (Value::Null, _) => def.is_null(),
+            (Value::String(s), ColumnType::String(StringLen::N(n))) => {
+                u32::try_from(s.chars().count()).is_ok_and(|len| len <= *n)
+            }
+            (Value::String(s), ColumnType::Text) => s.len() <= TEXT_BYTES,
+            (Value::Number(n), ColumnType::BigInteger) => n.as_i64().is_some(),
+            (Value::Number(n), ColumnType::Integer) => {
+                n.as_i64().is_some_and(|v| i32::try_from(v).is_ok())
+            }
+            (Value::Bool(_), ColumnType::Boolean) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(Refusal {
+                rule: Rule::BadValue,
+                detail: format!("field {}", column.as_str()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn bounded(
+    fields: &Map<String, Value>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Verdict {
+    match int(fields, name) {
+        Some(Some(v)) if !range.contains(&v) => Err(Refusal {
+            rule: Rule::BadValue,
+            detail: format!("field {name} out of {}..={}", range.start(), range.end()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Devices: a site authors its own devices' description, identity and credentials,
+/// and may delete them; their home is the center's alone.
+async fn device<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Result<Verdict, DbErr> {
+    if let Err(r) = shaped::<devices::Entity>(c) {
+        return Ok(Err(r));
+    }
+    let home = int(&c.fields, "edge_id");
+    match devices::Entity::find_by_id(c.id).one(db).await? {
+        Some(row) => {
+            if row.edge_id != Some(author.edge) {
+                return refuse(Rule::NotHome, format!("device {}", c.id));
+            }
+            if home.is_some_and(|h| h != Some(author.edge)) {
+                return refuse(Rule::MovesDevice, format!("device {}", c.id));
+            }
+            if row.deleted && c.fields.get("deleted") == Some(&Value::Bool(false)) {
+                return refuse(Rule::Undelete, format!("device {}", c.id));
+            }
+        }
+        None => {
+            if worker_of(c.id) != author.node {
+                return refuse(Rule::ForeignId, format!("device {}", c.id));
+            }
+            if home != Some(Some(author.edge)) {
+                return refuse(Rule::NotHome, format!("new device {}", c.id));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Commands: a site creates and advances commands of its own devices; a command
+/// never changes device, and its counters stay within their bounds.
+async fn command<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Result<Verdict, DbErr> {
+    if let Err(r) = shaped::<commands::Entity>(c)
+        .and_then(|()| bounded(&c.fields, "progress", 0..=100))
+        .and_then(|()| {
+            bounded(
+                &c.fields,
+                "timeout_s",
+                0..=operator_api::commands::MAX_TIMEOUT_S as i64,
+            )
+        })
+    {
+        return Ok(Err(r));
+    }
+    if let Some(state) = c.fields.get("state") {
+        if state.as_str().and_then(State::parse).is_none() {
+            return refuse(Rule::BadValue, "field state");
+        }
+    }
+    let named = int(&c.fields, "device_id");
+    let device = match commands::Entity::find_by_id(c.id).one(db).await? {
+        Some(row) => {
+            if named.is_some_and(|d| d != Some(row.device_id)) {
+                return refuse(Rule::ChangesOwner, format!("command {}", c.id));
+            }
+            row.device_id
+        }
+        None => {
+            if worker_of(c.id) != author.node {
+                return refuse(Rule::ForeignId, format!("command {}", c.id));
+            }
+            match named {
+                Some(Some(device)) => device,
+                _ => return refuse(Rule::BadValue, "a new command names no device"),
+            }
+        }
+    };
+    homed_here(db, author, device).await
+}
+
+/// Memberships: a site puts its own devices in groups and takes them out; a
+/// membership's id follows from (group, device), which never change.
+async fn membership<C: ConnectionTrait>(
+    db: &C,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
+    if let Err(r) = shaped::<memberships::Entity>(c) {
+        return Ok(Err(r));
+    }
+    let (group, device) = (int(&c.fields, "group_id"), int(&c.fields, "device_id"));
+    let device = match memberships::Entity::find_by_id(c.id).one(db).await? {
+        Some(row) => {
+            let moved = group.is_some_and(|g| g != Some(row.group_id))
+                || device.is_some_and(|d| d != Some(row.device_id));
+            if moved {
+                return refuse(Rule::ChangesOwner, format!("membership {}", c.id));
+            }
+            row.device_id
+        }
+        None => match (group, device) {
+            (Some(Some(g)), Some(Some(d))) if memberships::id_for(g, d) == c.id => d,
+            _ => return refuse(Rule::ForeignId, format!("membership {}", c.id)),
+        },
+    };
+    homed_here(db, author, device).await
+}
+
+/// Desired configurations: a site configures its own devices; the row's id is its
+/// device's, and the version stays far from overflowing.
+async fn desired_config<C: ConnectionTrait>(
+    db: &C,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
+    if let Err(r) = shaped::<desired_configs::Entity>(c)
+        .and_then(|()| bounded(&c.fields, "version", 0..=MAX_CONFIG_VERSION))
+        .and_then(|()| bounded(&c.fields, "report_interval_s", 1..=86_400))
+    {
+        return Ok(Err(r));
+    }
+    if int(&c.fields, "device_id").is_some_and(|d| d != Some(c.id)) {
+        return refuse(Rule::ChangesOwner, format!("desired config {}", c.id));
+    }
+    homed_here(db, author, c.id).await
+}
+
+/// Events: a site ships what its own devices did (`device:<id>` acting on itself),
+/// made there (its worker id) and not dated in the future.
+async fn event<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
+    if worker_of(c.id) != author.node {
+        return refuse(Rule::ForeignId, format!("event {}", c.id));
+    }
+    let Ok(row) = serde_json::from_value::<events::Model>(Value::Object(c.fields.clone())) else {
+        return refuse(Rule::BadValue, format!("event {}", c.id));
+    };
+    if let Err(r) = shaped::<events::Entity>(c) {
+        return Ok(Err(r));
+    }
+    if row.id != c.id
+        || replica
+            .check_stamp(fleet_store::clock::stamp_at(row.at, author.node))
+            .is_err()
+    {
+        return refuse(Rule::BadValue, format!("event {}", c.id));
+    }
+    let Ok(device) = row.target_id.parse::<i64>() else {
+        return refuse(Rule::ForgedActor, format!("event {} target", c.id));
+    };
+    if row.target_type != "devices" || row.actor != format!("device:{device}") {
+        return refuse(Rule::ForgedActor, format!("event {}", c.id));
+    }
+    homed_here(db, author, device).await
+}
+
+/// Pulled logs: uploads for the `pull_logs` commands of a site's own devices.
+async fn pulled_log<C: ConnectionTrait>(
+    db: &C,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
+    let Some(command) = commands::Entity::find_by_id(c.id).one(db).await? else {
+        return refuse(Rule::NotHome, format!("no command {}", c.id));
+    };
+    if command.name != "pull_logs" || int(&c.fields, "device_id") != Some(Some(command.device_id)) {
+        return refuse(Rule::ChangesOwner, format!("pulled log {}", c.id));
+    }
+    let content = c.fields.get("content").and_then(Value::as_str);
+    let bytes = int(&c.fields, "bytes").flatten();
+    let decoded = content
+        .filter(|text| text.len() <= MAX_UPLOAD_BASE64)
+        .and_then(|text| pulled_logs::decode(text).ok());
+    let whole = matches!((decoded, bytes), (Some(content), Some(bytes))
+        if i64::try_from(content.len()).is_ok_and(|len| len == bytes));
+    if !whole || int(&c.fields, "uploaded_at").flatten().is_none() {
+        return refuse(Rule::BadValue, format!("pulled log {}", c.id));
+    }
+    homed_here(db, author, command.device_id).await
+}
