@@ -311,11 +311,10 @@ pub async fn verify_throttled<'a>(
             return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
         }
     };
-    let matches = web::block(move || {
-        password_matches(&password, &stored_hash.unwrap_or_else(decoy_hash))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let matches =
+        web::block(move || password_matches(&password, &stored_hash.unwrap_or_else(decoy_hash)))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     node.metrics.count_login(if matches {
         LoginOutcome::Ok
     } else {

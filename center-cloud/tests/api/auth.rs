@@ -243,7 +243,11 @@ async fn parallel_guesses_get_no_more_than_the_limit_checked() {
     }
     let checked = statuses.iter().filter(|s| **s == 401).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!(checked, operator_api::throttle::MAX_FAILURES, "{statuses:?}");
+    assert_eq!(
+        checked,
+        operator_api::throttle::MAX_FAILURES,
+        "{statuses:?}"
+    );
     assert_eq!(checked + refused, 30, "{statuses:?}");
     // The server checked only that many passwords (plus the setup's two logins).
     let metrics = app

@@ -72,7 +72,10 @@ async fn a_retention_pass_deletes_old_events_in_steps_and_keeps_new_ones() {
         .expect("one step");
     assert_eq!(step, 10);
     let oldest_left = events::Entity::find_by_id(1_014).one(&node.db).await;
-    assert!(oldest_left.expect("read").is_some(), "the 10 oldest went first");
+    assert!(
+        oldest_left.expect("read").is_some(),
+        "the 10 oldest went first"
+    );
     let oldest_gone = events::Entity::find_by_id(1_015).one(&node.db).await;
     assert!(oldest_gone.expect("read").is_none());
     // A pass in steps of 10 takes the other 15 (two steps).

@@ -209,9 +209,7 @@ async fn changing_ones_own_password_needs_the_current_one() {
     app.login("olga", "new-pass-123").await;
 
     // An admin resets another account's password without knowing it.
-    let (status, body) = app
-        .patch(&path, json!({"password": "reset-pass-1"}))
-        .await;
+    let (status, body) = app.patch(&path, json!({"password": "reset-pass-1"})).await;
     assert_eq!(status, 200, "{body}");
     app.login("olga", "reset-pass-1").await;
 
@@ -224,7 +222,13 @@ async fn changing_ones_own_password_needs_the_current_one() {
             json!({"password": "admin-pass-2"}),
         )
         .await;
-    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("current_password"));
+    assert_error(
+        status,
+        &body,
+        400,
+        "INVALID_ARGUMENT",
+        Some("current_password"),
+    );
     app.login("admin", crate::helpers::ADMIN_PASSWORD).await;
 }
 
@@ -242,7 +246,13 @@ async fn wrong_current_passwords_are_throttled_like_logins() {
                 Some(json!({"password": "new-pass-123", "current_password": format!("guess-{i}")})),
             )
             .await;
-        assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("current_password"));
+        assert_error(
+            status,
+            &body,
+            400,
+            "INVALID_ARGUMENT",
+            Some("current_password"),
+        );
     }
     let (status, body) = app
         .call(
