@@ -283,4 +283,50 @@ mod tests {
             other => panic!("expected an invalid setting, got {other:?}"),
         }
     }
+
+    #[test]
+    fn the_unauthenticated_caps_are_read_and_zero_is_refused_by_name() {
+        let defaults = Settings::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(
+            (
+                defaults.hub.max_unauthenticated_per_source,
+                defaults.hub.max_unauthenticated
+            ),
+            (admission::DEFAULT_PER_SOURCE, admission::DEFAULT_TOTAL)
+        );
+        let set = Settings::resolve(ServeArgs {
+            max_unauthenticated_per_source: Some(8),
+            max_unauthenticated: Some(100),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            (
+                set.hub.max_unauthenticated_per_source,
+                set.hub.max_unauthenticated
+            ),
+            (8, 100)
+        );
+        for (args, name) in [
+            (
+                ServeArgs {
+                    max_unauthenticated_per_source: Some(0),
+                    ..ServeArgs::default()
+                },
+                "max_unauthenticated_per_source",
+            ),
+            (
+                ServeArgs {
+                    max_unauthenticated: Some(0),
+                    ..ServeArgs::default()
+                },
+                "max_unauthenticated",
+            ),
+        ] {
+            match Settings::resolve(args) {
+                Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, name),
+                other => panic!("expected {name} refused, got {other:?}"),
+            }
+        }
+    }
 }
