@@ -193,6 +193,13 @@ pub struct EventFilter {
 }
 
 /// List events, newest first. Admins see every event; others see their own.
+///
+/// Recorded: every change an authenticated caller asked for (and how it ended), logins
+/// of known accounts (a run of failures as its first and the one reaching the
+/// account's limit), and changes made without an operator. Failed requests without an
+/// authenticated caller (bad tokens, unknown routes, logins as unknown names, throttled
+/// logins) are counted in `/metrics` as `http_unrecorded_requests_total` instead.
+/// Events older than the node's retention (`--event-retain-days`) are deleted.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventFilter),
     security(("bearer" = [])),
     responses((status = 200, description = "A page of events", body = inline(Paged<Event>))))]

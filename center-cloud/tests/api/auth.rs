@@ -145,7 +145,7 @@ async fn a_random_admin_password_is_made_when_none_is_configured() {
 }
 
 #[tokio::test]
-async fn repeated_failed_logins_are_throttled_per_source() {
+async fn repeated_failed_logins_are_throttled_per_source_and_account() {
     let app = spawn_app().await;
     for _ in 0..operator_api::throttle::MAX_FAILURES {
         let (status, _) = app
