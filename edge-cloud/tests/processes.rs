@@ -266,6 +266,10 @@ async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (No
 #[derive(Default)]
 struct Oracle {
     fields: BTreeMap<(i64, &'static str), Value>,
+    /// Fields whose last acknowledged write was made at a site. The center refuses a
+    /// site's change to a device it has moved elsewhere meanwhile (the site is trusted
+    /// for its own devices only), so a move makes such a write uncertain.
+    at_site: std::collections::BTreeSet<(i64, &'static str)>,
     deleted: std::collections::BTreeSet<i64>,
     created: Vec<i64>,
 }
@@ -414,6 +418,11 @@ async fn run(seed: u64, steps: usize) {
                     oracle
                         .fields
                         .insert((device.id, field), body[field].clone());
+                    if at_edge {
+                        oracle.at_site.insert((device.id, field));
+                    } else {
+                        oracle.at_site.remove(&(device.id, field));
+                    }
                     writes += 1;
                 }
             }
@@ -426,6 +435,11 @@ async fn run(seed: u64, steps: usize) {
                 let (status, _) = center.call(Method::PATCH, &path, Some(body)).await;
                 if status == 200 {
                     known[i].home = to;
+                    for field in ["name", "description"] {
+                        if oracle.at_site.remove(&(device.id, field)) {
+                            oracle.fields.remove(&(device.id, field));
+                        }
+                    }
                     writes += 1;
                 }
             }
