@@ -52,7 +52,13 @@ async fn dial(center: &Center) -> Ws {
 }
 
 impl Hostile {
-    async fn login(center: &Center, edge_id: &str, secret: &str, worker: i64) -> (Self, Welcome) {
+    async fn login(
+        center: &Center,
+        edge_id: &str,
+        secret: &str,
+        worker: i64,
+        clock_ahead_ms: i64,
+    ) -> (Self, Welcome) {
         let mut ws = dial(center).await;
         let hello = LinkPdu::Hello(Hello {
             version: VERSION,
@@ -60,7 +66,7 @@ impl Hostile {
             secret: secret.into(),
             node_id: worker,
             applied: 0,
-            wall_ms: fleet_store::now_ms(),
+            wall_ms: fleet_store::now_ms() + clock_ahead_ms,
         });
         send(&mut ws, &hello).await.expect("hello");
         let welcome = match recv(&mut ws).await {
@@ -206,7 +212,13 @@ async fn a_hostile_edge_with_real_credentials_changes_nothing_outside_its_site()
     let b_before_edge = device_row(&b.site.api, b_dev).await;
     let group_before = center.api.get(&format!("/api/v1/groups/{group}")).await.1;
 
-    let (mut hostile, _) = Hostile::login(&center, &a_id, &a_secret, a_worker).await;
+    // Its clock claims to run 45 s ahead: above half the bound, so the edge list shows it.
+    let (mut hostile, _) = Hostile::login(&center, &a_id, &a_secret, a_worker, 45_000).await;
+    let (_, shown) = center.api.get(&format!("/api/v1/edges/{a_id}")).await;
+    let skew = shown["data"]["clock_skew_ms"]
+        .as_i64()
+        .expect("clock_skew_ms");
+    assert!((40_000..=50_000).contains(&skew), "{shown}");
     let a = num(&a_id);
     let far = stamp_at(fleet_store::now_ms() + 10 * 365 * 86_400_000, a_worker);
     let forged: Vec<(&str, Change)> = vec![
@@ -732,6 +744,104 @@ async fn silent_link_connections_end_at_the_deadline_and_do_not_keep_edges_out()
     assert!(
         center.links.state(edge_num).online,
         "the real edge stayed linked"
+    );
+    edge.stop();
+    center.links.shutdown();
+}
+
+/// When the center moves a device to another edge, the old edge ends its session; the
+/// device then logs in at its new home.
+#[tokio::test]
+async fn a_device_moved_to_another_edge_loses_its_session_at_the_old_one() {
+    let center = spawn_center().await;
+    let (proxy_x, proxy_y) = (proxy_to(&center).await, proxy_to(&center).await);
+    let (x, x_id) = spawn_edge(&center, &proxy_x, "edge-x").await;
+    let (y, y_id) = spawn_edge(&center, &proxy_y, "edge-y").await;
+    let (device, secret) = homed_device(&center, &x, &x_id, "SN-MOVE").await;
+    let mut session = crate::federation::logs_in(&x.site, &device, &secret)
+        .await
+        .expect("logs in at its home");
+    let (status, _) = center
+        .api
+        .patch(
+            &format!("/api/v1/devices/{device}"),
+            json!({"edge_id": y_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    while session.recv().await.is_some() {}
+    until(10, "the device logs in at its new home", async || {
+        crate::federation::logs_in(&y.site, &device, &secret)
+            .await
+            .is_some()
+    })
+    .await;
+    x.stop();
+    y.stop();
+    center.links.shutdown();
+}
+
+/// An edge holds the center to the same clock bound: a change stamped too far ahead
+/// is refused there, counted, and the link carries on.
+#[tokio::test]
+async fn an_edge_refuses_a_center_stamp_too_far_ahead_and_keeps_its_clock() {
+    let center = spawn_center().await;
+    let proxy = proxy_to(&center).await;
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-skew").await;
+    let (device, _) = homed_device(&center, &edge, &edge_id, "SN-SKEW").await;
+    let device = num(&device);
+    let far = stamp_at(fleet_store::now_ms() + 10 * 365 * 86_400_000, 1);
+    sea_orm::ActiveModelTrait::insert(
+        fleet_store::change_log::ActiveModel {
+            table_name: sea_orm::Set("devices".into()),
+            row_id: sea_orm::Set(device),
+            hlc: sea_orm::Set(far),
+            origin: sea_orm::Set(1),
+            deleted: sea_orm::Set(false),
+            payload: sea_orm::Set(json!({"name": "from-the-future"}).to_string()),
+            created_at: sea_orm::Set(fleet_store::now_ms()),
+            ..Default::default()
+        },
+        &center.api.db().await,
+    )
+    .await
+    .expect("log");
+    let edge_db = edge.site.api.db().await;
+    until(10, "the edge refuses it", async || {
+        fleet_store::link_refusals::count(&edge_db, 1)
+            .await
+            .expect("count")
+            == 1
+    })
+    .await;
+    let (status, _) = center
+        .api
+        .patch(
+            &format!("/api/v1/devices/{device}"),
+            json!({"description": "later"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    until(10, "the link carries on", async || {
+        device_row(&edge.site.api, device).await.expect("row")["description"] == json!("later")
+    })
+    .await;
+    let row = device_row(&edge.site.api, device).await.expect("row");
+    assert_ne!(row["name"], json!("from-the-future"));
+    let (status, _) = edge
+        .site
+        .api
+        .patch(
+            &format!("/api/v1/devices/{device}"),
+            json!({"description": "at-edge"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let row = device_row(&edge.site.api, device).await.expect("row");
+    let hlc = row["hlc"].as_i64().expect("hlc");
+    assert!(
+        physical_ms(hlc) < fleet_store::now_ms() + 60_000,
+        "the edge's clock stayed put"
     );
     edge.stop();
     center.links.shutdown();
