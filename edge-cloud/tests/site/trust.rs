@@ -846,3 +846,34 @@ async fn an_edge_refuses_a_center_stamp_too_far_ahead_and_keeps_its_clock() {
     edge.stop();
     center.links.shutdown();
 }
+
+/// A device secret rotated at the center ends the device's session at its edge as soon
+/// as the new hash arrives there; the old secret is refused, the new one logs in.
+#[tokio::test]
+async fn a_device_secret_rotated_at_the_center_closes_its_session_at_the_edge() {
+    let center = spawn_center().await;
+    let proxy = proxy_to(&center).await;
+    let (edge, edge_id) = spawn_edge(&center, &proxy, "edge-rotd").await;
+    let (device, secret) = homed_device(&center, &edge, &edge_id, "SN-ROTD").await;
+    let mut session = crate::federation::logs_in(&edge.site, &device, &secret)
+        .await
+        .expect("logs in");
+    let (status, rotated) = center
+        .api
+        .post(&format!("/api/v1/devices/{device}/secret"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    while session.recv().await.is_some() {}
+    assert!(crate::federation::logs_in(&edge.site, &device, &secret)
+        .await
+        .is_none());
+    assert!(crate::federation::logs_in(&edge.site, &device, &new_secret)
+        .await
+        .is_some());
+    edge.stop();
+    center.links.shutdown();
+}
