@@ -115,6 +115,13 @@ CREATE TABLE `link_cursors` (
   `updated_at` bigint NOT NULL
 ) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+CREATE TABLE `link_refusals` (
+  `peer_node` bigint NOT NULL PRIMARY KEY,
+  `refused` bigint NOT NULL,
+  `last_rule` varchar(32) NOT NULL,
+  `last_at` bigint NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 CREATE TABLE `device_status` (
   `device_id` bigint NOT NULL PRIMARY KEY,
   `version` bigint NOT NULL,
