@@ -1,6 +1,7 @@
 -- Schema of the edge-cloud database, as `edge-cloud print-schema` prints it.
--- The binary creates it at start; this is for operators who provision or review the
--- database by hand. A test keeps sql/edge.sql equal to what the binary creates.
+-- The binary's versioned migrations create it at start, and upgrade older databases;
+-- this is for operators who review the database. A test keeps sql/edge.sql equal to
+-- what the migrations create.
 -- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
 -- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
 -- them is appended to change_log in the same transaction. There are no foreign keys:

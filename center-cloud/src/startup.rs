@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::link::{Links, Routing};
 use crate::{bulk, edges, groups, lab, openapi};
 
-/// Every table of the center's database, in creation order.
+/// Every table of the center's database, as `print-schema` shows it.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     let mut all = schema::fleet_tables(backend);
     all.push(schema::table(backend, fleet_store::edges::Entity));
@@ -43,7 +43,7 @@ impl Application {
         let links = Arc::new(Links::new(settings.link_heartbeat));
         let routing = Arc::new(Routing::new(links.clone()));
         let service = Service {
-            tables,
+            schema: fleet_store::migrations::Schema::Center,
             openapi: openapi::document(),
             routes: {
                 let links = web::Data::from(links.clone());

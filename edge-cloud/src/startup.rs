@@ -17,7 +17,7 @@ use crate::uplink::Uplink;
 use crate::uploads::Uploads;
 use crate::{openapi, status, uploads};
 
-/// Every table of an edge's database, in creation order.
+/// Every table of an edge's database, as `print-schema` shows it.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     schema::fleet_tables(backend)
 }
@@ -57,7 +57,7 @@ impl Application {
         let hub_metrics = HubMetrics::default();
         let uploads = web::Data::new(Uploads::new(settings.log_upload_max_bytes));
         let service = Service {
-            tables,
+            schema: fleet_store::migrations::Schema::Edge,
             openapi: openapi::document(),
             routes: move |cfg: &mut web::ServiceConfig| {
                 cfg.app_data(site_sessions.clone())

@@ -1,8 +1,9 @@
-//! Creating the schema from the entity definitions, so the code is the one source of
-//! truth; `sql/` holds the same DDL for operators, and a test keeps the two equal.
+//! The schema the entity definitions describe: what `print-schema` prints and `sql/`
+//! holds for operators. Nodes never create it from here: they run the migrations
+//! (`crate::migrations`), and a test keeps the migrated database equal to this.
 
 use sea_orm::sea_query::{Index, IndexCreateStatement, TableCreateStatement};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, Schema, Statement};
+use sea_orm::{DbBackend, EntityTrait, Schema};
 
 use crate::{
     change_log, commands, desired_configs, device_status, devices, events, groups, link_cursors,
@@ -119,71 +120,4 @@ fn one_column_per_line(create: &str) -> String {
         .replace(", `", ",\n  `")
         .replace(", PRIMARY KEY", ",\n  PRIMARY KEY");
     format!("{head} (\n  {columns}\n){options}")
-}
-
-/// The quoted name in `CREATE [UNIQUE] INDEX "name" ON …` (sea-query has no getter).
-fn index_name(sql: &str) -> &str {
-    let quote = if sql.contains('`') { '`' } else { '"' };
-    sql.split(quote).nth(1).unwrap_or_default()
-}
-
-async fn exists<C: ConnectionTrait>(db: &C, kind: &str, name: &str) -> Result<bool, DbErr> {
-    let backend = db.get_database_backend();
-    let sql = match (backend, kind) {
-        (DbBackend::Sqlite, _) => {
-            "SELECT 1 FROM sqlite_master WHERE type = ? AND name = ? LIMIT 1"
-        }
-        (_, "table") => {
-            "SELECT 1 FROM information_schema.tables WHERE ? = 'table' AND table_schema = DATABASE() AND table_name = ? LIMIT 1"
-        }
-        _ => {
-            "SELECT 1 FROM information_schema.statistics WHERE ? = 'index' AND table_schema = DATABASE() AND index_name = ? LIMIT 1"
-        }
-    };
-    let stmt = Statement::from_sql_and_values(backend, sql, [kind.into(), name.into()]);
-    Ok(db.query_one(stmt).await?.is_some())
-}
-
-/// Creates every missing table and every missing index (so an index added in a
-/// later version reaches existing databases). Existing ones are left alone.
-pub async fn ensure<C: ConnectionTrait>(db: &C, tables: &[TableSpec]) -> Result<usize, DbErr> {
-    let backend = db.get_database_backend();
-    let mut created = 0;
-    for t in tables {
-        if !exists(db, "table", &t.name).await? {
-            db.execute(backend.build(&t.create)).await?;
-            tracing::info!(table = %t.name, "created table");
-            created += 1;
-        }
-        for i in &t.indexes {
-            let sql = backend.build(i);
-            let name = index_name(&sql.sql).to_string();
-            if !exists(db, "index", &name).await? {
-                db.execute(sql).await?;
-                tracing::info!(table = %t.name, index = %name, "created index");
-                created += 1;
-            }
-        }
-    }
-    Ok(created)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ensure_creates_what_is_missing_and_is_idempotent() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let db = crate::connect(&url, 1).await.expect("db");
-        let tables = fleet_tables(DbBackend::Sqlite);
-        let first = ensure(&db, &tables).await.expect("created");
-        assert!(first >= tables.len());
-        assert_eq!(ensure(&db, &tables).await.expect("again"), 0);
-        db.execute_unprepared("DROP INDEX `idx-devices-deleted-id`")
-            .await
-            .expect("drop");
-        assert_eq!(ensure(&db, &tables).await.expect("index back"), 1);
-    }
 }

@@ -15,7 +15,7 @@ use fleet_store::commands::State;
 use fleet_store::ids::Snowflake;
 use fleet_store::replica::Replicated;
 use fleet_store::sync::{self, Change};
-use fleet_store::{commands, devices, groups, schema, Replica};
+use fleet_store::{commands, devices, groups, Replica};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::{
@@ -46,10 +46,11 @@ async fn fresh_node(dir: &std::path::Path, worker: i64) -> Node {
             dir.join(format!("node{worker}.db")).display()
         ),
     };
-    let db = fleet_store::connect(&url, 2).await.expect("connect");
-    schema::ensure(&db, &schema::fleet_tables(db.get_database_backend()))
+    fleet_store::migrations::Schema::Edge
+        .migrate(&url)
         .await
         .expect("schema");
+    let db = fleet_store::connect(&url, 2).await.expect("connect");
     Node {
         db,
         replica: Replica::new(Snowflake::new(worker).expect("worker")),

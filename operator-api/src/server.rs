@@ -1,4 +1,4 @@
-//! Building and running a node's HTTPS API: open the database, create the schema,
+//! Building and running a node's HTTPS API: migrate the database, open it,
 //! make the first admin, the token key and the TLS material if needed, then serve
 //! the routes every node has plus the binary's own. `build` binds before it
 //! returns, so tests can ask for port 0 and read the port back.
@@ -12,9 +12,10 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use base64::Engine;
 use fleet_store::ids::Snowflake;
-use fleet_store::schema::{self, TableSpec};
+use fleet_store::migrations::Schema;
+use fleet_store::schema::TableSpec;
 use fleet_store::{Replica, StoreError};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::DbBackend;
 
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
@@ -26,8 +27,10 @@ use crate::{audit, docs, events, health, metrics, users, ApiError, Node};
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("creating the schema: {0}")]
-    Schema(#[from] sea_orm::DbErr),
+    #[error("migrating the database: {0}")]
+    Migrations(#[source] StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("worker id: {0}")]
@@ -46,9 +49,10 @@ pub enum StartupError {
 /// Registers a binary's own metrics in the node's registry.
 pub type RegisterMetrics = Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>;
 
-/// What a binary adds to the common node: its tables, its API document and its routes.
+/// What a binary adds to the common node: its schema, its API document and its routes.
 pub struct Service<R> {
-    pub tables: fn(DbBackend) -> Vec<TableSpec>,
+    /// Which migrations bring its database up to date.
+    pub schema: Schema,
     pub openapi: utoipa::openapi::OpenApi,
     pub routes: R,
     pub home_edges: crate::devices::HomeEdges,
@@ -123,8 +127,12 @@ where
         context: format!("creating {}", settings.data_dir.display()),
         source,
     })?;
+    service
+        .schema
+        .migrate(&settings.database_url)
+        .await
+        .map_err(StartupError::Migrations)?;
     let db = fleet_store::connect(&settings.database_url, settings.db_max_connections).await?;
-    schema::ensure(&db, &(service.tables)(db.get_database_backend())).await?;
     let key = fleet_store::settings::get_or_init(&db, "token_key", || {
         use rand::RngCore;
         let mut key = [0u8; 32];
@@ -294,8 +302,9 @@ pub fn print_schema(
     writeln!(
         out,
         "-- Schema of the {binary} database, as `{binary} print-schema` prints it.
--- The binary creates it at start; this is for operators who provision or review the
--- database by hand. A test keeps {sql_file} equal to what the binary creates.
+-- The binary's versioned migrations create it at start, and upgrade older databases;
+-- this is for operators who review the database. A test keeps {sql_file} equal to
+-- what the migrations create.
 -- Replicated tables carry hlc (hybrid logical clock stamp), origin (writing node),
 -- deleted (tombstone) and field_stamps (per-field HLC stamps, JSON); every write to
 -- them is appended to change_log in the same transaction. There are no foreign keys:

@@ -34,11 +34,11 @@ fn event(id: i64, at: i64) -> events::ActiveModel {
 async fn a_retention_pass_deletes_old_events_in_steps_and_keeps_new_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = fresh_database(dir.path()).await;
-    let db = fleet_store::connect(&url, 2).await.expect("database");
-    let tables = center_cloud::startup::tables(db.get_database_backend());
-    fleet_store::schema::ensure(&db, &tables)
+    fleet_store::migrations::Schema::Center
+        .migrate(&url)
         .await
         .expect("schema");
+    let db = fleet_store::connect(&url, 2).await.expect("database");
     let node = Node::new(
         db,
         Replica::new(Snowflake::new(900).expect("worker")),

@@ -1,0 +1,9 @@
+-- Frozen: what the center refused from each peer, added after release 35e8764.
+-- Never edit a released migration: add a new one.
+
+CREATE TABLE IF NOT EXISTS "link_refusals" (
+  "peer_node" bigint NOT NULL PRIMARY KEY,
+  "refused" bigint NOT NULL,
+  "last_rule" varchar(32) NOT NULL,
+  "last_at" bigint NOT NULL
+);
