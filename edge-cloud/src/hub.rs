@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use futures_util::SinkExt;
-use operator_api::admission::Admission;
+use operator_api::admission::{Admission, Permit};
 use operator_api::events::{self, NewEvent};
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
@@ -43,12 +43,12 @@ use tokio_tungstenite::WebSocketStream;
 use crate::uplink::Uplink;
 
 pub use delivery::UploadTarget;
-pub use login::{authenticate, login_name, Budgeted, PRE_LOGIN_READ_BYTES};
+pub use login::{authenticate, login_name, PRE_LOGIN_READ_BYTES};
 pub use metrics::HubMetrics;
 pub use sessions::Sessions;
 pub use statuses::Held;
 
-use login::Unopened;
+use login::{Budgeted, Unopened};
 
 #[derive(Debug, Clone)]
 pub struct HubSettings {
@@ -181,18 +181,33 @@ impl Hub {
         self.admission.open()
     }
 
-    /// Accepts device connections until [`Hub::shutdown`].
+    /// Accepts device connections until [`Hub::shutdown`]. While the total of
+    /// connections not yet logged in is at its cap, it stops accepting: the next ones
+    /// wait in the listen backlog, costing nothing here, instead of being refused.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let mut stopped = self.stop.subscribe();
         loop {
+            if self.admission.is_full() {
+                self.metrics.accept_paused();
+                tokio::select! {
+                    () = self.admission.room() => {}
+                    _ = stopped.changed() => return,
+                }
+            }
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = stopped.changed() => return,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let deadline = Instant::now() + self.settings.login_timeout;
+                    let Some(permit) = self.admit(peer) else {
+                        continue;
+                    };
                     let hub = self.clone();
-                    tokio::spawn(async move { hub.connection(stream, peer).await });
+                    tokio::spawn(
+                        async move { hub.connection(stream, peer, permit, deadline).await },
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
@@ -203,20 +218,31 @@ impl Hub {
         }
     }
 
-    /// One connection: admitted, opened within the login deadline, then the session.
-    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
-        let deadline = Instant::now() + self.settings.login_timeout;
+    /// A place for a new connection, or `None` (counted) when its source is held
+    /// back; the connection is then closed at once, before any TLS.
+    fn admit(&self, peer: SocketAddr) -> Option<Permit> {
         if self.throttle.check(peer.ip()).is_err() {
             self.metrics.dropped("throttled");
-            return;
+            return None;
         }
-        let permit = match self.admission.admit(peer.ip()) {
-            Ok(permit) => permit,
+        match self.admission.admit(peer.ip()) {
+            Ok(permit) => Some(permit),
             Err(refused) => {
                 self.metrics.dropped(refused.label());
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// One admitted connection: opened by `deadline` (counted from accept), then the
+    /// session. The permit is held until the login is through.
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        permit: Permit,
+        deadline: Instant,
+    ) {
         let since = self.sessions.rechecks();
         let _ = tcp.set_nodelay(true);
         let tcp = Budgeted::new(tcp, PRE_LOGIN_READ_BYTES);

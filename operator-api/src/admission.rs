@@ -3,12 +3,19 @@
 //! per source and in total. A connection holds a [`Permit`] from accept until its
 //! login is done or refused; dropping the permit frees its place, so no path can leak
 //! one. What the gate refuses costs a counter, never a database row.
+//!
+//! The two caps act differently. One source over its cap is refused at once: that
+//! source is either abusive or a NAT whose devices retry with backoff. The total cap
+//! is back-pressure instead: the accept loop waits in [`Admission::room`] until a
+//! place frees, so a legitimate reconnect storm queues in the kernel's listen backlog
+//! (no file descriptor, no memory here) rather than being refused and backing off.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
 
 /// Defaults sized for a site: a NAT in front of a few dozen devices still fits under
 /// the per-source cap, and the total keeps a flood of silent sockets far below the
@@ -46,6 +53,8 @@ struct Inner {
     total: usize,
     open: Mutex<Open>,
     gauge: Gauge,
+    /// Woken when a place frees, for whoever waits in [`Admission::room`].
+    freed: Notify,
 }
 
 #[derive(Default)]
@@ -93,6 +102,7 @@ impl Admission {
                 total: total.max(1),
                 open: Mutex::new(Open::default()),
                 gauge,
+                freed: Notify::new(),
             }),
         }
     }
@@ -120,6 +130,26 @@ impl Admission {
     /// Unauthenticated connections open now.
     pub fn open(&self) -> usize {
         self.lock().total
+    }
+
+    /// Whether the total cap is reached (a new connection would be refused).
+    pub fn is_full(&self) -> bool {
+        self.open() >= self.inner.total
+    }
+
+    /// Returns once the total is below its cap: an accept loop calls this before
+    /// accepting, so connections over the total wait in the listen backlog.
+    pub async fn room(&self) {
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a place freed in between still wakes us.
+            freed.as_mut().enable();
+            if !self.is_full() {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// The same number as a gauge, for a metrics registry.
@@ -174,6 +204,8 @@ impl Drop for Permit {
             }
         }
         self.inner.gauge.dec();
+        drop(open);
+        self.inner.freed.notify_waiters();
     }
 }
 
@@ -221,6 +253,24 @@ mod tests {
         assert_eq!(gate.open(), 0);
         assert_eq!(gate.gauge().get(), 0);
         assert!(gate.lock().by_source.is_empty(), "no entry left per source");
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_a_place_under_the_total() {
+        let gate = Admission::new(5, 2);
+        gate.room().await;
+        let first = gate.admit(ip("10.0.0.1")).expect("first");
+        let _second = gate.admit(ip("10.0.0.2")).expect("second");
+        assert!(gate.is_full());
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room while full");
+        drop(first);
+        waiting.await.expect("room once a place freed");
+        assert!(gate.admit(ip("10.0.0.3")).is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct HubMetrics {
     pub(super) unauthenticated: Gauge,
     logins: Family<OutcomeLabel, Counter>,
     dropped: Family<ReasonLabel, Counter>,
+    accept_paused: Counter,
     closed: Family<ReasonLabel, Counter>,
     messages: Family<MessageLabels, Counter>,
 }
@@ -55,8 +56,14 @@ impl HubMetrics {
         registry.register(
             "device_connections_dropped",
             "Device connections ended before login, by reason (throttled, over_source_cap, \
-             over_total_cap, deadline, handshake, bad_login)",
+             deadline, handshake, bad_login)",
             self.dropped.clone(),
+        );
+        registry.register(
+            "device_accepts_paused",
+            "Times the device endpoint stopped accepting because the connections not yet \
+             logged in reached their total cap (the next ones wait in the listen backlog)",
+            self.accept_paused.clone(),
         );
         registry.register(
             "device_sessions_closed",
@@ -77,6 +84,10 @@ impl HubMetrics {
 
     pub(super) fn dropped(&self, reason: &'static str) {
         self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub(super) fn accept_paused(&self) {
+        self.accept_paused.inc();
     }
 
     pub(super) fn closed(&self, reason: &'static str) {

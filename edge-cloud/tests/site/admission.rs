@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use shared_proto::southbound::{Pdu, Ping};
+use shared_proto::southbound::{Login, Pdu, Ping};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -113,13 +113,14 @@ async fn a_thousand_silent_connections_end_at_the_deadline_and_a_device_still_lo
 }
 
 #[tokio::test]
-async fn unauthenticated_connections_are_capped_per_source_and_in_total() {
+async fn one_source_over_its_cap_is_refused_and_over_the_total_connections_wait_their_turn() {
     let edge = spawn_edge_with(|s| {
         s.hub.login_timeout = Duration::from_secs(30);
         s.hub.max_unauthenticated_per_source = 3;
         s.hub.max_unauthenticated = 5;
     })
     .await;
+    let (id, secret) = registered(&edge, "SN-1").await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(silent(&edge, 2).await);
@@ -138,6 +139,9 @@ async fn unauthenticated_connections_are_capped_per_source_and_in_total() {
             .await,
         1
     );
+
+    // The total reached: the endpoint stops accepting, and a device waits its turn
+    // in the listen backlog instead of being refused.
     for _ in 0..2 {
         held.push(silent(&edge, 3).await);
     }
@@ -145,22 +149,41 @@ async fn unauthenticated_connections_are_capped_per_source_and_in_total() {
         wait_metric(&edge, "device_unauthenticated_connections", 5).await,
         5
     );
-    let mut over_total = silent(&edge, 4).await;
-    assert!(closed_by_edge(&mut over_total, 10).await, "over the total");
     assert_eq!(
-        edge.metric("device_connections_dropped_total{reason=\"over_total_cap\"}")
-            .await,
+        wait_metric(&edge, "device_accepts_paused_total", 1).await,
         1
     );
-    // Places come back as soon as their connections go.
+    let (ca, port) = (edge.api.data_dir.join("tls/ca.crt"), edge.device_port);
+    let waiting = tokio::spawn(async move {
+        let mut device = DeviceClient::connect_to(&ca, port).await;
+        device
+            .send(Pdu::Login(Login {
+                device_id: Some(id),
+                sn: None,
+                model: None,
+                secret,
+                agent_version: "test".into(),
+            }))
+            .await;
+        device.recv().await.map(|e| e.pdu)
+    });
+    assert_eq!(edge.sessions.online(), 0, "not in while the total is full");
     drop(held);
+    let answer = waiting.await.expect("login task");
+    assert!(
+        matches!(answer, Some(Pdu::LoginOk(_))),
+        "logged in once places freed: {answer:?}"
+    );
     assert_eq!(
         wait_metric(&edge, "device_unauthenticated_connections", 0).await,
         0
     );
-    let (id, secret) = registered(&edge, "SN-1").await;
-    let (_device, answer) = DeviceClient::login(&edge, &id, &secret).await;
-    assert!(matches!(answer.pdu, Pdu::LoginOk(_)));
+    assert_eq!(
+        edge.metric("device_connections_dropped_total{reason=\"deadline\"}")
+            .await,
+        0,
+        "nothing waited out its deadline"
+    );
 }
 
 #[tokio::test]

@@ -57,7 +57,12 @@ pub struct DeviceClient {
 
 impl DeviceClient {
     pub async fn connect(edge: &TestEdge) -> Self {
-        let pem = std::fs::read(edge.api.data_dir.join("tls/ca.crt")).expect("dev CA");
+        Self::connect_to(&edge.api.data_dir.join("tls/ca.crt"), edge.device_port).await
+    }
+
+    /// A session to the device endpoint on `port`, trusting the CA in `ca`.
+    pub async fn connect_to(ca: &std::path::Path, port: u16) -> Self {
+        let pem = std::fs::read(ca).expect("dev CA");
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
             roots.add(cert.expect("pem")).expect("root");
@@ -69,7 +74,7 @@ impl DeviceClient {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", edge.device_port))
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("tcp");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -77,7 +82,7 @@ impl DeviceClient {
             .connect(name, tcp)
             .await
             .expect("tls");
-        let url = format!("wss://localhost:{}/devices", edge.device_port);
+        let url = format!("wss://localhost:{port}/devices");
         let (ws, _) = tokio_tungstenite::client_async(url, tls)
             .await
             .expect("websocket");
