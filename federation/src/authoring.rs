@@ -12,7 +12,12 @@ use fleet_store::ids::worker_of;
 use fleet_store::sync::Change;
 use fleet_store::{desired_configs, devices, events, memberships, pulled_logs, Replica};
 use sea_orm::sea_query::{ColumnType, StringLen};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic, Iterable};
+use std::collections::HashMap;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn,
+    QueryFilter,
+};
 use serde_json::{Map, Value};
 
 /// The edge a link belongs to, as the center registered it.
@@ -111,10 +116,130 @@ pub fn clock(replica: &Replica, change: &Change) -> Verdict {
     }
 }
 
+/// The center's record a batch is judged against: its database, as the merge's
+/// transaction sees it, and what the batch changed so far (a batch is merged as a
+/// set after it is checked, so a device it creates is not in the database yet when
+/// the batch's next change, a command for that device, is checked).
+pub struct Record<'a, C> {
+    db: &'a C,
+    batch: HashMap<(String, i64), Map<String, Value>>,
+    /// Rows read ahead for the whole batch (`None`: not in the database).
+    stored: HashMap<(String, i64), Option<Map<String, Value>>>,
+}
+
+impl<'a, C: ConnectionTrait> Record<'a, C> {
+    pub fn new(db: &'a C) -> Self {
+        Self {
+            db,
+            batch: HashMap::new(),
+            stored: HashMap::new(),
+        }
+    }
+
+    /// Reads at once every row the checks of `changes` will look at: their own rows,
+    /// the commands and memberships they name, and the devices all of those hang on.
+    pub async fn read_ahead(&mut self, changes: &[Change]) -> Result<(), DbErr> {
+        let of = |table: &str| -> Vec<i64> {
+            changes
+                .iter()
+                .filter(|c| c.table == table)
+                .map(|c| c.id)
+                .collect()
+        };
+        let mut commands_ids = of("commands");
+        commands_ids.extend(of("pulled_logs"));
+        self.load::<commands::Entity>(commands_ids).await?;
+        self.load::<memberships::Entity>(of("memberships")).await?;
+        let mut device_ids = of("devices");
+        device_ids.extend(of("desired_configs"));
+        for c in changes {
+            device_ids.extend(c.fields.get("device_id").and_then(Value::as_i64));
+            if c.table == "events" {
+                let target = c.fields.get("target_id").and_then(Value::as_str);
+                device_ids.extend(target.and_then(|t| t.parse::<i64>().ok()));
+            }
+        }
+        for row in self.stored.values().flatten() {
+            device_ids.extend(row.get("device_id").and_then(Value::as_i64));
+        }
+        self.load::<devices::Entity>(device_ids).await
+    }
+
+    async fn load<E>(&mut self, mut ids: Vec<i64>) -> Result<(), DbErr>
+    where
+        E: EntityTrait,
+        E::Model: serde::Serialize,
+    {
+        let table = E::default().table_name().to_string();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !self.stored.contains_key(&(table.clone(), *id)));
+        let Some(pk) = <E::PrimaryKey as Iterable>::iter().next() else {
+            return Ok(());
+        };
+        let pk = pk.into_column();
+        for chunk in ids.chunks(500) {
+            for id in chunk {
+                self.stored.insert((table.clone(), *id), None);
+            }
+            for row in E::find()
+                .filter(pk.is_in(chunk.to_vec()))
+                .all(self.db)
+                .await?
+            {
+                if let Ok(Value::Object(map)) = serde_json::to_value(row) {
+                    if let Some(id) = map.get("id").and_then(Value::as_i64) {
+                        self.stored.insert((table.clone(), id), Some(map));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a change that passed as part of the record.
+    pub fn accept(&mut self, change: &Change) {
+        let row = self
+            .batch
+            .entry((change.table.clone(), change.id))
+            .or_default();
+        row.extend(change.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// A row as the record holds it: the database's, with what the batch changed.
+    async fn row<E>(&self, id: i64) -> Result<Option<Map<String, Value>>, DbErr>
+    where
+        E: EntityTrait,
+        E::Model: serde::Serialize,
+        <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: From<i64>,
+    {
+        let table = E::default().table_name().to_string();
+        let stored = match self.stored.get(&(table.clone(), id)) {
+            Some(ahead) => ahead.clone(),
+            None => match E::find_by_id(id).one(self.db).await? {
+                Some(m) => match serde_json::to_value(m) {
+                    Ok(Value::Object(map)) => Some(map),
+                    _ => None,
+                },
+                None => None,
+            },
+        };
+        Ok(match (stored, self.batch.get(&(table, id))) {
+            (None, None) => None,
+            (Some(row), None) => Some(row),
+            (stored, Some(changed)) => {
+                let mut row = stored.unwrap_or_default();
+                row.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Some(row)
+            }
+        })
+    }
+}
+
 /// Checks a change an edge sent, in the transaction that will merge it, so the
 /// center's record it is judged against is the one the merge sees.
 pub async fn check<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     replica: &Replica,
     author: Author,
     change: &Change,
@@ -141,15 +266,18 @@ pub async fn check<C: ConnectionTrait>(
 }
 
 /// The home edge of a device as the center records it (deleted or not).
-async fn home_of<C: ConnectionTrait>(db: &C, device: i64) -> Result<Option<i64>, DbErr> {
-    Ok(devices::Entity::find_by_id(device)
-        .one(db)
+async fn home_of<C: ConnectionTrait>(
+    db: &Record<'_, C>,
+    device: i64,
+) -> Result<Option<i64>, DbErr> {
+    Ok(db
+        .row::<devices::Entity>(device)
         .await?
-        .and_then(|d| d.edge_id))
+        .and_then(|d| d.get("edge_id").and_then(Value::as_i64)))
 }
 
 async fn homed_here<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     author: Author,
     device: i64,
 ) -> Result<Verdict, DbErr> {
@@ -211,20 +339,25 @@ fn bounded(
 
 /// Devices: a site authors its own devices' description, identity and credentials,
 /// and may delete them; their home is the center's alone.
-async fn device<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Result<Verdict, DbErr> {
+async fn device<C: ConnectionTrait>(
+    db: &Record<'_, C>,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
     if let Err(r) = shaped::<devices::Entity>(c) {
         return Ok(Err(r));
     }
     let home = int(&c.fields, "edge_id");
-    match devices::Entity::find_by_id(c.id).one(db).await? {
+    match db.row::<devices::Entity>(c.id).await? {
         Some(row) => {
-            if row.edge_id != Some(author.edge) {
+            if int(&row, "edge_id") != Some(Some(author.edge)) {
                 return refuse(Rule::NotHome, format!("device {}", c.id));
             }
             if home.is_some_and(|h| h != Some(author.edge)) {
                 return refuse(Rule::MovesDevice, format!("device {}", c.id));
             }
-            if row.deleted && c.fields.get("deleted") == Some(&Value::Bool(false)) {
+            let deleted = row.get("deleted") == Some(&Value::Bool(true));
+            if deleted && c.fields.get("deleted") == Some(&Value::Bool(false)) {
                 return refuse(Rule::Undelete, format!("device {}", c.id));
             }
         }
@@ -242,7 +375,11 @@ async fn device<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Resul
 
 /// Commands: a site creates and advances commands of its own devices; a command
 /// never changes device, and its counters stay within their bounds.
-async fn command<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Result<Verdict, DbErr> {
+async fn command<C: ConnectionTrait>(
+    db: &Record<'_, C>,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
     if let Err(r) = shaped::<commands::Entity>(c)
         .and_then(|()| bounded(&c.fields, "progress", 0..=100))
         .and_then(|()| {
@@ -261,12 +398,13 @@ async fn command<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Resu
         }
     }
     let named = int(&c.fields, "device_id");
-    let device = match commands::Entity::find_by_id(c.id).one(db).await? {
+    let device = match db.row::<commands::Entity>(c.id).await? {
         Some(row) => {
-            if named.is_some_and(|d| d != Some(row.device_id)) {
+            let owner = int(&row, "device_id").flatten().unwrap_or_default();
+            if named.is_some_and(|d| d != Some(owner)) {
                 return refuse(Rule::ChangesOwner, format!("command {}", c.id));
             }
-            row.device_id
+            owner
         }
         None => {
             if worker_of(c.id) != author.node {
@@ -284,7 +422,7 @@ async fn command<C: ConnectionTrait>(db: &C, author: Author, c: &Change) -> Resu
 /// Memberships: a site puts its own devices in groups and takes them out; a
 /// membership's id follows from (group, device), which never change.
 async fn membership<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     author: Author,
     c: &Change,
 ) -> Result<Verdict, DbErr> {
@@ -292,14 +430,15 @@ async fn membership<C: ConnectionTrait>(
         return Ok(Err(r));
     }
     let (group, device) = (int(&c.fields, "group_id"), int(&c.fields, "device_id"));
-    let device = match memberships::Entity::find_by_id(c.id).one(db).await? {
+    let device = match db.row::<memberships::Entity>(c.id).await? {
         Some(row) => {
-            let moved = group.is_some_and(|g| g != Some(row.group_id))
-                || device.is_some_and(|d| d != Some(row.device_id));
+            let (was_group, was_device) = (int(&row, "group_id"), int(&row, "device_id"));
+            let moved = group.is_some_and(|g| Some(g) != was_group)
+                || device.is_some_and(|d| Some(d) != was_device);
             if moved {
                 return refuse(Rule::ChangesOwner, format!("membership {}", c.id));
             }
-            row.device_id
+            was_device.flatten().unwrap_or_default()
         }
         None => match (group, device) {
             (Some(Some(g)), Some(Some(d))) if memberships::id_for(g, d) == c.id => d,
@@ -312,7 +451,7 @@ async fn membership<C: ConnectionTrait>(
 /// Desired configurations: a site configures its own devices; the row's id is its
 /// device's, and the version stays far from overflowing.
 async fn desired_config<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     author: Author,
     c: &Change,
 ) -> Result<Verdict, DbErr> {
@@ -331,7 +470,7 @@ async fn desired_config<C: ConnectionTrait>(
 /// Events: a site ships what its own devices did (`device:<id>` acting on itself),
 /// made there (its worker id) and not dated in the future.
 async fn event<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     replica: &Replica,
     author: Author,
     c: &Change,
@@ -363,14 +502,16 @@ async fn event<C: ConnectionTrait>(
 
 /// Pulled logs: uploads for the `pull_logs` commands of a site's own devices.
 async fn pulled_log<C: ConnectionTrait>(
-    db: &C,
+    db: &Record<'_, C>,
     author: Author,
     c: &Change,
 ) -> Result<Verdict, DbErr> {
-    let Some(command) = commands::Entity::find_by_id(c.id).one(db).await? else {
+    let Some(command) = db.row::<commands::Entity>(c.id).await? else {
         return refuse(Rule::NotHome, format!("no command {}", c.id));
     };
-    if command.name != "pull_logs" || int(&c.fields, "device_id") != Some(Some(command.device_id)) {
+    let owner = int(&command, "device_id").flatten().unwrap_or_default();
+    let pulls = command.get("name").and_then(Value::as_str) == Some("pull_logs");
+    if !pulls || int(&c.fields, "device_id") != Some(Some(owner)) {
         return refuse(Rule::ChangesOwner, format!("pulled log {}", c.id));
     }
     let content = c.fields.get("content").and_then(Value::as_str);
@@ -383,5 +524,5 @@ async fn pulled_log<C: ConnectionTrait>(
     if !whole || int(&c.fields, "uploaded_at").flatten().is_none() {
         return refuse(Rule::BadValue, format!("pulled log {}", c.id));
     }
-    homed_here(db, author, command.device_id).await
+    homed_here(db, author, owner).await
 }

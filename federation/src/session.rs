@@ -381,29 +381,49 @@ impl Link {
     /// rest of the node act on what changed.
     pub async fn merge(&self, batch: &Changes) -> Result<(), DbErr> {
         let (turn, txn) = self.node.write().await?;
-        let mut touched = Vec::new();
         let mut refused = Vec::new();
+        let mut passed = Vec::with_capacity(batch.changes.len());
+        let mut record = authoring::Record::new(&txn);
+        if self.author.is_some() {
+            record.read_ahead(&batch.changes).await?;
+        }
         for change in &batch.changes {
             let verdict = match self.author {
-                Some(author) => authoring::check(&txn, &self.node.replica, author, change).await?,
+                Some(author) => {
+                    authoring::check(&record, &self.node.replica, author, change).await?
+                }
                 None => authoring::clock(&self.node.replica, change),
             };
-            if let Err(refusal) = verdict {
-                refused.push(Refused { change, refusal });
-                continue;
-            }
-            if sync::apply(&txn, &self.node.replica, change).await? {
-                touched.push((change.table.clone(), change.id));
+            match verdict {
+                Ok(()) => {
+                    record.accept(change);
+                    passed.push(change);
+                }
+                Err(refusal) => refused.push(Refused { change, refusal }),
             }
         }
+        drop(record);
+        let touched = fleet_store::merge::apply_batch(&txn, &self.node.replica, &passed).await?;
         self.record_refusals(&txn, &refused).await?;
         // At an edge, a device that left is dropped in the same transaction: a crash
         // between the merge and the drop would keep it here for good.
         if let Some(home) = self.home {
-            for (_, id) in touched.iter().filter(|(table, _)| table == "devices") {
-                let device = devices::Entity::find_by_id(*id).one(&txn).await?;
-                if device.is_some_and(|d| d.edge_id != Some(home)) {
-                    drop_device(&txn, *id).await?;
+            let merged = ids_of(&touched, "devices");
+            for chunk in merged.chunks(500) {
+                let gone: Vec<i64> = devices::Entity::find()
+                    .select_only()
+                    .column(devices::Column::Id)
+                    .filter(devices::Column::Id.is_in(chunk.to_vec()))
+                    .filter(
+                        devices::Column::EdgeId
+                            .ne(home)
+                            .or(devices::Column::EdgeId.is_null()),
+                    )
+                    .into_tuple()
+                    .all(&txn)
+                    .await?;
+                for id in gone {
+                    drop_device(&txn, id).await?;
                 }
             }
         }
@@ -413,10 +433,7 @@ impl Link {
         }
         txn.commit().await?;
         drop(turn);
-        for (table, id) in touched {
-            self.changed(&table, id).await?;
-        }
-        Ok(())
+        self.changed(&touched).await
     }
 
     /// Makes refusals visible, in the merge's transaction: one event each, naming
@@ -463,41 +480,56 @@ impl Link {
         link_refusals::add(txn, self.peer, refused.len(), last).await
     }
 
-    /// Reacts to a merged row: a finished command wakes whoever waits for it; a queued
-    /// command or a new desired configuration goes to a live device session; at an
-    /// edge, a device homed elsewhere is dropped with what hangs on it.
-    async fn changed(&self, table: &str, id: i64) -> Result<(), DbErr> {
+    /// Reacts to merged rows, a few queries per batch: a finished command wakes
+    /// whoever waits for it; queued commands and new desired configurations go to
+    /// live device sessions; a changed device is rechecked against its session (new
+    /// credentials, a new home or a delete end it).
+    async fn changed(&self, touched: &[(String, i64)]) -> Result<(), DbErr> {
         let db = &self.node.db;
-        match table {
-            "commands" => {
-                let Some(c) = commands::Entity::find_by_id(id).one(db).await? else {
-                    return Ok(());
-                };
+        let mut queued = Vec::new();
+        for chunk in ids_of(touched, "commands").chunks(500) {
+            for c in commands::Entity::find()
+                .filter(commands::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+            {
                 let state = State::parse(&c.state).unwrap_or(State::Queued);
                 if state.is_final() {
-                    let _ = self.node.finished.send(id);
+                    let _ = self.node.finished.send(c.id);
                 } else if state == State::Queued && !c.deleted {
-                    if let Some(dispatch) = &self.node.dispatch {
-                        dispatch.offer(&c);
-                    }
+                    queued.push(c);
                 }
             }
-            "desired_configs" => {
-                let config = desired_configs::Entity::find_by_id(id).one(db).await?;
-                if let (Some(config), Some(dispatch)) = (config, &self.node.dispatch) {
-                    dispatch.configure(&config);
-                }
+        }
+        let Some(dispatch) = &self.node.dispatch else {
+            return Ok(());
+        };
+        if !queued.is_empty() {
+            dispatch.offer_many(&queued);
+        }
+        for chunk in ids_of(touched, "desired_configs").chunks(500) {
+            for config in desired_configs::Entity::find()
+                .filter(desired_configs::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+            {
+                dispatch.configure(&config);
             }
-            "devices" => {
-                // New credentials, a new home or a delete end a session opened before.
-                if let Some(dispatch) = &self.node.dispatch {
-                    dispatch.recheck(id);
-                }
-            }
-            _ => {}
+        }
+        for device in ids_of(touched, "devices") {
+            dispatch.recheck(device);
         }
         Ok(())
     }
+}
+
+/// The ids of the rows of `table` among merged (table, id) pairs.
+fn ids_of(touched: &[(String, i64)], table: &str) -> Vec<i64> {
+    touched
+        .iter()
+        .filter(|(t, _)| t == table)
+        .map(|(_, id)| *id)
+        .collect()
 }
 
 /// Removes a device that left this edge, with what hangs on it, without logging: the

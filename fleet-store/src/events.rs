@@ -67,22 +67,30 @@ pub async fn ship<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Takes in an event another node shipped; a second copy changes nothing.
-pub(crate) async fn take<C: ConnectionTrait>(
+/// Takes in events another node shipped, a chunk per statement; copies already held
+/// change nothing.
+pub(crate) async fn take_many<'a, C: ConnectionTrait>(
     conn: &C,
-    fields: &serde_json::Map<String, serde_json::Value>,
+    shipped: impl Iterator<Item = &'a serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(), DbErr> {
-    let row: Model = serde_json::from_value(serde_json::Value::Object(fields.clone()))
-        .map_err(|e| DbErr::Custom(format!("a shipped event: {e}")))?;
-    Entity::insert(sea_orm::IntoActiveModel::into_active_model(row))
-        .on_conflict(
-            // Rewriting the id with itself: a no-op update every dialect accepts
-            // (MySQL has no portable "do nothing").
-            sea_orm::sea_query::OnConflict::column(Column::Id)
-                .update_column(Column::Id)
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
+    let rows = shipped
+        .map(|fields| {
+            serde_json::from_value::<Model>(serde_json::Value::Object(fields.clone()))
+                .map(sea_orm::IntoActiveModel::into_active_model)
+                .map_err(|e| DbErr::Custom(format!("a shipped event: {e}")))
+        })
+        .collect::<Result<Vec<ActiveModel>, DbErr>>()?;
+    for chunk in rows.chunks(200) {
+        Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                // Rewriting the id with itself: a no-op update every dialect accepts
+                // (MySQL has no portable "do nothing").
+                sea_orm::sea_query::OnConflict::column(Column::Id)
+                    .update_column(Column::Id)
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
     Ok(())
 }

@@ -11,6 +11,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::{devices, groups, Table};
@@ -143,4 +145,230 @@ pub(crate) async fn settle_write<C: ConnectionTrait>(
         then.settle(conn).await?;
     }
     now.settle(conn).await
+}
+
+/// A row of a batch merge whose key may need settling, before it is written.
+pub(crate) struct Settling {
+    pub id: i64,
+    /// Its content before the batch, when it existed.
+    pub before: Option<Map<String, Value>>,
+    /// Its content as it will be written; the derived key column is set here.
+    pub row: Map<String, Value>,
+}
+
+/// Keys to hand to rows outside the batch once the batch's rows are written.
+#[derive(Default)]
+pub(crate) struct Pending {
+    take: Vec<(i64, String)>,
+}
+
+impl Pending {
+    pub(crate) async fn finish<C: ConnectionTrait>(
+        self,
+        conn: &C,
+        table: Table,
+    ) -> Result<(), DbErr> {
+        for (id, value) in self.take {
+            match table {
+                Table::Devices => {
+                    devices::Entity::update_many()
+                        .col_expr(devices::Column::LiveKey, Expr::value(value))
+                        .filter(devices::Column::Id.eq(id))
+                        .exec(conn)
+                        .await?;
+                }
+                _ => {
+                    groups::Entity::update_many()
+                        .col_expr(groups::Column::LiveName, Expr::value(value))
+                        .filter(groups::Column::Id.eq(id))
+                        .exec(conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Key {
+    /// The value the key's unique column holds for its holder.
+    fn value(&self) -> String {
+        match self {
+            Key::Device { model, sn } => devices::live_key(model, sn),
+            Key::Group(name) => name.clone(),
+        }
+    }
+}
+
+/// A claim on a key: (key, deleted, the value its key column holds now).
+type Claim = (Key, bool, Option<String>);
+
+/// Every row in the database that claims one of `keys`, by id.
+async fn claims<C: ConnectionTrait>(
+    conn: &C,
+    table: Table,
+    keys: &[Key],
+) -> Result<HashMap<i64, Claim>, DbErr> {
+    let mut out = HashMap::new();
+    match table {
+        Table::Devices => {
+            let sns: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| match k {
+                    Key::Device { sn, .. } => Some(sn.as_str()),
+                    Key::Group(_) => None,
+                })
+                .collect();
+            for chunk in sns.chunks(500) {
+                let rows: Vec<(i64, String, String, bool, Option<String>)> =
+                    devices::Entity::find()
+                        .select_only()
+                        .column(devices::Column::Id)
+                        .column(devices::Column::HwModel)
+                        .column(devices::Column::HwSn)
+                        .column(devices::Column::Deleted)
+                        .column(devices::Column::LiveKey)
+                        .filter(devices::Column::HwSn.is_in(chunk.to_vec()))
+                        .into_tuple()
+                        .all(conn)
+                        .await?;
+                for (id, model, sn, deleted, live) in rows {
+                    out.insert(id, (Key::Device { model, sn }, deleted, live));
+                }
+            }
+        }
+        _ => {
+            let names: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| match k {
+                    Key::Group(name) => Some(name.as_str()),
+                    Key::Device { .. } => None,
+                })
+                .collect();
+            for chunk in names.chunks(500) {
+                let rows: Vec<(i64, String, bool, Option<String>)> = groups::Entity::find()
+                    .select_only()
+                    .column(groups::Column::Id)
+                    .column(groups::Column::Name)
+                    .column(groups::Column::Deleted)
+                    .column(groups::Column::LiveName)
+                    .filter(groups::Column::Name.is_in(chunk.to_vec()))
+                    .into_tuple()
+                    .all(conn)
+                    .await?;
+                for (id, name, deleted, live) in rows {
+                    out.insert(id, (Key::Group(name), deleted, live));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Settles the keys a batch of merged rows touches, the same way [`settle_write`]
+/// does one row at a time: each key goes to the live row with the smallest id that
+/// claims it, whether that row is in the batch or not. Sets the key column of the
+/// batch's rows, releases the key of rows in the database that lose or change theirs
+/// (before the batch is written, so no unique index ever sees two holders), and
+/// answers what rows outside the batch take over once the batch is written.
+pub(crate) async fn settle_batch<C: ConnectionTrait>(
+    conn: &C,
+    table: Table,
+    rows: &mut [Settling],
+) -> Result<Pending, DbErr> {
+    let Some(column) = Key::column(table) else {
+        return Ok(Pending::default());
+    };
+    let deleted = |row: &Map<String, Value>| row.get("deleted").and_then(Value::as_bool);
+    let mut affected: Vec<Key> = Vec::new();
+    for r in rows.iter() {
+        let Some(now) = Key::of(table, &r.row) else {
+            continue;
+        };
+        let then = r.before.as_ref().and_then(|b| Key::of(table, b));
+        if then.as_ref() == Some(&now) && r.before.as_ref().map(deleted) == Some(deleted(&r.row)) {
+            continue;
+        }
+        affected.extend(then.filter(|t| *t != now));
+        affected.push(now);
+    }
+    if affected.is_empty() {
+        return Ok(Pending::default());
+    }
+    affected.sort_by_key(Key::value);
+    affected.dedup();
+    // What the database holds, overlaid with what the batch is about to write.
+    let mut all = claims(conn, table, &affected).await?;
+    let stored: HashMap<i64, Option<String>> = all
+        .iter()
+        .map(|(id, (_, _, live))| (*id, live.clone()))
+        .collect();
+    let in_batch: HashMap<i64, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    for r in rows.iter() {
+        if let Some(key) = Key::of(table, &r.row) {
+            let live = r
+                .row
+                .get(column)
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            all.insert(r.id, (key, deleted(&r.row).unwrap_or(false), live));
+        }
+    }
+    let mut holders: HashMap<String, i64> = HashMap::new();
+    for (id, (key, gone, _)) in &all {
+        if !*gone && affected.contains(key) {
+            let value = key.value();
+            let holder = holders.entry(value).or_insert(*id);
+            *holder = (*holder).min(*id);
+        }
+    }
+    let mut release: Vec<i64> = Vec::new();
+    let mut pending = Pending::default();
+    for (id, (key, _, _)) in &all {
+        if !affected.contains(key) {
+            continue;
+        }
+        let value = key.value();
+        let want = (holders.get(&value) == Some(id)).then_some(value);
+        let held = stored.get(id).cloned().flatten();
+        if held.is_some() && held != want {
+            release.push(*id);
+        }
+        match in_batch.get(id) {
+            Some(i) => {
+                let v = want.map_or(Value::Null, Value::String);
+                rows[*i].row.insert(column.into(), v);
+            }
+            None => {
+                if let Some(value) = want.filter(|w| held.as_ref() != Some(w)) {
+                    pending.take.push((*id, value));
+                }
+            }
+        }
+    }
+    for chunk in release.chunks(500) {
+        match table {
+            Table::Devices => {
+                devices::Entity::update_many()
+                    .col_expr(
+                        devices::Column::LiveKey,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .filter(devices::Column::Id.is_in(chunk.to_vec()))
+                    .exec(conn)
+                    .await?;
+            }
+            _ => {
+                groups::Entity::update_many()
+                    .col_expr(
+                        groups::Column::LiveName,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .filter(groups::Column::Id.is_in(chunk.to_vec()))
+                    .exec(conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(pending)
 }

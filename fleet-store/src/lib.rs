@@ -20,6 +20,7 @@ mod keys;
 pub mod link_cursors;
 pub mod link_refusals;
 pub mod memberships;
+pub mod merge;
 pub mod migrations;
 pub mod pulled_logs;
 pub mod replica;

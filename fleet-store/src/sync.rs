@@ -12,18 +12,15 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::ColumnType;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
-    IntoActiveModel, Iterable, PrimaryKeyTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::keys::{self, Key};
-use crate::replica::{append_log, content, Replicated, SYNC_COLUMNS};
-use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica, Table};
+use crate::replica::{content, Replicated};
+use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica};
 
 /// One write as it travels between nodes: the columns it set, stamped `hlc`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,148 +94,23 @@ pub async fn head<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
 /// whether any field changed. Changes to tables this node does not know are skipped
 /// (a newer peer), as are columns it does not know, and so is a change whose stamp
 /// the clock refuses (too far ahead): it is never merged, and the clock stays put.
+/// Batches go through [`crate::merge::apply_batch`], which this is the one-change case of.
 pub async fn apply<C: ConnectionTrait>(
     conn: &C,
     replica: &Replica,
     change: &Change,
 ) -> Result<bool, DbErr> {
-    if replica.observe(change.hlc).is_err() {
-        return Ok(false);
-    }
-    match change.table.as_str() {
-        "devices" => merge::<devices::Entity, C>(conn, change).await,
-        "device_groups" => merge::<groups::Entity, C>(conn, change).await,
-        "memberships" => merge::<memberships::Entity, C>(conn, change).await,
-        "commands" => merge::<commands::Entity, C>(conn, change).await,
-        "desired_configs" => merge::<desired_configs::Entity, C>(conn, change).await,
-        // Taken in, not relayed: they flow edge -> center and stop there.
-        "events" => crate::events::take(conn, &change.fields)
-            .await
-            .map(|()| false),
-        "pulled_logs" => crate::pulled_logs::take(conn, change.id, &change.fields)
-            .await
-            .map(|()| false),
-        _ => Ok(false),
-    }
-}
-
-/// Orders values of one field before their stamps do: a command's state by its
-/// forward order; everything else ranks equal.
-fn rank(table: Table, field: &str, value: &Value) -> u8 {
-    match (table, field) {
-        (Table::Commands, "state") => value
-            .as_str()
-            .and_then(commands::State::parse)
-            .map_or(0, commands::State::rank),
-        _ => 0,
-    }
-}
-
-fn stamps_of(text: &str) -> BTreeMap<String, i64> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-/// A row with every column at its zero value, for a change that arrives before the
-/// write that created its row (never stamped, so any real value wins over it).
-fn zero_row<E: EntityTrait>(id: i64) -> Map<String, Value> {
-    let mut row = Map::new();
-    for column in E::Column::iter() {
-        let def = column.def();
-        let value = if def.is_null() {
-            Value::Null
-        } else {
-            match def.get_column_type() {
-                ColumnType::BigInteger
-                | ColumnType::Integer
-                | ColumnType::SmallInteger
-                | ColumnType::TinyInteger => Value::from(0),
-                ColumnType::Boolean => Value::Bool(false),
-                _ => Value::String(String::new()),
-            }
-        };
-        row.insert(column.as_str().to_string(), value);
-    }
-    row.insert("id".into(), Value::from(id));
-    row.insert("field_stamps".into(), Value::String("{}".into()));
-    row
-}
-
-fn decode<M: DeserializeOwned>(row: Map<String, Value>) -> Result<M, DbErr> {
-    serde_json::from_value(Value::Object(row)).map_err(|e| DbErr::Custom(e.to_string()))
-}
-
-async fn merge<E, C>(conn: &C, change: &Change) -> Result<bool, DbErr>
-where
-    C: ConnectionTrait,
-    E: EntityTrait,
-    E::Model: Replicated + DeserializeOwned + IntoActiveModel<<E::Model as Replicated>::Active>,
-    <E::Model as Replicated>::Active: ActiveModelTrait<Entity = E>,
-    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<i64>,
-{
-    let table = <E::Model as Replicated>::TABLE;
-    let existing = E::find_by_id(change.id).one(conn).await?;
-    let (mut row, mut stamps, row_hlc) = match &existing {
-        Some(m) => {
-            let mut row = content(m)?;
-            row.insert("id".into(), Value::from(m.id()));
-            (row, stamps_of(m.field_stamps()), m.hlc())
-        }
-        None => (zero_row::<E>(change.id), BTreeMap::new(), 0),
-    };
-    let mut accepted = Map::new();
-    for (field, value) in &change.fields {
-        if SYNC_COLUMNS.contains(&field.as_str()) {
-            continue;
-        }
-        let Some(current) = row.get(field) else {
-            continue;
-        };
-        let held = stamps.get(field).copied().unwrap_or(0);
-        let incoming = (rank(table, field, value), change.hlc);
-        if incoming > (rank(table, field, current), held) {
-            row.insert(field.clone(), value.clone());
-            stamps.insert(field.clone(), change.hlc);
-            accepted.insert(field.clone(), value.clone());
-        }
-    }
-    if accepted.is_empty() {
-        return Ok(false);
-    }
-    let hlc = row_hlc.max(change.hlc);
-    row.insert("hlc".into(), Value::from(hlc));
-    row.insert("origin".into(), Value::from(crate::clock::node_of(hlc)));
-    row.insert(
-        "field_stamps".into(),
-        Value::String(serde_json::to_string(&stamps).map_err(|e| DbErr::Custom(e.to_string()))?),
-    );
-    let before = match &existing {
-        Some(m) => Some(content(m)?),
-        None => None,
-    };
-    if let Some(column) = Key::column(table) {
-        // Derived, not merged: settled below from the columns that were.
-        let held = before.as_ref().and_then(|b| b.get(column)).cloned();
-        row.insert(column.into(), held.unwrap_or(Value::Null));
-    }
-    let model: E::Model = decode(row)?;
-    let deleted = model.is_deleted();
-    let after = content(&model)?;
-    let active = model.into_active_model().reset_all();
-    if existing.is_some() {
-        active.update(conn).await?;
-    } else {
-        active.insert(conn).await?;
-    }
-    keys::settle_write(conn, table, before.as_ref(), &after).await?;
-    append_log(conn, table, change.id, change.hlc, deleted, accepted).await?;
-    Ok(true)
+    Ok(!crate::merge::apply_batch(conn, replica, &[change])
+        .await?
+        .is_empty())
 }
 
 /// A whole row as changes, one per distinct field stamp, so a peer that never saw the
 /// row (a new edge, or a device entering an edge's scope) gets every field with the
 /// stamp it really has.
 pub fn row_changes<M: Replicated>(row: &M) -> Result<Vec<Change>, DbErr> {
-    let stamps = stamps_of(row.field_stamps());
+    let stamps: BTreeMap<String, i64> =
+        serde_json::from_str(row.field_stamps()).unwrap_or_default();
     let mut by_stamp: BTreeMap<i64, Map<String, Value>> = BTreeMap::new();
     for (field, value) in content(row)? {
         if let Some(stamp) = stamps.get(&field).copied().filter(|s| *s > 0) {

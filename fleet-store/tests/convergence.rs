@@ -107,12 +107,14 @@ async fn pump(from: &Node, to: &Node, cursor: &mut Cursor, limit: u64, lose_ack:
         return 0;
     };
     let txn = to.db.begin().await.expect("begin");
-    for c in &changes {
-        // A node never needs its own writes back.
-        if fleet_store::clock::node_of(c.hlc) != to.replica.node_id() {
-            sync::apply(&txn, &to.replica, c).await.expect("apply");
-        }
-    }
+    // A node never needs its own writes back; the rest merge as one set.
+    let theirs: Vec<&Change> = changes
+        .iter()
+        .filter(|c| fleet_store::clock::node_of(c.hlc) != to.replica.node_id())
+        .collect();
+    fleet_store::merge::apply_batch(&txn, &to.replica, &theirs)
+        .await
+        .expect("apply");
     txn.commit().await.expect("commit");
     if !lose_ack {
         cursor.0 = last;
