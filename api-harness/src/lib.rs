@@ -3,6 +3,7 @@
 //! a server) and talks HTTPS to it, trusting the development CA the node generated.
 
 pub mod fault_proxy;
+pub mod release;
 mod schema;
 
 use std::path::PathBuf;

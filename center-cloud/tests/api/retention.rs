@@ -10,7 +10,7 @@ use fleet_store::Replica;
 use operator_api::auth::Tokens;
 use operator_api::metrics::Metrics;
 use operator_api::Node;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 
 use crate::helpers::fresh_database;
 

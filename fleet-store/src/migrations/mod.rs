@@ -18,6 +18,10 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use crate::StoreError;
 use script::script;
 
+/// The migrator's own tables, outside the schema `print-schema` shows: the record of
+/// applied migrations, and the lease that locks a Galera cluster.
+pub const OWN_TABLES: [&str; 2] = ["seaql_migrations", lock::LEASE_TABLE];
+
 /// How long a node waits for another node's migrations before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
