@@ -273,7 +273,10 @@ pub async fn delete(
     gone.updated_at = fleet_store::now_ms();
     gone.tombstone();
     node.replica.update(&txn, &old, gone).await?;
+    // Scoped accounts lose the group: their cached scopes go too.
+    operator_api::accounts::Accounts::changed(&txn).await?;
     txn.commit().await?;
+    node.accounts.forget();
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
 

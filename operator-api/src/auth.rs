@@ -1,6 +1,7 @@
 //! Operator login and roles. Passwords are hashed with Argon2id; logins get a
-//! short-lived HS256 JWT. Every request re-reads the account, so a deleted account or
-//! a changed password or role takes effect at once, not at token expiry.
+//! short-lived HS256 JWT. Every request checks the token against the account as it is
+//! now (cached per node, `accounts`), so a deleted account or a changed password or
+//! role takes effect at once, not at token expiry.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use fleet_store::{user_groups, users};
+use fleet_store::users;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -212,37 +213,10 @@ impl FromRequest for Caller {
                 .sub
                 .parse()
                 .map_err(|_| ApiError::Unauthenticated("the token is not valid".into()))?;
-            let user = users::Entity::find_by_id(id)
-                .one(&node.db)
-                .await?
-                .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
-            if claims.iat_ms < user.updated_at {
-                return Err(ApiError::Unauthenticated(
-                    "the account changed after this token was issued; log in again".into(),
-                ));
-            }
-            let role = Role::parse(&user.role).ok_or_else(|| {
-                ApiError::Internal(format!("user {} has role {:?}", user.id, user.role))
-            })?;
-            let groups = if role == Role::Admin {
-                Vec::new()
-            } else {
-                user_groups::Entity::find()
-                    .filter(user_groups::Column::UserId.eq(user.id))
-                    .all(&node.db)
-                    .await?
-                    .into_iter()
-                    .map(|m| m.group_id)
-                    .collect()
-            };
+            let caller = node.accounts.caller(&node.db, id, claims.iat_ms).await?;
             req.extensions_mut()
-                .insert(AuditActor(user.username.clone()));
-            Ok(Caller {
-                id: user.id,
-                username: user.username,
-                role,
-                groups,
-            })
+                .insert(AuditActor(caller.username.clone()));
+            Ok(caller)
         })
     }
 }

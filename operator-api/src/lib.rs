@@ -2,6 +2,7 @@
 //! edge's site API behave the same: one envelope and error type, development TLS,
 //! login with roles, operator accounts, audit events, metrics, health and API docs.
 
+pub mod accounts;
 pub mod admission;
 pub mod audit;
 pub mod auth;

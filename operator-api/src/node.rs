@@ -18,6 +18,8 @@ pub struct Node {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub login_throttle: LoginThrottle,
+    /// The accounts behind tokens, cached (`accounts`).
+    pub accounts: crate::accounts::Accounts,
     pub home_edges: HomeEdges,
     /// Who is connected, where this node holds device connections.
     pub presence: Option<Arc<dyn Presence>>,
@@ -62,6 +64,7 @@ impl Node {
             tokens,
             metrics,
             login_throttle: LoginThrottle::default(),
+            accounts: crate::accounts::Accounts::default(),
             home_edges: HomeEdges::Registry,
             presence: None,
             dispatch: None,

@@ -160,6 +160,7 @@ where
     node.presence = service.presence;
     node.dispatch = service.dispatch;
     let node = web::Data::new(node);
+    tokio::spawn(crate::accounts::watch(node.clone()));
     tokio::spawn(crate::node::compact_forever(
         node.clone(),
         settings.change_log_retain,

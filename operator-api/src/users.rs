@@ -240,7 +240,9 @@ pub async fn create(
     .await?;
     map_groups(&txn, id, &group_ids).await?;
     let view = to_view(&txn, model).await?;
+    crate::accounts::Accounts::changed(&txn).await?;
     txn.commit().await?;
+    node.accounts.forget();
     Ok(reply::created(id, view))
 }
 
@@ -337,7 +339,9 @@ pub async fn update(
     active.updated_at = Set(fleet_store::now_ms());
     let (_turn, txn) = node.write().await?;
     let m = active.update(&txn).await?;
+    crate::accounts::Accounts::changed(&txn).await?;
     txn.commit().await?;
+    node.accounts.forget();
     Ok(reply::ok(to_view(&node.db, m).await?))
 }
 
@@ -364,7 +368,9 @@ pub async fn delete(
         .exec(&txn)
         .await?;
     users::Entity::delete_by_id(id).exec(&txn).await?;
+    crate::accounts::Accounts::changed(&txn).await?;
     txn.commit().await?;
+    node.accounts.forget();
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
 
@@ -422,7 +428,9 @@ async fn change_groups(
         }
     }
     let now = group_ids_of(&txn, id).await?;
+    crate::accounts::Accounts::changed(&txn).await?;
     txn.commit().await?;
+    node.accounts.forget();
     Ok(reply::ok(
         now.iter().map(i64::to_string).collect::<Vec<_>>(),
     ))
