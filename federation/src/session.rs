@@ -431,9 +431,15 @@ impl Link {
         if batch.upto > cursor.applied {
             link_cursors::set_applied(&txn, self.peer, batch.upto).await?;
         }
+        let merged = commands_of(&txn, &touched).await?;
+        for c in merged.iter().filter(|c| ended(c)) {
+            // Announced before the commit: whoever waits for this result answers
+            // now. Should the commit fail, the peer sends the batch again.
+            let _ = self.node.finished.send(c.clone());
+        }
         txn.commit().await?;
         drop(turn);
-        self.changed(&touched).await
+        self.changed(&touched, merged).await
     }
 
     /// Makes refusals visible, in the merge's transaction: one event each, naming
@@ -484,23 +490,16 @@ impl Link {
     /// whoever waits for it; queued commands and new desired configurations go to
     /// live device sessions; a changed device is rechecked against its session (new
     /// credentials, a new home or a delete end it).
-    async fn changed(&self, touched: &[(String, i64)]) -> Result<(), DbErr> {
+    async fn changed(
+        &self,
+        touched: &[(String, i64)],
+        merged: Vec<commands::Model>,
+    ) -> Result<(), DbErr> {
         let db = &self.node.db;
-        let mut queued = Vec::new();
-        for chunk in ids_of(touched, "commands").chunks(500) {
-            for c in commands::Entity::find()
-                .filter(commands::Column::Id.is_in(chunk.to_vec()))
-                .all(db)
-                .await?
-            {
-                let state = State::parse(&c.state).unwrap_or(State::Queued);
-                if state.is_final() {
-                    let _ = self.node.finished.send(c.id);
-                } else if state == State::Queued && !c.deleted {
-                    queued.push(c);
-                }
-            }
-        }
+        let queued: Vec<commands::Model> = merged
+            .into_iter()
+            .filter(|c| !c.deleted && State::parse(&c.state) == Some(State::Queued))
+            .collect();
         let Some(dispatch) = &self.node.dispatch else {
             return Ok(());
         };
@@ -521,6 +520,27 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// The commands among merged rows, as the merge left them.
+async fn commands_of<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    touched: &[(String, i64)],
+) -> Result<Vec<commands::Model>, DbErr> {
+    let mut out = Vec::new();
+    for chunk in ids_of(touched, "commands").chunks(500) {
+        out.extend(
+            commands::Entity::find()
+                .filter(commands::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+fn ended(c: &commands::Model) -> bool {
+    State::parse(&c.state).is_some_and(State::is_final)
 }
 
 /// The ids of the rows of `table` among merged (table, id) pairs.

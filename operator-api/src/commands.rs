@@ -159,8 +159,8 @@ async fn commit_moves(node: web::Data<Node>) {
     for (m, outcome) in group.into_iter().zip(outcomes) {
         let outcome = match (&committed, outcome) {
             (Ok(()), Ok(saved)) => {
-                if saved.is_some() && m.state.is_final() {
-                    let _ = node.finished.send(m.id);
+                if let Some(done) = saved.as_ref().filter(|_| m.state.is_final()) {
+                    let _ = node.finished.send(done.clone());
                 }
                 Ok(saved)
             }
@@ -447,31 +447,40 @@ pub async fn create(
         dispatch.offer(&saved);
     }
     let id = saved.id;
+    let mut ended = None;
     if req.wait {
         let wait = async {
             loop {
                 match finished.recv().await {
-                    Ok(done) if done == id => break,
+                    // As it ended: a result that came over the federation link is
+                    // answered before the merge that stores it commits.
+                    Ok(done) if done.id == id => return Some(done),
                     Ok(_) => {}
                     // Missed announcements: look at the row instead.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         let now = commands::Entity::find_by_id(id).one(&node.db).await;
                         if let Ok(Some(c)) = now {
                             if State::parse(&c.state).is_some_and(State::is_final) {
-                                break;
+                                return Some(c);
                             }
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(req.timeout_s), wait).await;
+        ended = tokio::time::timeout(Duration::from_secs(req.timeout_s), wait)
+            .await
+            .ok()
+            .flatten();
     }
-    let current = commands::Entity::find_by_id(id)
-        .one(&node.db)
-        .await?
-        .unwrap_or(saved);
+    let current = match ended {
+        Some(done) => done,
+        None => commands::Entity::find_by_id(id)
+            .one(&node.db)
+            .await?
+            .unwrap_or(saved),
+    };
     let done = State::parse(&current.state).is_some_and(State::is_final);
     let status = if done {
         StatusCode::OK

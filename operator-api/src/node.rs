@@ -25,8 +25,8 @@ pub struct Node {
     pub presence: Option<Arc<dyn Presence>>,
     /// Where new commands go, where this node holds (or reaches) device connections.
     pub dispatch: Option<Arc<dyn Dispatch>>,
-    /// Announces the id of every command that reached a final state.
-    pub finished: broadcast::Sender<i64>,
+    /// Announces every command that reached a final state, as it ended.
+    pub finished: broadcast::Sender<fleet_store::commands::Model>,
     /// Woken after every write transaction, so federation links push new change-log
     /// entries at once instead of polling for them.
     pub changed: Arc<Notify>,
