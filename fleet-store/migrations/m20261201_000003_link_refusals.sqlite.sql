@@ -1,4 +1,5 @@
--- Frozen: what the center refused from each peer, added after release 35e8764.
+-- Frozen: how many changes each federation peer sent were refused, added after
+-- release 35e8764.
 -- Never edit a released migration: add a new one.
 
 CREATE TABLE IF NOT EXISTS "link_refusals" (

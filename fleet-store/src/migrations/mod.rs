@@ -25,18 +25,23 @@ pub const OWN_TABLES: [&str; 2] = ["seaql_migrations", lock::LEASE_TABLE];
 /// How long a node waits for another node's migrations before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// The migrations every node has, in order: the fleet tables.
+// Each migration is defined once here and listed by every migrator that runs it. A
+// new one takes the next number and goes at the end of the lists it belongs to; the
+// names are recorded in databases, so they never change.
+
+/// Shared: the fleet tables of release 35e8764, the baseline.
 fn fleet_baseline() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000001_fleet_baseline"))
 }
 
-fn link_refusals() -> Box<dyn MigrationTrait> {
-    Box::new(script!("m20261201_000003_link_refusals"))
-}
-
-/// The center's own: the registry of edges.
+/// The center's own part of that baseline: the registry of edges.
 fn center_edges() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000002_center_edges"))
+}
+
+/// Shared: what each federation peer sent that was refused.
+fn link_refusals() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261201_000003_link_refusals"))
 }
 
 struct CenterMigrator;
