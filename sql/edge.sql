@@ -71,7 +71,7 @@ CREATE TABLE `commands` (
   `progress` int NOT NULL,
   `timeout_s` bigint NOT NULL,
   `deadline_at` bigint NOT NULL,
-  `result` text,
+  `result` MEDIUMTEXT,
   `created_by` varchar(64) NOT NULL,
   `created_at` bigint NOT NULL,
   `updated_at` bigint NOT NULL,
@@ -104,7 +104,7 @@ CREATE TABLE `change_log` (
   `hlc` bigint NOT NULL,
   `origin` bigint NOT NULL,
   `deleted` bool NOT NULL,
-  `payload` text NOT NULL,
+  `payload` MEDIUMTEXT NOT NULL,
   `created_at` bigint NOT NULL
 ) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX `idx-change_log-row_id` ON `change_log` (`row_id`);

@@ -119,7 +119,8 @@ EDGE_ADMIN_PASSWORD=$password EDGE_EDGE_SECRET=$(jq -r .data.secret <<<"$reg") \
   "$bin/edge-cloud" serve --listen "127.0.0.1:$edge_port" --device-listen "127.0.0.1:$device_port" \
   --data-dir "$work/edge" --worker-id "$(jq -r .data.worker_id <<<"$reg")" \
   --center-url "wss://127.0.0.1:$link_port/link" --edge-id "$(jq -r .data.id <<<"$reg")" \
-  --center-ca "$center_ca" --log warn >"$work/edge.log" 2>&1 &
+  --center-ca "$center_ca" --max-unauthenticated-per-source 100000 \
+  --log warn >"$work/edge.log" 2>&1 &
 pids+=("$!")
 wait_for 60 ready "$edge" "$edge_ca" || { tail "$work/edge.log" >&2; exit 1; }
 

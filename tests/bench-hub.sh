@@ -157,8 +157,11 @@ start_edges() {
   [[ $mode == plain ]] && extra=(--insecure-http)
   edge_pids=()
   for ((i = 0; i < edges; i++)); do
+    # The simulated fleet dials from a few loopback addresses, where a real one comes
+    # from as many addresses as devices: the per-source cap is lifted to match.
     EDGE_ADMIN_PASSWORD=$password "$edge_bin" serve --listen "127.0.0.1:$(api_port "$i")" \
       --device-listen "127.0.0.1:$(device_port "$i")" --data-dir "$work/edge-$i" \
+      --max-unauthenticated-per-source 100000 \
       --log warn "${extra[@]}" >>"$work/edge-$i.log" 2>&1 &
     edge_pids+=("$!")
   done

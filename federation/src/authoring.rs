@@ -100,6 +100,8 @@ pub const MAX_CONFIG_VERSION: i64 = 1 << 48;
 const MAX_UPLOAD_BASE64: usize = (16 * 1024 * 1024 / 3 + 1) * 4;
 /// What a MySQL TEXT column holds.
 const TEXT_BYTES: usize = 65_535;
+/// What a MySQL MEDIUMTEXT column holds.
+const MEDIUMTEXT_BYTES: usize = 16 * 1024 * 1024 - 1;
 
 /// The one rule for what the center sends an edge: a stamp the edge's clock takes.
 pub fn clock(replica: &Replica, change: &Change) -> Verdict {
@@ -306,6 +308,9 @@ fn shaped<E: EntityTrait>(change: &Change) -> Verdict {
                 u32::try_from(s.chars().count()).is_ok_and(|len| len <= *n)
             }
             (Value::String(s), ColumnType::Text) => s.len() <= TEXT_BYTES,
+            (Value::String(s), ColumnType::Custom(name)) if name.to_string() == "MEDIUMTEXT" => {
+                s.len() <= MEDIUMTEXT_BYTES
+            }
             (Value::Number(n), ColumnType::BigInteger) => n.as_i64().is_some(),
             (Value::Number(n), ColumnType::Integer) => {
                 n.as_i64().is_some_and(|v| i32::try_from(v).is_ok())

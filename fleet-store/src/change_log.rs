@@ -16,8 +16,9 @@ pub struct Model {
     pub hlc: i64,
     pub origin: i64,
     pub deleted: bool,
-    /// JSON object of the columns this write set, with their new values.
-    #[sea_orm(column_type = "Text")]
+    /// JSON object of the columns this write set, with their new values. MEDIUMTEXT:
+    /// a command's result is escaped once more in here.
+    #[sea_orm(column_type = r#"custom("MEDIUMTEXT")"#)]
     pub payload: String,
     pub created_at: i64,
 }

@@ -22,7 +22,9 @@ pub struct Model {
     pub progress: i32,
     pub timeout_s: i64,
     pub deadline_at: i64,
-    #[sea_orm(column_type = "Text", nullable)]
+    /// MEDIUMTEXT: a result of the agent's largest output, escaped, outgrows a
+    /// MySQL TEXT (64 KiB).
+    #[sea_orm(column_type = r#"custom("MEDIUMTEXT")"#, nullable)]
     pub result: Option<String>,
     #[sea_orm(column_type = "String(StringLen::N(64))")]
     pub created_by: String,

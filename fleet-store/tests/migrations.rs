@@ -7,10 +7,11 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 3] = [
+const ALL_CENTER: [&str; 4] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
+    "m20261201_000004_wide_results",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {
@@ -119,6 +120,21 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
         db.execute_unprepared("INSERT INTO settings (name, value) VALUES ('token_key', 'k')")
             .await
             .expect("a row");
+        db.execute_unprepared(
+            "INSERT INTO commands (id, device_id, batch_id, name, args, state, progress, timeout_s, \
+             deadline_at, result, created_by, created_at, updated_at, hlc, origin, deleted, field_stamps) \
+             VALUES (7, 8, NULL, 'exec', '{}', 'succeeded', 100, 60, 0, '{\"output\":\"ok\"}', 'a', 1, 1, 5, 1, false, '{}')",
+        )
+        .await
+        .expect("a command");
+        for seq in [40, 41] {
+            db.execute_unprepared(&format!(
+                "INSERT INTO change_log (seq, table_name, row_id, hlc, origin, deleted, payload, created_at) \
+                 VALUES ({seq}, 'commands', 7, 5, 1, false, '{{}}', 1)"
+            ))
+            .await
+            .expect("a log entry");
+        }
         db.close().await.expect("close");
 
         let applied = schema.migrate(&url).await.expect("upgraded");
@@ -142,6 +158,38 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
             .expect("query")
             .expect("the row is still there");
         assert_eq!(kept.try_get::<String>("", "value").expect("value"), "k");
+        let result = db
+            .query_one(Statement::from_string(
+                backend,
+                "SELECT result FROM commands WHERE id = 7",
+            ))
+            .await
+            .expect("query")
+            .expect("the command is still there");
+        assert_eq!(
+            result.try_get::<String>("", "result").expect("result"),
+            r#"{"output":"ok"}"#
+        );
+        let wide = "x".repeat(100_000);
+        db.execute_unprepared(&format!(
+            "INSERT INTO change_log (table_name, row_id, hlc, origin, deleted, payload, created_at) \
+             VALUES ('commands', 7, 6, 1, false, '{wide}', 2)"
+        ))
+        .await
+        .expect("a payload past 64 KiB fits");
+        let next = db
+            .query_one(Statement::from_string(
+                backend,
+                "SELECT MAX(seq) AS seq FROM change_log",
+            ))
+            .await
+            .expect("query")
+            .expect("a row");
+        assert_eq!(
+            next.try_get::<i64>("", "seq").expect("seq"),
+            42,
+            "the log's positions go on from where they were"
+        );
         db.execute_unprepared(
             "INSERT INTO link_refusals (peer_node, refused, last_rule, last_at) VALUES (1, 1, 'r', 0)",
         )

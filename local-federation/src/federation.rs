@@ -407,6 +407,10 @@ impl Federation {
                 .arg(&edge.id)
                 .arg("--center-ca")
                 .arg(self.layout.center_ca())
+                // Every simulated device dials from 127.0.0.1, where a real site's
+                // come from as many addresses as devices.
+                .arg("--max-unauthenticated-per-source")
+                .arg(self.state.devices_of(&edge.id).count().max(64).to_string())
                 // In the environment rather than on the command line, where `ps`
                 // would show it.
                 .env("EDGE_EDGE_SECRET", &edge.secret)

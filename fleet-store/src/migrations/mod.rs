@@ -44,11 +44,21 @@ fn link_refusals() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000003_link_refusals"))
 }
 
+/// Shared: command results and change-log payloads as MEDIUMTEXT.
+fn wide_results() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261201_000004_wide_results"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![fleet_baseline(), center_edges(), link_refusals()]
+        vec![
+            fleet_baseline(),
+            center_edges(),
+            link_refusals(),
+            wide_results(),
+        ]
     }
 }
 
@@ -56,7 +66,7 @@ struct EdgeMigrator;
 
 impl MigratorTrait for EdgeMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![fleet_baseline(), link_refusals()]
+        vec![fleet_baseline(), link_refusals(), wide_results()]
     }
 }
 
