@@ -30,8 +30,8 @@ fleet_init() (
             '' | *[!A-Za-z0-9_-]*) echo "mariadb-init: bad password for '$name'" >&2; exit 1 ;;
         esac
         [ "$name" != "$pair" ] || { echo "mariadb-init: '$name' has no password" >&2; exit 1; }
-        # The node creates its tables and indexes at start, and later versions may add
-        # columns: it needs DDL on its own database, nothing on any other. A binary
+        # The node's migrations create its tables at start and change them in later
+        # versions: it needs DDL on its own database, nothing on any other. A binary
         # collation compares unique keys (serial numbers, names) the way SQLite does, so
         # a row an SQLite edge accepted is not refused when it reaches a MySQL center.
         cat >>"$work/init.sql" <<EOF
