@@ -155,6 +155,15 @@ impl TestApp {
         (res.status().as_u16(), res.text().await.expect("body"))
     }
 
+    /// The node's `/metrics` text (Prometheus exposition).
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self
+            .raw(Method::GET, "/metrics", None, "text/plain", Vec::new())
+            .await;
+        assert_eq!(status, 200, "metrics answered");
+        text
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, Some(&self.admin), None).await
     }

@@ -26,17 +26,6 @@ async fn event_total(app: &TestApp) -> u64 {
     body["data"]["total"].as_u64().expect("total")
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn every_mutating_call_is_recorded() {
     let app = spawn_app().await;
@@ -158,7 +147,7 @@ async fn unauthenticated_requests_write_no_events_and_are_counted() {
         assert_eq!(status, 401);
     }
     assert_eq!(event_total(&app).await, before, "200 requests, no rows");
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     for (series, want) in [
         (
             r#"http_unrecorded_requests_total{class="devices",outcome="unauthenticated"}"#,
@@ -208,7 +197,7 @@ async fn a_flood_of_bad_logins_for_a_known_account_writes_one_event() {
     // A later recorded write queues behind the deferred one; nothing else was added.
     app.group("after").await;
     assert_eq!(event_total(&app).await, before + 2);
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(
         metric(
             &text,

@@ -141,18 +141,7 @@ impl DeviceClient {
 impl TestEdge {
     /// The edge's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let (status, text) = self
-            .api
-            .raw(
-                reqwest::Method::GET,
-                "/metrics",
-                None,
-                "text/plain",
-                Vec::new(),
-            )
-            .await;
-        assert_eq!(status, 200);
-        text
+        self.api.metrics().await
     }
 
     /// A counter or gauge from `/metrics` by its full line prefix (name and labels);

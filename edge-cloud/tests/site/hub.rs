@@ -381,17 +381,7 @@ async fn the_hub_is_measured() {
     let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
     device.send(Pdu::Ping(Ping { sent_ms: 1 })).await;
     let _ = device.recv().await;
-    let (status, text) = edge
-        .api
-        .raw(
-            reqwest::Method::GET,
-            "/metrics",
-            None,
-            "text/plain",
-            Vec::new(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let text = edge.api.metrics().await;
     for line in [
         "device_sessions 1",
         "device_logins_total{outcome=\"ok\"} 1",

@@ -466,16 +466,7 @@ async fn a_hostile_edge_with_real_credentials_changes_nothing_outside_its_site()
     );
 
     // Refusals are counted by rule, and honest traffic from B carries on both ways.
-    let (_, metrics) = center
-        .api
-        .raw(
-            reqwest::Method::GET,
-            "/metrics",
-            None,
-            "text/plain",
-            Vec::new(),
-        )
-        .await;
+    let metrics = center.api.metrics().await;
     for rule in [
         "not_home",
         "clock_ahead",
@@ -726,16 +717,7 @@ async fn silent_link_connections_end_at_the_deadline_and_do_not_keep_edges_out()
         closed.iter().all(|c| *c),
         "the center closed every silent connection"
     );
-    let (_, metrics) = center
-        .api
-        .raw(
-            reqwest::Method::GET,
-            "/metrics",
-            None,
-            "text/plain",
-            Vec::new(),
-        )
-        .await;
+    let metrics = center.api.metrics().await;
     assert!(
         metrics.contains("federation_link_unauthenticated_open 0"),
         "nothing unauthenticated stays open"
