@@ -10,13 +10,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use shared_proto::endpoint::Endpoint;
 
 use crate::hub::HubSettings;
 use crate::uplink::CenterLink;
 
 /// The center link from the four settings that name it: all or none.
 fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>, ConfigError> {
-    let url = args.center_url.clone().or_else(|| file.center_url.clone());
+    // The flags (or the variable) replace the file's list, never add to it.
+    let urls = if args.center_url.is_empty() {
+        &file.center_url
+    } else {
+        &args.center_url
+    };
     let id = args.edge_id.clone().or_else(|| file.edge_id.clone());
     let secret = args
         .edge_secret
@@ -27,7 +33,7 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
         field,
         message: message.into(),
     };
-    let Some(url) = url else {
+    if urls.is_empty() {
         if id.is_some() || secret.is_some() {
             return Err(invalid(
                 "center_url",
@@ -35,15 +41,13 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
             ));
         }
         return Ok(None);
-    };
+    }
     let id = id.ok_or_else(|| invalid("edge_id", "is required to join a center"))?;
     let edge_id =
         shared_proto::id::parse_id("edge_id", &id).map_err(|e| invalid("edge_id", &e.message))?;
     let secret = secret.ok_or_else(|| invalid("edge_secret", "is required to join a center"))?;
-    if !(url.starts_with("wss://") || url.starts_with("ws://")) {
-        return Err(invalid("center_url", "must be a wss:// (or ws://) URL"));
-    }
-    if url.starts_with("wss://") && ca.is_none() {
+    let urls = center_urls(urls)?;
+    if ca.is_none() && urls.iter().any(|u| u.starts_with("wss://")) {
         return Err(invalid("center_ca", "is required for a wss:// center_url"));
     }
     let heartbeat = args
@@ -61,13 +65,53 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
         return Err(invalid("center_backoff_max_s", "must be at least 1"));
     }
     Ok(Some(CenterLink {
-        url,
+        urls,
         edge_id,
         secret,
         ca_file: ca,
         heartbeat: Duration::from_secs(heartbeat),
         backoff_cap: Duration::from_secs(backoff),
     }))
+}
+
+/// Every center URL, trimmed, each a `wss://` (or `ws://`) URL with a host, so a
+/// typo in the second replica's URL stops the start instead of a failover later.
+fn center_urls(given: &[String]) -> Result<Vec<String>, ConfigError> {
+    given
+        .iter()
+        .map(|url| {
+            let url = url.trim();
+            match Endpoint::parse(url) {
+                Some(_) => Ok(url.to_string()),
+                None => Err(ConfigError::Invalid {
+                    field: "center_url",
+                    message: format!("{url:?} is not a wss:// (or ws://) URL with a host"),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// `center_url` in the config file: one URL, a comma-separated string or a list.
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    let given = match Urls::deserialize(deserializer)? {
+        Urls::One(url) => vec![url],
+        Urls::Many(urls) => urls,
+    };
+    Ok(given
+        .iter()
+        .flat_map(|urls| urls.split(','))
+        .map(str::to_string)
+        .collect())
 }
 
 /// A cap of zero would shut the device endpoint: refused by name instead.
@@ -137,9 +181,10 @@ pub struct ServeArgs {
     /// Largest log a device may upload for `pull_logs`, in bytes (at most 16 MiB) [default: 1048576].
     #[arg(long)]
     pub log_upload_max_bytes: Option<u64>,
-    /// The center's edge-link endpoint to join, e.g. wss://center:8444/link [default: none, standalone].
-    #[arg(long)]
-    pub center_url: Option<String>,
+    /// The center's edge-link endpoint to join, e.g. wss://center:8444/link; repeat it, or separate URLs by commas, to name several center replicas, tried in turn [default: none, standalone].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub center_url: Vec<String>,
     /// This edge's id, from its registration at the center.
     #[arg(long)]
     pub edge_id: Option<String>,
@@ -252,11 +297,112 @@ mod tests {
 
     fn joining() -> ServeArgs {
         ServeArgs {
-            center_url: Some("wss://127.0.0.1:8444/link".into()),
+            center_url: vec!["wss://127.0.0.1:8444/link".into()],
             edge_id: Some("42".into()),
             edge_secret: Some("s".into()),
             center_ca: Some("ca.crt".into()),
             ..ServeArgs::default()
+        }
+    }
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["edge-cloud", "serve"].iter().chain(argv))
+            .expect("the command line parses");
+        match cli.command {
+            Command::Serve(args) => *args,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    fn urls(args: &ServeArgs, file: &ServeArgs) -> Vec<String> {
+        center_link(args, file)
+            .expect("valid")
+            .expect("joins a center")
+            .urls
+    }
+
+    const JOIN: [&str; 6] = [
+        "--edge-id",
+        "42",
+        "--edge-secret",
+        "s",
+        "--center-ca",
+        "ca.crt",
+    ];
+
+    #[test]
+    fn several_center_urls_are_read_from_flags_commas_and_the_file() {
+        let expected = vec!["wss://a:8444/link".to_string(), "wss://b:8444/link".into()];
+        let repeated = serve_args(
+            &[
+                &JOIN[..],
+                &[
+                    "--center-url",
+                    "wss://a:8444/link",
+                    "--center-url",
+                    "wss://b:8444/link",
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(urls(&repeated, &ServeArgs::default()), expected, "repeated");
+        let commas = serve_args(
+            &[
+                &JOIN[..],
+                &["--center-url", "wss://a:8444/link, wss://b:8444/link"],
+            ]
+            .concat(),
+        );
+        assert_eq!(urls(&commas, &ServeArgs::default()), expected, "comma-separated");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let join = "edge_id = \"42\"\nedge_secret = \"s\"\ncenter_ca = \"ca.crt\"\n";
+        for (how, line) in [
+            (
+                "a list",
+                "center_url = [\"wss://a:8444/link\", \"wss://b:8444/link\"]",
+            ),
+            (
+                "a comma-separated string",
+                "center_url = \"wss://a:8444/link,wss://b:8444/link\"",
+            ),
+        ] {
+            let path = dir.path().join("edge.toml");
+            std::fs::write(&path, format!("{join}{line}\n")).expect("write");
+            let file = settings::read_file::<ServeArgs>(&path).expect("the file parses");
+            assert_eq!(urls(&ServeArgs::default(), &file), expected, "{how}");
+            let flag = serve_args(&["--center-url", "ws://c:8444/link"]);
+            assert_eq!(
+                urls(&flag, &file),
+                vec!["ws://c:8444/link".to_string()],
+                "the flag replaces the file's list"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_second_center_url_is_refused_by_name() {
+        for bad in ["https://b:8444/link", "wss://:8444/link", ""] {
+            let args = ServeArgs {
+                center_url: vec!["wss://a:8444/link".into(), bad.into()],
+                ..joining()
+            };
+            match center_link(&args, &ServeArgs::default()) {
+                Err(ConfigError::Invalid { field, message }) => {
+                    assert_eq!(field, "center_url", "{bad:?}");
+                    assert!(message.contains(&format!("{bad:?}")), "{message}");
+                }
+                other => panic!("expected {bad:?} refused, got {other:?}"),
+            }
+        }
+        let plain = ServeArgs {
+            center_url: vec!["ws://a:8444/link".into(), "wss://b:8444/link".into()],
+            center_ca: None,
+            ..joining()
+        };
+        match center_link(&plain, &ServeArgs::default()) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "center_ca"),
+            other => panic!("a wss:// URL without a CA: expected refused, got {other:?}"),
         }
     }
 

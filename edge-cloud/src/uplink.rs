@@ -1,12 +1,14 @@
 //! The edge's end of its federation link: it dials the center (TLS, checked against
 //! the configured CA), logs in with the edge id, secret and worker id from the edge's
-//! registration, and runs the two-way change-sync (`federation::Link`). When the link
-//! breaks it dials again with exponential backoff and full jitter; meanwhile the edge
-//! goes on serving its devices on its own, and catches up once it is back.
+//! registration, and runs the two-way change-sync (`federation::Link`). It may know
+//! several center replicas: when a dial fails or the link breaks it moves to the next
+//! URL, and pauses with exponential backoff and full jitter once every URL has been
+//! tried; meanwhile the edge goes on serving its devices on its own, and catches up
+//! once it is back.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +44,9 @@ const ROAM_ARRIVAL: Duration = Duration::from_secs(4);
 /// How this edge joins a center.
 #[derive(Debug, Clone)]
 pub struct CenterLink {
-    /// The center's link endpoint, `wss://host:port/…` (or `ws://` without TLS).
-    pub url: String,
+    /// The link endpoints of the center's replicas, `wss://host:port/…` (or `ws://`
+    /// without TLS), dialled in turn.
+    pub urls: Vec<String>,
     pub edge_id: i64,
     pub secret: String,
     pub ca_file: Option<PathBuf>,
@@ -53,11 +56,15 @@ pub struct CenterLink {
 
 pub struct Uplink {
     config: CenterLink,
+    /// `config.urls`, parsed once.
+    centers: Vec<Endpoint>,
     node: web::Data<Node>,
     sessions: Arc<Sessions>,
     tls: Option<TlsConnector>,
     stop: watch::Sender<bool>,
-    online: std::sync::atomic::AtomicBool,
+    /// 0 while the link is down, else 1 + the index of the URL it runs over: one
+    /// word, so a reader never pairs "up" with the URL of another attempt.
+    linked: AtomicUsize,
     /// Frames for the center on the link that is up now.
     to_center: std::sync::Mutex<Option<mpsc::Sender<LinkPdu>>>,
     /// Roaming requests waiting for the center's answer.
@@ -82,6 +89,8 @@ pub enum RoamError {
 pub enum UplinkError {
     #[error("center_url {0:?} is not a ws:// or wss:// URL with a host")]
     Url(String),
+    #[error("center_url: at least one URL is required")]
+    NoUrl,
     #[error("center_ca: {0}")]
     Tls(#[from] operator_api::tls::TlsError),
     #[error("center_ca is required for a wss:// center_url")]
@@ -94,8 +103,17 @@ impl Uplink {
         node: web::Data<Node>,
         sessions: Arc<Sessions>,
     ) -> Result<Self, UplinkError> {
-        let t = Endpoint::parse(&config.url).ok_or_else(|| UplinkError::Url(config.url.clone()))?;
-        let tls = match (t.tls, &config.ca_file) {
+        let centers = config
+            .urls
+            .iter()
+            .map(|url| Endpoint::parse(url).ok_or_else(|| UplinkError::Url(url.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if centers.is_empty() {
+            return Err(UplinkError::NoUrl);
+        }
+        // One connector serves every wss:// URL: each is checked against the same CA,
+        // under its own host name.
+        let tls = match (centers.iter().any(|c| c.tls), &config.ca_file) {
             (false, _) => None,
             (true, None) => return Err(UplinkError::NoCa),
             (true, Some(ca)) => Some(TlsConnector::from(Arc::new(
@@ -104,11 +122,12 @@ impl Uplink {
         };
         Ok(Self {
             config,
+            centers,
             node,
             sessions,
             tls,
             stop: watch::channel(false).0,
-            online: std::sync::atomic::AtomicBool::new(false),
+            linked: AtomicUsize::new(0),
             to_center: std::sync::Mutex::new(None),
             roaming: DashMap::new(),
             next_request: AtomicU64::new(1),
@@ -116,7 +135,14 @@ impl Uplink {
     }
 
     pub fn is_online(&self) -> bool {
-        self.online.load(std::sync::atomic::Ordering::Relaxed)
+        self.linked.load(Ordering::Relaxed) != 0
+    }
+
+    /// The center URL the link runs over now; `None` while it is down.
+    pub fn center_url(&self) -> Option<&str> {
+        let linked = self.linked.load(Ordering::Relaxed);
+        let index = linked.checked_sub(1)?;
+        self.centers.get(index).map(|c| c.url.as_str())
     }
 
     pub fn shutdown(&self) {
@@ -191,18 +217,29 @@ impl Uplink {
         let mut backoff = Backoff::new(Duration::from_millis(200), self.config.backoff_cap);
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut stopped = self.stop.subscribe();
+        let mut index = 0;
+        // URLs tried since the last pause or stable link: the backoff waits only once
+        // all of them failed, so one dead replica never delays dialling the others.
+        let mut tried = 0;
         loop {
             let started = Instant::now();
-            match self.once().await {
+            let center = &self.centers[index];
+            match self.once(index).await {
                 Ok(Ended::Stopped) => return,
-                Ok(ended) => tracing::warn!(reason = %ended, "center link down"),
-                Err(why) => tracing::warn!(reason = %why, "center link failed"),
+                Ok(ended) => tracing::warn!(center = %center.url, reason = %ended, "center link down"),
+                Err(why) => tracing::warn!(center = %center.url, reason = %why, "center link failed"),
             }
-            self.online
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.linked.store(0, Ordering::Relaxed);
             if started.elapsed() >= STABLE {
                 backoff.reset();
+                tried = 0;
             }
+            tried += 1;
+            index = self.next_center(index);
+            if tried < self.centers.len() {
+                continue;
+            }
+            tried = 0;
             let pause = backoff.next_delay(&mut rng);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -211,8 +248,21 @@ impl Uplink {
         }
     }
 
-    async fn once(&self) -> Result<Ended, String> {
-        let t = Endpoint::parse(&self.config.url).ok_or("bad center URL")?;
+    /// The URL after `index`, round robin; one line in the log when it is another.
+    fn next_center(&self, index: usize) -> usize {
+        let next = (index + 1) % self.centers.len();
+        if next != index {
+            tracing::info!(
+                from = %self.centers[index].url,
+                to = %self.centers[next].url,
+                "switching to another center URL"
+            );
+        }
+        next
+    }
+
+    async fn once(&self, index: usize) -> Result<Ended, String> {
+        let t = &self.centers[index];
         let tcp = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             TcpStream::connect((t.host.as_str(), t.port)),
@@ -221,7 +271,7 @@ impl Uplink {
         .map_err(|_| "connecting timed out".to_string())?
         .map_err(|e| format!("connecting: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        match &self.tls {
+        match self.tls.as_ref().filter(|_| t.tls) {
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                     .map_err(|e| e.to_string())?;
@@ -229,13 +279,13 @@ impl Uplink {
                     .await
                     .map_err(|_| "TLS handshake timed out".to_string())?
                     .map_err(|e| format!("TLS: {e}"))?;
-                self.linked(stream).await
+                self.linked(index, stream).await
             }
-            None => self.linked(tcp).await,
+            None => self.linked(index, tcp).await,
         }
     }
 
-    async fn linked<S>(&self, stream: S) -> Result<Ended, String>
+    async fn linked<S>(&self, index: usize, stream: S) -> Result<Ended, String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -247,7 +297,7 @@ impl Uplink {
             .map_or(0, |c| c.applied);
         let handshake = async {
             let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-                &self.config.url,
+                &self.centers[index].url,
                 stream,
                 Some(ws_config()),
             )
@@ -298,9 +348,8 @@ impl Uplink {
             welcome.wall_ms,
             self.node.replica.max_ahead_ms(),
         );
-        tracing::info!(center = %self.config.url, "center link up");
-        self.online
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(center = %self.centers[index].url, "center link up");
+        self.linked.store(index + 1, Ordering::Relaxed);
         let (out_tx, out) = mpsc::channel(64);
         let (inbox_tx, mut inbox) = mpsc::channel(64);
         let link = Link {

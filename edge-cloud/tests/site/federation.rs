@@ -75,7 +75,7 @@ pub(crate) async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) 
     };
     settings.device_listen = "127.0.0.1:0".parse().expect("addr");
     settings.center = Some(edge_cloud::uplink::CenterLink {
-        url: format!("wss://localhost:{}/link", proxy.addr().port()),
+        urls: vec![format!("wss://localhost:{}/link", proxy.addr().port())],
         edge_id: edge_id.parse().expect("numeric id"),
         secret: reg["data"]["secret"].as_str().expect("secret").into(),
         ca_file: Some(center.api.data_dir.join("tls/ca.crt")),
@@ -264,7 +264,7 @@ async fn a_wrong_secret_gets_no_link() {
         .await;
     assert_eq!(status, 201);
     let mut link = edge_cloud::uplink::CenterLink {
-        url: format!("wss://localhost:{}/link", proxy.addr().port()),
+        urls: vec![format!("wss://localhost:{}/link", proxy.addr().port())],
         edge_id: reg["data"]["id"]
             .as_str()
             .expect("id")
