@@ -13,7 +13,7 @@ use sea_orm::DbBackend;
 
 use crate::config::Settings;
 use crate::hub::{Hub, HubMetrics, Sessions, UploadTarget};
-use crate::uplink::Uplink;
+use crate::uplink::{Uplink, UplinkMetrics};
 use crate::uploads::Uploads;
 use crate::{openapi, status, uploads};
 
@@ -55,6 +55,7 @@ impl Application {
         let sessions = Arc::new(Sessions::default());
         let site_sessions = web::Data::from(sessions.clone());
         let hub_metrics = HubMetrics::default();
+        let uplink_metrics = UplinkMetrics::default();
         let uploads = web::Data::new(Uploads::new(settings.log_upload_max_bytes));
         let service = Service {
             schema: fleet_store::migrations::Schema::Edge,
@@ -73,9 +74,10 @@ impl Application {
             presence: Some(sessions.clone()),
             dispatch: Some(sessions.clone()),
             metrics: Some(Box::new({
-                let metrics = hub_metrics.clone();
+                let (hub, uplink) = (hub_metrics.clone(), uplink_metrics.clone());
                 move |registry: &mut prometheus_client::registry::Registry| {
-                    metrics.register(registry)
+                    hub.register(registry);
+                    uplink.register(registry);
                 }
             })),
         };
@@ -87,8 +89,13 @@ impl Application {
         let uplink = match settings.center.clone() {
             Some(center) => {
                 let uplink = Arc::new(
-                    Uplink::new(center, served.node.clone(), sessions.clone())
-                        .map_err(|e| StartupError::Config(e.to_string()))?,
+                    Uplink::new(
+                        center,
+                        served.node.clone(),
+                        sessions.clone(),
+                        uplink_metrics,
+                    )
+                    .map_err(|e| StartupError::Config(e.to_string()))?,
                 );
                 tokio::spawn(uplink.clone().run());
                 Some(uplink)

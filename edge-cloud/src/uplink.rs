@@ -20,6 +20,10 @@ use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::devices::{self, LoginName};
 use fleet_store::link_cursors;
 use operator_api::Node;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use sea_orm::EntityTrait;
 use shared_proto::backoff::Backoff;
@@ -54,8 +58,36 @@ pub struct CenterLink {
     pub backoff_cap: Duration,
 }
 
+/// Which center URL the link runs over, for `/metrics`.
+#[derive(Clone, Default)]
+pub struct UplinkMetrics {
+    linked: Family<UrlLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabel {
+    url: String,
+}
+
+impl UplinkMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "center_link_up",
+            "1 for the center URL the link runs over now, 0 for the edge's other center URLs",
+            self.linked.clone(),
+        );
+    }
+
+    fn set(&self, url: &str, up: bool) {
+        self.linked
+            .get_or_create(&UrlLabel { url: url.into() })
+            .set(i64::from(up));
+    }
+}
+
 pub struct Uplink {
     config: CenterLink,
+    metrics: UplinkMetrics,
     /// `config.urls`, parsed once.
     centers: Vec<Endpoint>,
     node: web::Data<Node>,
@@ -102,6 +134,7 @@ impl Uplink {
         config: CenterLink,
         node: web::Data<Node>,
         sessions: Arc<Sessions>,
+        metrics: UplinkMetrics,
     ) -> Result<Self, UplinkError> {
         let centers = config
             .urls
@@ -110,6 +143,10 @@ impl Uplink {
             .collect::<Result<Vec<_>, _>>()?;
         if centers.is_empty() {
             return Err(UplinkError::NoUrl);
+        }
+        // Every URL shows from the start, so a scrape tells which ones the edge knows.
+        for center in &centers {
+            metrics.set(&center.url, false);
         }
         // One connector serves every wss:// URL: each is checked against the same CA,
         // under its own host name.
@@ -122,6 +159,7 @@ impl Uplink {
         };
         Ok(Self {
             config,
+            metrics,
             centers,
             node,
             sessions,
@@ -226,10 +264,15 @@ impl Uplink {
             let center = &self.centers[index];
             match self.once(index).await {
                 Ok(Ended::Stopped) => return,
-                Ok(ended) => tracing::warn!(center = %center.url, reason = %ended, "center link down"),
-                Err(why) => tracing::warn!(center = %center.url, reason = %why, "center link failed"),
+                Ok(ended) => {
+                    tracing::warn!(center = %center.url, reason = %ended, "center link down")
+                }
+                Err(why) => {
+                    tracing::warn!(center = %center.url, reason = %why, "center link failed")
+                }
             }
             self.linked.store(0, Ordering::Relaxed);
+            self.metrics.set(&center.url, false);
             if started.elapsed() >= STABLE {
                 backoff.reset();
                 tried = 0;
@@ -350,6 +393,7 @@ impl Uplink {
         );
         tracing::info!(center = %self.centers[index].url, "center link up");
         self.linked.store(index + 1, Ordering::Relaxed);
+        self.metrics.set(&self.centers[index].url, true);
         let (out_tx, out) = mpsc::channel(64);
         let (inbox_tx, mut inbox) = mpsc::channel(64);
         let link = Link {

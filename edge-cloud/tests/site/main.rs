@@ -1,5 +1,6 @@
 mod admission;
 mod commands;
+mod failover;
 mod federation;
 mod helpers;
 mod hostile;

@@ -1,0 +1,165 @@
+//! Two center replicas over one database, and an edge that knows both link URLs:
+//! when the replica it is linked to goes away it links to the other, and changes keep
+//! flowing both ways through the shared database.
+
+use std::time::Duration;
+
+use api_harness::fault_proxy::FaultProxy;
+use serde_json::json;
+
+use crate::federation::{device_row, proxy_to, spawn_center, until, Center, Edge};
+use crate::helpers::*;
+
+/// A second center process over the first one's database and data directory, so both
+/// serve the same development CA, as replicas started the same way would.
+async fn spawn_replica(first: &Center) -> Center {
+    let (dir, mut node) = test_settings(center_cloud::config::DEFAULTS).await;
+    node.database_url = first.api.database_url.clone();
+    node.data_dir = first.api.data_dir.clone();
+    let mut settings = center_cloud::Settings {
+        node,
+        ..center_cloud::Settings::with_data_dir(&first.api.data_dir)
+    };
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
+    settings.link_heartbeat = Duration::from_secs(1);
+    let database_url = settings.node.database_url.clone();
+    let center = center_cloud::Application::build(settings)
+        .await
+        .expect("the replica starts");
+    Center {
+        links: center.links.clone(),
+        link_port: center.link_port,
+        api: start(center.served, dir, database_url).await,
+    }
+}
+
+fn link_url(proxy: &FaultProxy) -> String {
+    format!("wss://localhost:{}/link", proxy.addr().port())
+}
+
+/// Registers an edge (through the first center) that knows every URL in `urls`.
+async fn spawn_edge_with_urls(center: &Center, urls: Vec<String>) -> (Edge, i64) {
+    let (status, reg) = center
+        .api
+        .post("/api/v1/edges", json!({"name": "edge-f", "site": "edge-f"}))
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    let edge_id: i64 = reg["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("numeric id");
+    let (dir, mut node) = test_settings(edge_cloud::config::DEFAULTS).await;
+    node.worker_id = reg["data"]["worker_id"].as_i64().expect("worker id");
+    let mut settings = edge_cloud::Settings {
+        node,
+        ..edge_cloud::Settings::with_data_dir(dir.path())
+    };
+    settings.device_listen = "127.0.0.1:0".parse().expect("addr");
+    settings.center = Some(edge_cloud::uplink::CenterLink {
+        urls,
+        edge_id,
+        secret: reg["data"]["secret"].as_str().expect("secret").into(),
+        ca_file: Some(center.api.data_dir.join("tls/ca.crt")),
+        heartbeat: Duration::from_secs(1),
+        backoff_cap: Duration::from_millis(500),
+    });
+    let database_url = settings.node.database_url.clone();
+    let built = edge_cloud::Application::build(settings)
+        .await
+        .expect("edge starts");
+    let node = built.served.node.clone();
+    let api = start(built.served, dir, database_url).await;
+    let edge = Edge {
+        site: TestEdge {
+            api,
+            device_port: built.device_port,
+            sessions: built.sessions,
+            hub: built.hub.clone(),
+            node,
+        },
+        hub: built.hub,
+        uplink: built.uplink.expect("joined a center"),
+    };
+    (edge, edge_id)
+}
+
+fn id_of(made: &serde_json::Value) -> i64 {
+    made["data"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("numeric id")
+}
+
+#[tokio::test]
+async fn an_edge_fails_over_to_another_center_replica() {
+    let first = spawn_center().await;
+    let second = spawn_replica(&first).await;
+    let (proxy_a, proxy_b) = (proxy_to(&first).await, proxy_to(&second).await);
+    let (url_a, url_b) = (link_url(&proxy_a), link_url(&proxy_b));
+    let (edge, edge_id) = spawn_edge_with_urls(&first, vec![url_a.clone(), url_b.clone()]).await;
+
+    until(10, "the edge links to the first URL", async || {
+        edge.uplink.center_url() == Some(url_a.as_str()) && first.links.state(edge_id).online
+    })
+    .await;
+
+    // The first replica's link endpoint goes away: the edge moves to the second.
+    first.links.shutdown();
+    until(30, "the edge links to the second replica", async || {
+        edge.uplink.center_url() == Some(url_b.as_str()) && second.links.state(edge_id).online
+    })
+    .await;
+
+    let metrics = edge.site.api.metrics().await;
+    for (url, up) in [(&url_a, 0), (&url_b, 1)] {
+        let line = format!("center_link_up{{url=\"{url}\"}} {up}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+
+    // Edge -> shared database, through the second replica.
+    let (status, made) = edge
+        .site
+        .api
+        .post("/api/v1/devices", device_json("gw-f1", "SN-FO1"))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let at_edge = id_of(&made);
+    until(
+        15,
+        "the site's device reaches the shared database",
+        async || device_row(&first.api, at_edge).await.is_some(),
+    )
+    .await;
+
+    // Second replica -> edge.
+    let mut body = device_json("gw-f2", "SN-FO2");
+    body["edge_id"] = json!(edge_id.to_string());
+    let (status, made) = second.api.post("/api/v1/devices", body).await;
+    assert_eq!(status, 201, "{made}");
+    let at_center = id_of(&made);
+    until(15, "the replica's device reaches the edge", async || {
+        device_row(&edge.site.api, at_center).await.is_some()
+    })
+    .await;
+
+    edge.stop();
+    second.links.shutdown();
+}
+
+#[tokio::test]
+async fn a_dead_first_url_does_not_keep_the_edge_from_the_next() {
+    let center = spawn_center().await;
+    let (dead, live) = (proxy_to(&center).await, proxy_to(&center).await);
+    dead.cut();
+    let live_url = link_url(&live);
+    let (edge, edge_id) = spawn_edge_with_urls(&center, vec![link_url(&dead), live_url.clone()]).await;
+    until(10, "the edge links through the second URL", async || {
+        edge.uplink.center_url() == Some(live_url.as_str()) && center.links.state(edge_id).online
+    })
+    .await;
+    assert!(dead.accepted() >= 1, "the first URL was tried");
+    edge.stop();
+    center.links.shutdown();
+}
