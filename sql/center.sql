@@ -189,3 +189,9 @@ CREATE TABLE `edges` (
   `updated_at` bigint NOT NULL
 ) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+CREATE TABLE `worker_leases` (
+  `worker_id` bigint NOT NULL PRIMARY KEY,
+  `holder` varchar(64) NOT NULL,
+  `expires_at` bigint NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+

@@ -109,11 +109,11 @@ pub struct EdgeFilter {
 /// The center is worker 1; edges get 2..=1023.
 const FIRST_EDGE_WORKER: i64 = 2;
 
-/// Where the highest worker id ever issued to an edge is kept.
-const WORKER_HIGH_WATER: &str = "edge_worker_high_water";
+use fleet_store::worker_leases::{self, EDGE_HIGH_WATER as WORKER_HIGH_WATER};
 
 /// The next worker id for a new edge: above every one ever issued, so a deleted
-/// edge's id (which its stamps and rows carry for good) never names another edge.
+/// edge's id (which its stamps and rows carry for good) never names another edge,
+/// and never one a center replica leased.
 async fn next_worker<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
     let used: Option<Option<i64>> = table::Entity::find()
         .select_only()
@@ -126,7 +126,11 @@ async fn next_worker<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
     let highest = used.flatten().unwrap_or(0).max(recorded);
-    let next = highest.saturating_add(1).max(FIRST_EDGE_WORKER);
+    let mut next = highest.saturating_add(1).max(FIRST_EDGE_WORKER);
+    // Center replicas lease ids from the top down; an id one ever leased stays theirs.
+    while next <= MAX_WORKER && worker_leases::ever_leased(db, next).await? {
+        next += 1;
+    }
     if next > MAX_WORKER {
         return Err(ApiError::FailedPrecondition(
             "all edge worker ids have been issued".into(),

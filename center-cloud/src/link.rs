@@ -472,7 +472,7 @@ impl Links {
             }
         };
         let welcome = LinkPdu::Welcome(Welcome {
-            center_node: node.replica.node_id(),
+            center_node: federation::protocol::CENTER_NODE,
             applied,
             wall_ms: fleet_store::now_ms(),
         });

@@ -17,6 +17,7 @@ use crate::{bulk, edges, groups, lab, openapi};
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     let mut all = schema::fleet_tables(backend);
     all.push(schema::table(backend, fleet_store::edges::Entity));
+    all.push(schema::table(backend, fleet_store::worker_leases::Entity));
     all
 }
 

@@ -56,9 +56,15 @@ impl std::fmt::Debug for Hello {
     }
 }
 
+/// The center as an edge's one peer, whichever replica holds the link: the key of
+/// the edge's cursor of the center's (shared) change log. Replicas lease worker ids
+/// of their own for the rows and stamps they make; the log they serve is one.
+pub const CENTER_NODE: i64 = 1;
+
 /// center -> edge: the link is up; how far the center has merged the edge's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
+    /// Always [`CENTER_NODE`].
     pub center_node: i64,
     pub applied: i64,
     /// The center's wall clock when it sent this (ms since the epoch).

@@ -29,6 +29,7 @@ pub mod settings;
 pub mod sync;
 pub mod user_groups;
 pub mod users;
+pub mod worker_leases;
 
 pub use database::{connect, Backend, StoreError};
 pub use replica::{Replica, Table};

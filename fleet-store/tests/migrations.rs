@@ -7,11 +7,12 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 4] = [
+const ALL_CENTER: [&str; 5] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
     "m20261201_000004_wide_results",
+    "m20261201_000005_worker_leases",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {
@@ -140,7 +141,7 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
         let applied = schema.migrate(&url).await.expect("upgraded");
         let mut expected: Vec<&str> = ALL_CENTER.to_vec();
         if schema == Schema::Edge {
-            expected.retain(|m| !m.contains("center_edges"));
+            expected.retain(|m| !m.contains("center_edges") && !m.contains("worker_leases"));
         }
         assert_eq!(
             applied, expected,
@@ -279,6 +280,10 @@ async fn on_sqlite_the_migrations_end_at_the_schema_print_schema_shows() {
     let center_tables = || {
         let mut all = schema::fleet_tables(DbBackend::Sqlite);
         all.push(schema::table(DbBackend::Sqlite, fleet_store::edges::Entity));
+        all.push(schema::table(
+            DbBackend::Sqlite,
+            fleet_store::worker_leases::Entity,
+        ));
         all
     };
     let cases: [(Schema, Vec<TableSpec>); 2] = [

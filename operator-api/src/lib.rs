@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod input;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod pulled_logs;

@@ -18,6 +18,7 @@ use fleet_store::{Replica, StoreError};
 use sea_orm::DbBackend;
 
 use crate::auth::Tokens;
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::settings::{NodeSettings, TlsSettings};
 use crate::tls::{self, CertFiles, TlsError};
@@ -74,6 +75,8 @@ pub struct Served {
     /// The certificate the node serves, for other listeners of the same node.
     pub tls_files: Option<CertFiles>,
     pub node: web::Data<Node>,
+    /// The worker id this replica leased, when it leases one.
+    lease: Option<Lease>,
 }
 
 impl Served {
@@ -115,7 +118,11 @@ impl Served {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(lease) = &self.lease {
+            lease.release(&self.node.db).await;
+        }
+        served
     }
 }
 
@@ -144,10 +151,14 @@ where
     if let Some(register) = service.metrics {
         register(&mut metrics.registry);
     }
+    let lease = match (service.schema, settings.worker_id_pinned) {
+        (Schema::Center, false) => Some(Lease::take(&db).await?),
+        _ => None,
+    };
+    let worker_id = lease.as_ref().map_or(settings.worker_id, |l| l.worker_id);
     let mut node = Node::new(
         db,
-        Replica::new(Snowflake::new(settings.worker_id)?)
-            .with_max_ahead_ms(settings.max_clock_skew_ms),
+        Replica::new(Snowflake::new(worker_id)?).with_max_ahead_ms(settings.max_clock_skew_ms),
         Tokens::new(key.as_bytes(), Duration::from_secs(settings.token_ttl_s)),
         metrics,
     );
@@ -234,6 +245,9 @@ where
         None => http.listen(listener).map_err(io)?,
     }
     .run();
+    if let Some(lease) = &lease {
+        tokio::spawn(lease.clone().keep(node.clone(), server.handle()));
+    }
     Ok(Served {
         server,
         port,
@@ -242,6 +256,7 @@ where
         tls: tls_files.is_some(),
         tls_files,
         node,
+        lease,
     })
 }
 

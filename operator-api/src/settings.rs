@@ -57,7 +57,9 @@ pub struct NodeArgs {
     /// Largest number of pooled database connections [default: 16].
     #[arg(long)]
     pub db_max_connections: Option<u32>,
-    /// Snowflake worker id of this node, 1..=1023 [default: 1].
+    /// Snowflake worker id of this node, 1..=1023 [default: an edge 1 (registration
+    /// gives it one); a center leases a free one from its database, so that replicas
+    /// start the same way].
     #[arg(long)]
     pub worker_id: Option<i64>,
     /// PEM certificate chain to serve [default: a development certificate generated in DATA_DIR/tls].
@@ -190,6 +192,8 @@ pub struct NodeSettings {
     pub database_url: String,
     pub db_max_connections: u32,
     pub worker_id: i64,
+    /// Whether `worker_id` was set rather than defaulted (a center then leases none).
+    pub worker_id_pinned: bool,
     pub tls: TlsSettings,
     pub admin_password: Option<String>,
     pub token_ttl_s: u64,
@@ -231,6 +235,7 @@ impl NodeSettings {
             database_url: format!("sqlite://{}", data_dir.join(defaults.db_file).display()),
             db_max_connections: 16,
             worker_id: 1,
+            worker_id_pinned: false,
             tls: TlsSettings::Development {
                 extra_hosts: Vec::new(),
             },
@@ -273,6 +278,7 @@ impl NodeSettings {
         }
         if let Some(v) = s.worker_id {
             out.worker_id = v;
+            out.worker_id_pinned = true;
         }
         out.tls = match (s.insecure_http.unwrap_or(false), s.tls_cert, s.tls_key) {
             (true, _, _) => TlsSettings::Off,

@@ -10,6 +10,7 @@ mod groups;
 mod helpers;
 mod lab;
 mod process;
+mod replicas;
 mod retention;
 mod schema;
 mod scoping;

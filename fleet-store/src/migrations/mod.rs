@@ -49,6 +49,11 @@ fn wide_results() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000004_wide_results"))
 }
 
+/// The center's: worker ids leased by its replicas.
+fn worker_leases() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261201_000005_worker_leases"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
@@ -58,6 +63,7 @@ impl MigratorTrait for CenterMigrator {
             center_edges(),
             link_refusals(),
             wide_results(),
+            worker_leases(),
         ]
     }
 }

@@ -1,0 +1,92 @@
+//! Center replicas over one database, started the same way: each leases a worker id
+//! of its own, never one an edge holds, and rows made through either never clash.
+
+use fleet_store::ids::worker_of;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn replica_of(first: &TestApp) -> TestApp {
+    let database_url = first.database_url.clone();
+    spawn_with(|s| s.node.database_url = database_url).await
+}
+
+/// The worker id of the replica behind `app`, read from a row it makes.
+async fn worker(app: &TestApp, name: &str) -> i64 {
+    let id = app.group(name).await;
+    worker_of(id.parse().expect("numeric id"))
+}
+
+#[tokio::test]
+async fn replicas_lease_distinct_worker_ids_that_edges_never_get() {
+    let a = spawn_app().await;
+    let b = replica_of(&a).await;
+    let (wa, wb) = (worker(&a, "made-at-a").await, worker(&b, "made-at-b").await);
+    assert_eq!(wa, 1, "the first replica takes the center's usual id");
+    assert_eq!(wb, 1023, "the next one leases from the top down");
+    let (status, reg) = a
+        .post("/api/v1/edges", json!({"name": "site-1", "site": "s"}))
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    assert_eq!(reg["data"]["worker_id"], json!(2));
+
+    // Edges issued up to just below the top: the next edge skips the leased 1023.
+    a.db()
+        .await
+        .execute_unprepared(
+            "UPDATE settings SET value = '1021' WHERE name = 'edge_worker_high_water'",
+        )
+        .await
+        .expect("high-water mark");
+    let (status, reg) = a
+        .post("/api/v1/edges", json!({"name": "site-2", "site": "s"}))
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    assert_eq!(reg["data"]["worker_id"], json!(1022));
+    let (status, body) = a
+        .post("/api/v1/edges", json!({"name": "site-3", "site": "s"}))
+        .await;
+    assert_error(status, &body, 409, "FAILED_PRECONDITION", None);
+
+    // A replica that stopped renewing frees its id once the lease expires.
+    a.db()
+        .await
+        .execute_unprepared("UPDATE worker_leases SET expires_at = 0 WHERE worker_id = 1023")
+        .await
+        .expect("expire");
+    let c = replica_of(&a).await;
+    assert_eq!(worker(&c, "made-at-c").await, 1023);
+}
+
+#[tokio::test]
+async fn creates_through_two_replicas_at_once_never_clash() {
+    if !on_mariadb() {
+        // SQLite has one writer; several processes over one file are not a deployment.
+        return;
+    }
+    let a = spawn_app().await;
+    let b = replica_of(&a).await;
+    let creates = (0..100).map(|n| {
+        let app = if n % 2 == 0 { &a } else { &b };
+        async move {
+            app.post(
+                "/api/v1/devices",
+                device_json(&format!("r{n}"), &format!("SN-REP-{n}")),
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(creates).await;
+    let mut ids: Vec<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 201, "{body}");
+            body["data"]["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(a.count_devices().await, 100);
+}
