@@ -154,7 +154,8 @@ async fn a_dead_first_url_does_not_keep_the_edge_from_the_next() {
     let (dead, live) = (proxy_to(&center).await, proxy_to(&center).await);
     dead.cut();
     let live_url = link_url(&live);
-    let (edge, edge_id) = spawn_edge_with_urls(&center, vec![link_url(&dead), live_url.clone()]).await;
+    let (edge, edge_id) =
+        spawn_edge_with_urls(&center, vec![link_url(&dead), live_url.clone()]).await;
     until(10, "the edge links through the second URL", async || {
         edge.uplink.center_url() == Some(live_url.as_str()) && center.links.state(edge_id).online
     })
