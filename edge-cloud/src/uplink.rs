@@ -260,6 +260,10 @@ impl Uplink {
         // all of them failed, so one dead replica never delays dialling the others.
         let mut tried = 0;
         loop {
+            // Checked here too: within a round no pause notices a shutdown.
+            if *self.stop.borrow() {
+                return;
+            }
             let started = Instant::now();
             let center = &self.centers[index];
             match self.once(index).await {
