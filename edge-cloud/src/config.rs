@@ -353,7 +353,11 @@ mod tests {
             ]
             .concat(),
         );
-        assert_eq!(urls(&commas, &ServeArgs::default()), expected, "comma-separated");
+        assert_eq!(
+            urls(&commas, &ServeArgs::default()),
+            expected,
+            "comma-separated"
+        );
 
         let dir = tempfile::tempdir().expect("dir");
         let join = "edge_id = \"42\"\nedge_secret = \"s\"\ncenter_ca = \"ca.crt\"\n";
