@@ -8,6 +8,7 @@ pub mod lab;
 pub mod link;
 pub mod openapi;
 pub mod roaming;
+pub mod routing;
 pub mod startup;
 
 pub use config::Settings;

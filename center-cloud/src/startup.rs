@@ -10,7 +10,8 @@ use sea_orm::DbBackend;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::link::{Links, Routing};
+use crate::link::Links;
+use crate::routing::Routing;
 use crate::{bulk, edges, groups, lab, openapi};
 
 /// Every table of the center's database, as `print-schema` shows it.
@@ -63,6 +64,9 @@ impl Application {
         };
         let served = server::build(&settings.node, service).await?;
         routing.attach(served.node.clone());
+        // Replicas over one database: a change committed through another replica
+        // wakes the links this one holds.
+        tokio::spawn(operator_api::node::watch_shared_log(served.node.clone()));
         let (listener, link_port, tls) = served
             .bind_beside(settings.link_listen, "edge link endpoint")
             .await?;

@@ -120,3 +120,25 @@ pub async fn compact_forever(node: actix_web::web::Data<Node>, retain: std::time
         }
     }
 }
+
+/// How often a node looks at the shared change log for commits of other processes.
+const LOG_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Wakes this node's links when another process over the same database (a center
+/// replica) commits to the change log: a node's own commits wake them at once, and
+/// this brings the others within [`LOG_WATCH_EVERY`]. One indexed read per tick.
+pub async fn watch_shared_log(node: actix_web::web::Data<Node>) {
+    let mut tick = tokio::time::interval(LOG_WATCH_EVERY);
+    let mut seen = 0;
+    loop {
+        tick.tick().await;
+        match fleet_store::sync::head(&node.db).await {
+            Ok(head) if head > seen => {
+                seen = head;
+                node.changed.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the change log's head failed"),
+        }
+    }
+}

@@ -164,3 +164,32 @@ async fn a_dead_first_url_does_not_keep_the_edge_from_the_next() {
     edge.stop();
     center.links.shutdown();
 }
+
+/// A command made through one replica reaches a device whose edge is linked to the
+/// other (its commit wakes that replica's link through the shared log), and the
+/// caller waiting on the first replica gets the result the other one merged.
+#[tokio::test]
+async fn a_command_through_one_replica_reaches_an_edge_linked_to_the_other() {
+    let first = spawn_center().await;
+    let second = spawn_replica(&first).await;
+    let proxy = proxy_to(&second).await;
+    let (edge, edge_id) = spawn_edge_with_urls(&first, vec![link_url(&proxy)]).await;
+    let (device, secret) =
+        crate::federation::homed_device(&first, &edge, &edge_id.to_string(), "SN-REPL").await;
+    let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
+    tokio::spawn(crate::federation::answer_commands(client));
+    // The call may wait an hour; it must come back with the result long before.
+    let path = format!("/api/v1/devices/{device}/commands");
+    let call = first.api.post(
+        &path,
+        json!({"name": "get_status", "wait": true, "timeout_s": 3600}),
+    );
+    let (status, done) = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the waiting caller is answered when the other replica merges the result");
+    assert_eq!(status, 200, "answered with the result: {done}");
+    assert_eq!(done["data"]["state"], json!("succeeded"), "{done}");
+    edge.stop();
+    first.links.shutdown();
+    second.links.shutdown();
+}
