@@ -49,22 +49,23 @@ pub struct EdgeLink {
     pub merged_from_edge: i64,
 }
 
-/// An edge with the state of its link.
-async fn with_link(node: &Node, links: &Links, m: table::Model) -> Result<Edge, ApiError> {
-    let state = links.state(m.id);
-    let m_worker = m.worker_id;
-    let cursor = link_cursors::get(&node.db, m.worker_id).await?;
+/// An edge with the state of its link, as the link lease in the shared database
+/// says, so that every center replica shows the same whichever holds the link.
+async fn with_link(node: &Node, m: table::Model) -> Result<Edge, ApiError> {
+    let lease = fleet_store::link_leases::live(&node.db, m.id).await?;
+    let worker = m.worker_id;
+    let cursor = link_cursors::get(&node.db, worker).await?;
     let head = fleet_store::sync::head(&node.db).await?;
     let mut edge = Edge::from(m);
     edge.link = EdgeLink {
-        online: state.online,
-        since_ms: state.online.then_some(state.since_ms),
+        online: lease.is_some(),
+        since_ms: lease.as_ref().map(|l| l.since_ms),
         last_seen_ms: cursor.updated_at,
         pending_to_edge: (head - cursor.acked).max(0),
         merged_from_edge: cursor.applied,
     };
-    edge.refused_changes = fleet_store::link_refusals::count(&node.db, m_worker).await?;
-    edge.clock_skew_ms = state.clock_skew_ms;
+    edge.refused_changes = fleet_store::link_refusals::count(&node.db, worker).await?;
+    edge.clock_skew_ms = lease.map(|l| l.clock_skew_ms);
     Ok(edge)
 }
 
@@ -205,7 +206,6 @@ pub async fn create(
 pub async fn list(
     req: HttpRequest,
     node: web::Data<Node>,
-    links: web::Data<Links>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
@@ -224,7 +224,7 @@ pub async fn list(
         .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        items.push(with_link(&node, &links, row).await?);
+        items.push(with_link(&node, row).await?);
     }
     Ok(reply::ok(page.wrap(items, total)))
 }
@@ -235,14 +235,13 @@ pub async fn list(
     responses((status = 200, description = "The edge", body = Edge), (status = 404, description = "No such edge")))]
 pub async fn get(
     node: web::Data<Node>,
-    links: web::Data<Links>,
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
     let edge = find(&node.db, id).await?;
-    Ok(reply::ok(with_link(&node, &links, edge).await?))
+    Ok(reply::ok(with_link(&node, edge).await?))
 }
 
 /// Delete an edge. Refused while devices are homed at it: move them first.
@@ -275,6 +274,7 @@ pub async fn delete(
     fleet_store::link_cursors::Entity::delete_by_id(edge.worker_id)
         .exec(&txn)
         .await?;
+    fleet_store::link_leases::revoke(&txn, id).await?;
     txn.commit().await?;
     links.close(id);
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
@@ -300,6 +300,8 @@ pub async fn rotate_secret(
     active.updated_at = Set(fleet_store::now_ms());
     let (_turn, txn) = node.write().await?;
     let m = active.update(&txn).await?;
+    // Another replica holding the link closes it at its next lease renewal.
+    fleet_store::link_leases::revoke(&txn, id).await?;
     txn.commit().await?;
     links.close(id);
     Ok(reply::ok(EdgeWithSecret {

@@ -22,7 +22,7 @@ use federation::protocol::{Changes, Hello, Roamed, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_store::sync::Change;
-use fleet_store::{credentials, device_status, edges, link_cursors};
+use fleet_store::{credentials, device_status, edges, link_cursors, link_leases};
 use operator_api::admission::Admission;
 use operator_api::throttle::LoginThrottle;
 use operator_api::Node;
@@ -98,6 +98,8 @@ pub struct Links {
     refused: Family<RefusalLabels, Counter>,
     /// Connections that ended before a login, by why.
     unauthenticated: Family<ConnectionLabels, Counter>,
+    /// This process as a holder of edges' link leases.
+    holder: String,
 }
 
 impl Links {
@@ -112,6 +114,7 @@ impl Links {
             heartbeat,
             refused: Family::default(),
             unauthenticated: Family::default(),
+            holder: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -366,6 +369,9 @@ impl Links {
             hello.wall_ms,
             node.replica.max_ahead_ms(),
         );
+        let Some(lease) = self.take_lease(&node, edge.id, skew_ms).await else {
+            return;
+        };
         let applied = match self
             .resume_point(&node, edge.worker_id, hello.applied)
             .await
@@ -424,19 +430,25 @@ impl Links {
             }),
             on_refusal: Some(on_refusal),
         };
-        // Ends on the center's stop or when a newer link of this edge replaces it.
+        // Ends on the center's stop, when a newer link of this edge replaces it, or
+        // when this replica no longer holds the edge's link lease.
         let mut stop = self.stop.subscribe();
         let mut replaced_rx = replaced;
         let (either_tx, either) = watch::channel(false);
+        let holding = self.clone().hold_lease(link.node.clone(), edge.id, lease);
         let watcher = tokio::spawn(async move {
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = replaced_rx.changed() => {}
+                () = holding => {}
             }
             let _ = either_tx.send(true);
         });
         let ended = link.run(ws, hello.applied, fast, either).await;
         watcher.abort();
+        if let Err(e) = link_leases::release(&link.node.db, edge.id, &self.holder, lease).await {
+            tracing::warn!(edge = edge.id, error = %e, "giving back an edge's link lease failed; it expires by itself");
+        }
         drop(link);
         let _ = viewer.await;
         if self
@@ -450,6 +462,76 @@ impl Links {
         match ended {
             Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
             other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),
+        }
+    }
+
+    /// How long a link lease lasts without renewal: a few heartbeats.
+    fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.heartbeat.as_millis())
+            .unwrap_or(5_000)
+            .saturating_mul(3)
+            .max(3_000)
+    }
+
+    /// Takes the edge's link lease for this replica; `None` (and the link is refused)
+    /// while another replica holds the edge's link.
+    async fn take_lease(&self, node: &Node, edge: i64, skew_ms: i64) -> Option<i64> {
+        let ttl = self.lease_ttl_ms();
+        // Through the write queue, like every write (SQLite has one writer).
+        let taken = async {
+            let (_turn, txn) = node.write().await?;
+            let taken = link_leases::take(&txn, edge, &self.holder, ttl, skew_ms).await?;
+            txn.commit().await?;
+            Ok::<_, sea_orm::DbErr>(taken)
+        };
+        match taken.await {
+            Ok(Some(lease)) => Some(lease),
+            Ok(None) => {
+                self.count_refused(edge, "link_held_elsewhere", 1);
+                tracing::info!(
+                    edge,
+                    "another center replica holds this edge's link; refused here"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(edge, error = %e, "taking an edge's link lease failed");
+                None
+            }
+        }
+    }
+
+    /// Renews the link lease every heartbeat; returns when it is lost (another
+    /// replica took it over after it expired) or cannot be renewed in time.
+    async fn hold_lease(self: Arc<Self>, node: web::Data<Node>, edge: i64, lease: i64) {
+        let ttl = self.lease_ttl_ms();
+        let mut tick = tokio::time::interval(self.heartbeat);
+        let mut renewed = Instant::now();
+        loop {
+            tick.tick().await;
+            let renewed_now = async {
+                let (_turn, txn) = node.write().await?;
+                let held = link_leases::renew(&txn, edge, &self.holder, lease, ttl).await?;
+                txn.commit().await?;
+                Ok::<_, sea_orm::DbErr>(held)
+            };
+            match renewed_now.await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(
+                        edge,
+                        "this replica lost the edge's link lease; closing the link"
+                    );
+                    return;
+                }
+                Err(e) if renewed.elapsed() + self.heartbeat >= self.heartbeat * 3 => {
+                    tracing::warn!(edge, error = %e, "the edge's link lease could not be renewed in time; closing the link");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(edge, error = %e, "renewing an edge's link lease failed; retrying")
+                }
+            }
         }
     }
 

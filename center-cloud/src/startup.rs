@@ -19,6 +19,7 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
     let mut all = schema::fleet_tables(backend);
     all.push(schema::table(backend, fleet_store::edges::Entity));
     all.push(schema::table(backend, fleet_store::worker_leases::Entity));
+    all.push(schema::table(backend, fleet_store::link_leases::Entity));
     all
 }
 

@@ -18,6 +18,7 @@ pub mod groups;
 pub mod ids;
 mod keys;
 pub mod link_cursors;
+pub mod link_leases;
 pub mod link_refusals;
 pub mod memberships;
 pub mod merge;

@@ -7,12 +7,13 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 5] = [
+const ALL_CENTER: [&str; 6] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
     "m20261201_000004_wide_results",
     "m20261201_000005_worker_leases",
+    "m20261201_000006_link_leases",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {
@@ -141,7 +142,11 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
         let applied = schema.migrate(&url).await.expect("upgraded");
         let mut expected: Vec<&str> = ALL_CENTER.to_vec();
         if schema == Schema::Edge {
-            expected.retain(|m| !m.contains("center_edges") && !m.contains("worker_leases"));
+            expected.retain(|m| {
+                !["center_edges", "worker_leases", "link_leases"]
+                    .iter()
+                    .any(|only| m.contains(only))
+            });
         }
         assert_eq!(
             applied, expected,
@@ -283,6 +288,10 @@ async fn on_sqlite_the_migrations_end_at_the_schema_print_schema_shows() {
         all.push(schema::table(
             DbBackend::Sqlite,
             fleet_store::worker_leases::Entity,
+        ));
+        all.push(schema::table(
+            DbBackend::Sqlite,
+            fleet_store::link_leases::Entity,
         ));
         all
     };

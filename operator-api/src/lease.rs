@@ -41,7 +41,14 @@ impl Lease {
         let margin = Duration::from_millis(u64::try_from(TTL_MS).unwrap_or(30_000)) - RENEW_EVERY;
         loop {
             tick.tick().await;
-            match worker_leases::renew(&node.db, self.worker_id, &self.holder).await {
+            // Through the write queue, like every write (SQLite has one writer).
+            let renewal = async {
+                let (_turn, txn) = node.write().await?;
+                let held = worker_leases::renew(&txn, self.worker_id, &self.holder).await?;
+                txn.commit().await?;
+                Ok::<_, sea_orm::DbErr>(held)
+            };
+            match renewal.await {
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
                     tracing::error!(

@@ -193,3 +193,37 @@ async fn a_command_through_one_replica_reaches_an_edge_linked_to_the_other() {
     first.links.shutdown();
     second.links.shutdown();
 }
+
+/// The edge's link state is the same through every replica: the one holding the link
+/// and the other read it from the link lease in the shared database.
+#[tokio::test]
+async fn every_replica_shows_the_link_the_other_holds() {
+    let first = spawn_center().await;
+    let second = spawn_replica(&first).await;
+    let (proxy_a, proxy_b) = (proxy_to(&first).await, proxy_to(&second).await);
+    let (edge, edge_id) =
+        spawn_edge_with_urls(&first, vec![link_url(&proxy_a), link_url(&proxy_b)]).await;
+    let online_through = async |center: &Center| {
+        center.api.get(&format!("/api/v1/edges/{edge_id}")).await.1["data"]["link"]["online"]
+            == json!(true)
+    };
+    until(10, "the edge links to the first replica", async || {
+        first.links.state(edge_id).online
+    })
+    .await;
+    assert!(
+        online_through(&second).await,
+        "the other replica sees the link"
+    );
+    assert!(!second.links.state(edge_id).online);
+    first.links.shutdown();
+    until(
+        10,
+        "the edge fails over to the second replica",
+        async || second.links.state(edge_id).online,
+    )
+    .await;
+    assert!(online_through(&first).await, "and the first sees it there");
+    edge.stop();
+    second.links.shutdown();
+}

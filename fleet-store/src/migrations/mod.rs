@@ -54,6 +54,11 @@ fn worker_leases() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000005_worker_leases"))
 }
 
+/// The center's: which replica holds each edge's link.
+fn link_leases() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261201_000006_link_leases"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
@@ -64,6 +69,7 @@ impl MigratorTrait for CenterMigrator {
             link_refusals(),
             wide_results(),
             worker_leases(),
+            link_leases(),
         ]
     }
 }
