@@ -509,11 +509,21 @@ impl Links {
         let mut renewed = Instant::now();
         loop {
             tick.tick().await;
+            // Its own task: the link's end cancels this loop, and a transaction cut
+            // off mid-way would keep SQLite's write lock until its rollback runs.
+            let renewed_now = tokio::spawn({
+                let (node, holder) = (node.clone(), self.holder.clone());
+                async move {
+                    let (_turn, txn) = node.write().await?;
+                    let held = link_leases::renew(&txn, edge, &holder, lease, ttl).await?;
+                    txn.commit().await?;
+                    Ok::<_, sea_orm::DbErr>(held)
+                }
+            });
             let renewed_now = async {
-                let (_turn, txn) = node.write().await?;
-                let held = link_leases::renew(&txn, edge, &self.holder, lease, ttl).await?;
-                txn.commit().await?;
-                Ok::<_, sea_orm::DbErr>(held)
+                renewed_now
+                    .await
+                    .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
             };
             match renewed_now.await {
                 Ok(true) => renewed = Instant::now(),

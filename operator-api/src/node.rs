@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use fleet_store::Replica;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{broadcast, Mutex, Notify, OwnedMutexGuard};
 
 use crate::auth::Tokens;
@@ -95,6 +95,14 @@ impl Node {
     pub async fn write(&self) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
         let guard = self.write_queue.clone().lock_owned().await;
         let txn = self.db.begin().await?;
+        if self.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            // Takes SQLite's write lock before anything is read: a transaction that
+            // reads first and writes later fails at once ("database is locked") if
+            // any other connection committed in between, while one that holds the
+            // lock from the start makes the others wait their turn.
+            txn.execute_unprepared("DELETE FROM settings WHERE 0 = 1")
+                .await?;
+        }
         Ok((
             WriteTurn {
                 _guard: guard,

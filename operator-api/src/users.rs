@@ -521,7 +521,7 @@ pub async fn ensure_admin(
         None => (fleet_store::credentials::generate_secret(), true),
     };
     let now = fleet_store::now_ms();
-    users::ActiveModel {
+    let made = users::ActiveModel {
         id: Set(node.replica.new_id()),
         username: Set("admin".into()),
         password_hash: Set(hash_password_blocking(password.clone()).await?),
@@ -530,7 +530,16 @@ pub async fn ensure_admin(
         updated_at: Set(now),
     }
     .insert(&node.db)
-    .await?;
+    .await;
+    if let Err(e) = made {
+        // Center replicas starting together race here: the account's unique name
+        // lets one in, and the others find the account it made.
+        if users::Entity::find().count(&node.db).await? > 0 {
+            tracing::info!("the initial admin account was made by another replica");
+            return Ok(None);
+        }
+        return Err(e.into());
+    }
     tracing::info!("created the initial admin account `admin`");
     Ok(generated.then_some(password))
 }

@@ -90,3 +90,19 @@ async fn creates_through_two_replicas_at_once_never_clash() {
     assert_eq!(ids.len(), 100);
     assert_eq!(a.count_devices().await, 100);
 }
+
+#[tokio::test]
+async fn replicas_started_together_on_an_empty_database_all_come_up() {
+    // An empty database both replicas race to set up: migrations, the token key, the
+    // first admin and their worker ids.
+    let (_dir, fresh) = test_settings(center_cloud::config::DEFAULTS).await;
+    let url = fresh.database_url.clone();
+    let (a, b) = tokio::join!(
+        spawn_with(|s| s.node.database_url = url.clone()),
+        spawn_with(|s| s.node.database_url = url.clone())
+    );
+    let (wa, wb) = (worker(&a, "first-up").await, worker(&b, "second-up").await);
+    assert_ne!(wa, wb, "each replica leased its own worker id");
+    let (status, _) = b.get("/api/v1/users").await;
+    assert_eq!(status, 200, "one admin, whose token either replica accepts");
+}
