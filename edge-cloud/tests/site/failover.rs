@@ -39,49 +39,8 @@ fn link_url(proxy: &FaultProxy) -> String {
 
 /// Registers an edge (through the first center) that knows every URL in `urls`.
 async fn spawn_edge_with_urls(center: &Center, urls: Vec<String>) -> (Edge, i64) {
-    let (status, reg) = center
-        .api
-        .post("/api/v1/edges", json!({"name": "edge-f", "site": "edge-f"}))
-        .await;
-    assert_eq!(status, 201, "{reg}");
-    let edge_id: i64 = reg["data"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("numeric id");
-    let (dir, mut node) = test_settings(edge_cloud::config::DEFAULTS).await;
-    node.worker_id = reg["data"]["worker_id"].as_i64().expect("worker id");
-    let mut settings = edge_cloud::Settings {
-        node,
-        ..edge_cloud::Settings::with_data_dir(dir.path())
-    };
-    settings.device_listen = "127.0.0.1:0".parse().expect("addr");
-    settings.center = Some(edge_cloud::uplink::CenterLink {
-        urls,
-        edge_id,
-        secret: reg["data"]["secret"].as_str().expect("secret").into(),
-        ca_file: Some(center.api.data_dir.join("tls/ca.crt")),
-        heartbeat: Duration::from_secs(1),
-        backoff_cap: Duration::from_millis(500),
-    });
-    let database_url = settings.node.database_url.clone();
-    let built = edge_cloud::Application::build(settings)
-        .await
-        .expect("edge starts");
-    let node = built.served.node.clone();
-    let api = start(built.served, dir, database_url).await;
-    let edge = Edge {
-        site: TestEdge {
-            api,
-            device_port: built.device_port,
-            sessions: built.sessions,
-            hub: built.hub.clone(),
-            node,
-        },
-        hub: built.hub,
-        uplink: built.uplink.expect("joined a center"),
-    };
-    (edge, edge_id)
+    let (edge, id) = crate::federation::spawn_edge_at(center, "edge-f", urls).await;
+    (edge, id.parse().expect("numeric id"))
 }
 
 fn id_of(made: &serde_json::Value) -> i64 {

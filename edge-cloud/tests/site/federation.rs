@@ -61,6 +61,16 @@ impl Edge {
 
 /// Registers an edge at the center and starts it, linked through `proxy`.
 pub(crate) async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) -> (Edge, String) {
+    let url = format!("wss://localhost:{}/link", proxy.addr().port());
+    spawn_edge_at(center, name, vec![url]).await
+}
+
+/// Registers an edge at the center and starts it, knowing the link URLs `urls`.
+pub(crate) async fn spawn_edge_at(
+    center: &Center,
+    name: &str,
+    urls: Vec<String>,
+) -> (Edge, String) {
     let (status, reg) = center
         .api
         .post("/api/v1/edges", json!({"name": name, "site": name}))
@@ -75,7 +85,7 @@ pub(crate) async fn spawn_edge(center: &Center, proxy: &FaultProxy, name: &str) 
     };
     settings.device_listen = "127.0.0.1:0".parse().expect("addr");
     settings.center = Some(edge_cloud::uplink::CenterLink {
-        urls: vec![format!("wss://localhost:{}/link", proxy.addr().port())],
+        urls,
         edge_id: edge_id.parse().expect("numeric id"),
         secret: reg["data"]["secret"].as_str().expect("secret").into(),
         ca_file: Some(center.api.data_dir.join("tls/ca.crt")),
