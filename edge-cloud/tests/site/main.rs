@@ -4,6 +4,7 @@ mod failover;
 mod federation;
 mod helpers;
 mod hostile;
+mod hostile_edge;
 mod hub;
 mod revocation;
 mod site;
