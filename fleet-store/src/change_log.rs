@@ -27,3 +27,24 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// A new entry: the write of `fields` to row `row_id` of `table`, stamped `hlc` (the
+/// writer is the stamp's node). Its position is given when it is inserted.
+pub fn entry(
+    table: &str,
+    row_id: i64,
+    hlc: i64,
+    deleted: bool,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> ActiveModel {
+    ActiveModel {
+        table_name: sea_orm::Set(table.to_string()),
+        row_id: sea_orm::Set(row_id),
+        hlc: sea_orm::Set(hlc),
+        origin: sea_orm::Set(crate::clock::node_of(hlc)),
+        deleted: sea_orm::Set(deleted),
+        payload: sea_orm::Set(serde_json::Value::Object(fields).to_string()),
+        created_at: sea_orm::Set(crate::now_ms()),
+        ..Default::default()
+    }
+}

@@ -37,7 +37,6 @@ pub async fn ship<C: ConnectionTrait>(
     replica: &crate::Replica,
     rows: &[Model],
 ) -> Result<(), DbErr> {
-    let now = crate::now_ms();
     let entries: Vec<crate::change_log::ActiveModel> = rows
         .iter()
         .filter_map(|row| match serde_json::to_value(row) {
@@ -45,17 +44,13 @@ pub async fn ship<C: ConnectionTrait>(
             _ => None,
         })
         .map(|(id, payload)| {
-            let hlc = replica.tick();
-            crate::change_log::ActiveModel {
-                table_name: sea_orm::Set(crate::Table::Events.name().to_string()),
-                row_id: sea_orm::Set(id),
-                hlc: sea_orm::Set(hlc),
-                origin: sea_orm::Set(crate::clock::node_of(hlc)),
-                deleted: sea_orm::Set(false),
-                payload: sea_orm::Set(serde_json::Value::Object(payload).to_string()),
-                created_at: sea_orm::Set(now),
-                ..Default::default()
-            }
+            crate::change_log::entry(
+                crate::Table::Events.name(),
+                id,
+                replica.tick(),
+                false,
+                payload,
+            )
         })
         .collect();
     if entries.is_empty() {

@@ -232,7 +232,6 @@ where
     if changed.is_empty() {
         return Ok(changed);
     }
-    let now = crate::now_ms();
     let mut rows: Vec<keys::Settling> = Vec::with_capacity(changed.len());
     let mut log: Vec<change_log::ActiveModel> = Vec::new();
     for id in &changed {
@@ -255,16 +254,7 @@ where
             .and_then(Value::as_bool)
             .unwrap_or(false);
         for (hlc, fields) in w.log {
-            log.push(change_log::ActiveModel {
-                table_name: sea_orm::Set(table.name().to_string()),
-                row_id: sea_orm::Set(*id),
-                hlc: sea_orm::Set(hlc),
-                origin: sea_orm::Set(crate::clock::node_of(hlc)),
-                deleted: sea_orm::Set(deleted),
-                payload: sea_orm::Set(Value::Object(fields).to_string()),
-                created_at: sea_orm::Set(now),
-                ..Default::default()
-            });
+            log.push(change_log::entry(table.name(), *id, hlc, deleted, fields));
         }
         rows.push(keys::Settling {
             id: *id,

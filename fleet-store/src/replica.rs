@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    Set,
 };
 use serde::Serialize;
 
@@ -118,18 +117,9 @@ pub(crate) async fn append_log<C: ConnectionTrait>(
     deleted: bool,
     payload: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), DbErr> {
-    change_log::ActiveModel {
-        table_name: Set(table.name().to_string()),
-        row_id: Set(row_id),
-        hlc: Set(hlc),
-        origin: Set(crate::clock::node_of(hlc)),
-        deleted: Set(deleted),
-        payload: Set(serde_json::Value::Object(payload).to_string()),
-        created_at: Set(crate::now_ms()),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?;
+    change_log::entry(table.name(), row_id, hlc, deleted, payload)
+        .insert(conn)
+        .await?;
     Ok(())
 }
 

@@ -13,6 +13,10 @@ use crate::federation::{device_row, homed_device, proxy_to, spawn_center, spawn_
 use crate::helpers::*;
 use crate::hostile_edge::{dial, num};
 
+fn fields(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
 /// A stamp the center's own database holds ahead of its wall clock (a clock that ran
 /// fast before a restart) stays below every later write of the center.
 #[tokio::test]
@@ -41,16 +45,13 @@ async fn a_restarted_center_stamps_above_what_it_stores_and_its_edit_wins_everyw
         .await
         .expect("update");
     sea_orm::ActiveModelTrait::insert(
-        fleet_store::change_log::ActiveModel {
-            table_name: sea_orm::Set("devices".into()),
-            row_id: sea_orm::Set(device),
-            hlc: sea_orm::Set(ahead),
-            origin: sea_orm::Set(1),
-            deleted: sea_orm::Set(false),
-            payload: sea_orm::Set(json!({"name": "ahead"}).to_string()),
-            created_at: sea_orm::Set(fleet_store::now_ms()),
-            ..Default::default()
-        },
+        fleet_store::change_log::entry(
+            "devices",
+            device,
+            ahead,
+            false,
+            fields(json!({"name": "ahead"})),
+        ),
         &db,
     )
     .await
@@ -281,16 +282,13 @@ async fn an_edge_refuses_a_center_stamp_too_far_ahead_and_keeps_its_clock() {
     let device = num(&device);
     let far = stamp_at(fleet_store::now_ms() + 10 * 365 * 86_400_000, 1);
     sea_orm::ActiveModelTrait::insert(
-        fleet_store::change_log::ActiveModel {
-            table_name: sea_orm::Set("devices".into()),
-            row_id: sea_orm::Set(device),
-            hlc: sea_orm::Set(far),
-            origin: sea_orm::Set(1),
-            deleted: sea_orm::Set(false),
-            payload: sea_orm::Set(json!({"name": "from-the-future"}).to_string()),
-            created_at: sea_orm::Set(fleet_store::now_ms()),
-            ..Default::default()
-        },
+        fleet_store::change_log::entry(
+            "devices",
+            device,
+            far,
+            false,
+            fields(json!({"name": "from-the-future"})),
+        ),
         &center.api.db().await,
     )
     .await
