@@ -139,6 +139,28 @@ mod tests {
     }
 
     #[test]
+    fn clock_skew_and_event_retention_are_read_and_zero_is_refused_by_name() {
+        let mut args = ServeArgs::default();
+        args.node.max_clock_skew_ms = Some(5_000);
+        args.node.event_retain_days = Some(7);
+        let s = Settings::resolve(args.clone()).expect("resolves");
+        assert_eq!(s.node.max_clock_skew_ms, 5_000);
+        assert_eq!(s.node.event_retain.as_secs(), 7 * 86_400);
+        for (skew, days, want) in [
+            (Some(0), None, "max_clock_skew_ms"),
+            (None, Some(0), "event_retain_days"),
+        ] {
+            let mut bad = ServeArgs::default();
+            bad.node.max_clock_skew_ms = skew;
+            bad.node.event_retain_days = days;
+            match Settings::resolve(bad) {
+                Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, want),
+                other => panic!("expected {want} refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("center.toml");

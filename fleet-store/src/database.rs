@@ -54,7 +54,24 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .sqlx_logging(false);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+        wal(&db).await?;
     }
     Ok(db)
+}
+
+/// Puts an SQLite database in WAL mode. Switching needs the file to itself, so
+/// processes opening a fresh database at once (replicas migrating it) may find it
+/// busy for a moment: they retry for a few seconds, then give up.
+async fn wal(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    let mut tries = 0;
+    loop {
+        match db.execute_unprepared("PRAGMA journal_mode=WAL").await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 50 && e.to_string().contains("database is locked") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
