@@ -200,66 +200,72 @@ pub async fn import(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let opts: ImportOptions = input::query(&req)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(body.as_ref());
-    let (_turn, txn) = node.write().await?;
-    let mut report = ImportReport {
-        created: 0,
-        rejected: 0,
-        lines: Vec::new(),
-    };
-    for (index, record) in reader.records().enumerate() {
-        let (line, result) = match record {
-            Err(e) => (
-                e.position().map_or(index as u64 + 1, |p| p.line()),
-                Err(ApiError::invalid("line", format!("is not valid CSV: {e}"))),
-            ),
-            Ok(record) => {
-                let line = record.position().map_or(index as u64 + 1, |p| p.line());
-                if index == 0 && record.get(0).map(str::trim) == Some("id") {
-                    continue;
-                }
-                let attempt = async {
-                    let (id, draft) = draft_of(&record, &opts)?;
-                    // A savepoint per line: a rejected line leaves nothing behind.
-                    let line_txn = txn.begin().await?;
-                    let (m, _secret) = create_device(&line_txn, &node, &caller, draft, id).await?;
-                    line_txn.commit().await?;
-                    Ok::<i64, ApiError>(m.id)
+    let (core, who, opts, body) = (&**node, &caller, &opts, &body);
+    let report = node
+        .transact(|txn| async move {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(body.as_ref());
+            let mut report = ImportReport {
+                created: 0,
+                rejected: 0,
+                lines: Vec::new(),
+            };
+            for (index, record) in reader.records().enumerate() {
+                let (line, result) = match record {
+                    Err(e) => (
+                        e.position().map_or(index as u64 + 1, |p| p.line()),
+                        Err(ApiError::invalid("line", format!("is not valid CSV: {e}"))),
+                    ),
+                    Ok(record) => {
+                        let line = record.position().map_or(index as u64 + 1, |p| p.line());
+                        if index == 0 && record.get(0).map(str::trim) == Some("id") {
+                            continue;
+                        }
+                        let attempt = async {
+                            let (id, draft) = draft_of(&record, opts)?;
+                            // A savepoint per line: a rejected line leaves nothing behind.
+                            let line_txn = txn.begin().await?;
+                            let (m, _secret) =
+                                create_device(&line_txn, core, who, draft, id).await?;
+                            line_txn.commit().await?;
+                            Ok::<i64, ApiError>(m.id)
+                        };
+                        (line, attempt.await)
+                    }
                 };
-                (line, attempt.await)
+                match result {
+                    Ok(id) => {
+                        report.created += 1;
+                        report.lines.push(LineResult {
+                            line,
+                            outcome: "created",
+                            id: Some(id.to_string()),
+                            field: None,
+                            error: None,
+                        });
+                    }
+                    // Not the line's fault: the whole import fails, or runs again.
+                    Err(e @ (ApiError::Internal(_) | ApiError::Contended(_))) => return Err(e),
+                    Err(e) => {
+                        report.rejected += 1;
+                        report.lines.push(rejected(line, e));
+                    }
+                }
+                let done = report.created + report.rejected;
+                if done % PROGRESS_EVERY == 0 {
+                    tracing::info!(
+                        rows = done,
+                        created = report.created,
+                        rejected = report.rejected,
+                        "import progress"
+                    );
+                }
             }
-        };
-        match result {
-            Ok(id) => {
-                report.created += 1;
-                report.lines.push(LineResult {
-                    line,
-                    outcome: "created",
-                    id: Some(id.to_string()),
-                    field: None,
-                    error: None,
-                });
-            }
-            Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
-            Err(e) => {
-                report.rejected += 1;
-                report.lines.push(rejected(line, e));
-            }
-        }
-        let done = report.created + report.rejected;
-        if done % PROGRESS_EVERY == 0 {
-            tracing::info!(
-                rows = done,
-                created = report.created,
-                rejected = report.rejected,
-                "import progress"
-            );
-        }
-    }
-    txn.commit().await?;
+            Ok(report)
+        })
+        .await?;
     tracing::info!(
         created = report.created,
         rejected = report.rejected,

@@ -116,16 +116,17 @@ use fleet_store::worker_leases::{self, EDGE_HIGH_WATER as WORKER_HIGH_WATER};
 /// edge's id (which its stamps and rows carry for good) never names another edge,
 /// and never one a center replica leased.
 async fn next_worker<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
+    // Locked first: two replicas registering edges at once must not issue one id.
+    let recorded = fleet_store::settings::get_for_update(db, WORKER_HIGH_WATER)
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
     let used: Option<Option<i64>> = table::Entity::find()
         .select_only()
         .column_as(table::Column::WorkerId.max(), "worker")
         .into_tuple()
         .one(db)
         .await?;
-    let recorded = fleet_store::settings::get(db, WORKER_HIGH_WATER)
-        .await?
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
     let highest = used.flatten().unwrap_or(0).max(recorded);
     let mut next = highest.saturating_add(1).max(FIRST_EDGE_WORKER);
     // Center replicas lease ids from the top down; an id one ever leased stays theirs.
@@ -162,34 +163,41 @@ pub async fn create(
     let new: NewEdge = input::json(&body)?;
     check_text("name", &new.name, 128, true)?;
     check_text("site", &new.site, 128, false)?;
-    let (_turn, txn) = node.write().await?;
-    if table::Entity::find()
-        .filter(table::Column::Name.eq(new.name.as_str()))
-        .one(&txn)
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::exists(
-            "name",
-            format!("edge {} already exists", new.name),
-        ));
-    }
-    let worker_id = next_worker(&txn).await?;
     let secret = generate_secret();
-    let now = fleet_store::now_ms();
-    let id = node.replica.new_id();
-    let m = table::ActiveModel {
-        id: Set(id),
-        name: Set(new.name),
-        site: Set(new.site),
-        worker_id: Set(worker_id),
-        secret_hash: Set(hash_secret(&secret)),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
+    let (core, new, secret_hash) = (&**node, &new, hash_secret(&secret));
+    let (id, m) = node
+        .transact(|txn| {
+            let secret_hash = secret_hash.clone();
+            async move {
+                if table::Entity::find()
+                    .filter(table::Column::Name.eq(new.name.as_str()))
+                    .one(&*txn)
+                    .await?
+                    .is_some()
+                {
+                    return Err(ApiError::exists(
+                        "name",
+                        format!("edge {} already exists", new.name),
+                    ));
+                }
+                let worker_id = next_worker(&*txn).await?;
+                let now = fleet_store::now_ms();
+                let id = core.replica.new_id();
+                let m = table::ActiveModel {
+                    id: Set(id),
+                    name: Set(new.name.clone()),
+                    site: Set(new.site.clone()),
+                    worker_id: Set(worker_id),
+                    secret_hash: Set(secret_hash.clone()),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }
+                .insert(&*txn)
+                .await?;
+                Ok::<_, ApiError>((id, m))
+            }
+        })
+        .await?;
     Ok(reply::created(
         id,
         EdgeWithSecret {
@@ -256,26 +264,28 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
-    let (_turn, txn) = node.write().await?;
-    let edge = find(&txn, id).await?;
-    let homed = devices::Entity::find()
-        .filter(devices::Column::EdgeId.eq(id))
-        .filter(devices::Column::Deleted.eq(false))
-        .count(&txn)
-        .await?;
-    if homed > 0 {
-        return Err(ApiError::FailedPrecondition(format!(
-            "{homed} devices are homed at this edge; move or delete them first"
-        )));
-    }
-    table::Entity::delete_by_id(id).exec(&txn).await?;
-    // A later edge given the same worker id starts afresh (from a snapshot), and
-    // compaction stops waiting for this one.
-    fleet_store::link_cursors::Entity::delete_by_id(edge.worker_id)
-        .exec(&txn)
-        .await?;
-    fleet_store::link_leases::revoke(&txn, id).await?;
-    txn.commit().await?;
+    node.transact(|txn| async move {
+        let edge = find(&*txn, id).await?;
+        let homed = devices::Entity::find()
+            .filter(devices::Column::EdgeId.eq(id))
+            .filter(devices::Column::Deleted.eq(false))
+            .count(&*txn)
+            .await?;
+        if homed > 0 {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{homed} devices are homed at this edge; move or delete them first"
+            )));
+        }
+        table::Entity::delete_by_id(id).exec(&*txn).await?;
+        // A later edge given the same worker id starts afresh (from a snapshot), and
+        // compaction stops waiting for this one.
+        fleet_store::link_cursors::Entity::delete_by_id(edge.worker_id)
+            .exec(&*txn)
+            .await?;
+        fleet_store::link_leases::revoke(&*txn, id).await?;
+        Ok(())
+    })
+    .await?;
     links.close(id);
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
@@ -298,11 +308,15 @@ pub async fn rotate_secret(
     let mut active: table::ActiveModel = edge.into();
     active.secret_hash = Set(hash_secret(&secret));
     active.updated_at = Set(fleet_store::now_ms());
-    let (_turn, txn) = node.write().await?;
-    let m = active.update(&txn).await?;
-    // Another replica holding the link closes it at its next lease renewal.
-    fleet_store::link_leases::revoke(&txn, id).await?;
-    txn.commit().await?;
+    let active = &active;
+    let m = node
+        .transact(|txn| async move {
+            let m = active.clone().update(&*txn).await?;
+            // Another replica holding the link closes it at its next lease renewal.
+            fleet_store::link_leases::revoke(&*txn, id).await?;
+            Ok::<_, ApiError>(m)
+        })
+        .await?;
     links.close(id);
     Ok(reply::ok(EdgeWithSecret {
         edge: m.into(),

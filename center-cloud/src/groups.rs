@@ -170,32 +170,36 @@ pub async fn create(
     caller.require_admin()?;
     let new: NewGroup = input::json(&body)?;
     check_fields(Some(&new.name), Some(&new.description))?;
-    let (_turn, txn) = node.write().await?;
-    if name_taken(&txn, &new.name).await? {
-        return Err(name_conflict(&new.name));
-    }
-    let now = fleet_store::now_ms();
-    let row = groups::Model {
-        id: node.replica.new_id(),
-        live_name: Some(new.name.clone()),
-        name: new.name.clone(),
-        description: new.description,
-        created_at: now,
-        updated_at: now,
-        hlc: 0,
-        origin: 0,
-        deleted: false,
-        field_stamps: String::new(),
-    };
+    let (core, new) = (&**node, &new);
     let m = node
-        .replica
-        .insert(&txn, row)
-        .await
-        .map_err(|e| match e.sql_err() {
-            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => name_conflict(&new.name),
-            _ => e.into(),
-        })?;
-    txn.commit().await?;
+        .transact(|txn| async move {
+            if name_taken(&*txn, &new.name).await? {
+                return Err(name_conflict(&new.name));
+            }
+            let now = fleet_store::now_ms();
+            let row = groups::Model {
+                id: core.replica.new_id(),
+                live_name: Some(new.name.clone()),
+                name: new.name.clone(),
+                description: new.description.clone(),
+                created_at: now,
+                updated_at: now,
+                hlc: 0,
+                origin: 0,
+                deleted: false,
+                field_stamps: String::new(),
+            };
+            let m = core
+                .replica
+                .insert(&*txn, row)
+                .await
+                .map_err(|e| match e.sql_err() {
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => name_conflict(&new.name),
+                    _ => e.into(),
+                })?;
+            Ok::<_, ApiError>(m)
+        })
+        .await?;
     Ok(reply::created(m.id, view(m, 0)))
 }
 
@@ -228,25 +232,29 @@ pub async fn update(
     let id = parse_id("id", &path)?;
     let patch: GroupPatch = input::json(&body)?;
     check_fields(patch.name.as_deref(), patch.description.as_deref())?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
-    let mut new = old.clone();
-    if let Some(n) = patch.name {
-        if n != old.name && name_taken(&txn, &n).await? {
-            return Err(name_conflict(&n));
-        }
-        new.live_name = Some(n.clone());
-        new.name = n;
-    }
-    if let Some(d) = patch.description {
-        new.description = d;
-    }
-    if new != old {
-        new.updated_at = fleet_store::now_ms();
-    }
-    let m = node.replica.update(&txn, &old, new).await?;
-    let n = counts(&txn, vec![id]).await?;
-    txn.commit().await?;
+    let (core, who, patch) = (&**node, &caller, &patch);
+    let (m, n) = node
+        .transact(|txn| async move {
+            let old = visible(&*txn, who, id).await?;
+            let mut new = old.clone();
+            if let Some(n) = patch.name.clone() {
+                if n != old.name && name_taken(&*txn, &n).await? {
+                    return Err(name_conflict(&n));
+                }
+                new.live_name = Some(n.clone());
+                new.name = n;
+            }
+            if let Some(d) = patch.description.clone() {
+                new.description = d;
+            }
+            if new != old {
+                new.updated_at = fleet_store::now_ms();
+            }
+            let m = core.replica.update(&*txn, &old, new).await?;
+            let n = counts(&*txn, vec![id]).await?;
+            Ok::<_, ApiError>((m, n))
+        })
+        .await?;
     Ok(reply::ok(view(m, n.get(&id).copied().unwrap_or(0))))
 }
 
@@ -262,20 +270,24 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
-    memberships::remove_where(&txn, &node.replica, memberships::Column::GroupId.eq(id)).await?;
-    user_groups::Entity::delete_many()
-        .filter(user_groups::Column::GroupId.eq(id))
-        .exec(&txn)
-        .await?;
-    let mut gone = old.clone();
-    gone.updated_at = fleet_store::now_ms();
-    gone.tombstone();
-    node.replica.update(&txn, &old, gone).await?;
-    // Scoped accounts lose the group: their cached scopes go too.
-    operator_api::accounts::Accounts::changed(&txn).await?;
-    txn.commit().await?;
+    let (core, who) = (&**node, &caller);
+    node.transact(|txn| async move {
+        let old = visible(&*txn, who, id).await?;
+        memberships::remove_where(&*txn, &core.replica, memberships::Column::GroupId.eq(id))
+            .await?;
+        user_groups::Entity::delete_many()
+            .filter(user_groups::Column::GroupId.eq(id))
+            .exec(&*txn)
+            .await?;
+        let mut gone = old.clone();
+        gone.updated_at = fleet_store::now_ms();
+        gone.tombstone();
+        core.replica.update(&*txn, &old, gone).await?;
+        // Scoped accounts lose the group: their cached scopes go too.
+        operator_api::accounts::Accounts::changed(&*txn).await?;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     node.accounts.forget();
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
@@ -358,35 +370,39 @@ async fn change_members(
     caller.require_writer()?;
     let id = parse_id("id", path)?;
     let req: DeviceIds = input::json(body)?;
-    let (_turn, txn) = node.write().await?;
-    visible(&txn, caller, id).await?;
-    let ids = visible_devices(&txn, caller, &req.device_ids).await?;
-    let changed = match change {
-        Change::Add => memberships::add(&txn, &node.replica, id, &ids).await?,
-        Change::Remove => {
-            memberships::remove_where(
-                &txn,
-                &node.replica,
-                memberships::Column::GroupId
-                    .eq(id)
-                    .and(memberships::Column::DeviceId.is_in(ids)),
-            )
-            .await?
-        }
-        Change::Replace => {
-            let removed = memberships::remove_where(
-                &txn,
-                &node.replica,
-                memberships::Column::GroupId
-                    .eq(id)
-                    .and(memberships::Column::DeviceId.is_not_in(ids.clone())),
-            )
-            .await?;
-            removed + memberships::add(&txn, &node.replica, id, &ids).await?
-        }
-    };
-    let n = counts(&txn, vec![id]).await?;
-    txn.commit().await?;
+    let wanted = &req.device_ids;
+    let (changed, n) = node
+        .transact(|txn| async move {
+            visible(&*txn, caller, id).await?;
+            let ids = visible_devices(&*txn, caller, wanted).await?;
+            let changed = match change {
+                Change::Add => memberships::add(&*txn, &node.replica, id, &ids).await?,
+                Change::Remove => {
+                    memberships::remove_where(
+                        &*txn,
+                        &node.replica,
+                        memberships::Column::GroupId
+                            .eq(id)
+                            .and(memberships::Column::DeviceId.is_in(ids.clone())),
+                    )
+                    .await?
+                }
+                Change::Replace => {
+                    let removed = memberships::remove_where(
+                        &*txn,
+                        &node.replica,
+                        memberships::Column::GroupId
+                            .eq(id)
+                            .and(memberships::Column::DeviceId.is_not_in(ids.clone())),
+                    )
+                    .await?;
+                    removed + memberships::add(&*txn, &node.replica, id, &ids).await?
+                }
+            };
+            let n = counts(&*txn, vec![id]).await?;
+            Ok::<_, ApiError>((changed, n))
+        })
+        .await?;
     Ok(reply::ok(MembershipChange {
         changed,
         devices: n.get(&id).copied().unwrap_or(0),

@@ -96,9 +96,13 @@ pub async fn add(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft: DeviceDraft = input::json(&body)?;
-    let (_turn, txn) = node.write().await?;
-    let (m, _secret) = create_device(&txn, &node, &caller, draft, None).await?;
-    txn.commit().await?;
+    let (core, who) = (&**node, &caller);
+    let (m, _secret) = node
+        .transact(|txn| {
+            let draft = draft.clone();
+            async move { create_device(&*txn, core, who, draft, None).await }
+        })
+        .await?;
     let mut response = reply::ok(m.id.to_string());
     response
         .extensions_mut()
@@ -118,10 +122,13 @@ pub async fn update(
     caller.require_writer()?;
     let req: LabUpdate = input::json(&body)?;
     let id = parse_id("id", &req.id)?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
-    let m = patch_device(&txn, &node, &old, req.patch).await?;
-    txn.commit().await?;
+    let (core, who, patch) = (&**node, &caller, &req.patch);
+    let m = node
+        .transact(|txn| async move {
+            let old = visible(&*txn, who, id).await?;
+            patch_device(&*txn, core, &old, patch.clone()).await
+        })
+        .await?;
     let mut response = reply::ok(Device::from(m));
     response
         .extensions_mut()
@@ -142,15 +149,19 @@ pub async fn remove(
     let req: LabDelete = input::json(&body)?;
     // The seed trims ids ("1234567890 " in its own example), so do we.
     let ids = ids_from_json("ids", &req.ids)?;
-    let (_turn, txn) = node.write().await?;
-    let mut deleted = Vec::new();
-    for id in ids {
-        if let Ok(old) = visible(&txn, &caller, id).await {
-            delete_device(&txn, &node, &old).await?;
-            deleted.push(id.to_string());
-        }
-    }
-    txn.commit().await?;
+    let (core, who, ids) = (&**node, &caller, &ids);
+    let deleted = node
+        .transact(|txn| async move {
+            let mut deleted = Vec::new();
+            for id in ids {
+                if let Ok(old) = visible(&*txn, who, *id).await {
+                    delete_device(&*txn, core, &old).await?;
+                    deleted.push(id.to_string());
+                }
+            }
+            Ok::<_, ApiError>(deleted)
+        })
+        .await?;
     let mut response = HttpResponse::Ok().json(serde_json::json!({
         "status": 200,
         "message": format!("deleted {} devices", deleted.len()),

@@ -232,13 +232,11 @@ impl Links {
         if rows.is_empty() {
             return;
         }
-        // Through the write queue, like every write (SQLite has one writer).
-        let stored = async {
-            let (_turn, txn) = node.write().await?;
-            device_status::upsert_many(&txn, rows).await?;
-            txn.commit().await
-        };
-        if let Err(e) = stored.await {
+        let rows = &rows;
+        let stored = node
+            .transact(|txn| async move { device_status::upsert_many(&*txn, rows.clone()).await })
+            .await;
+        if let Err(e) = stored {
             tracing::warn!(edge, error = %e, "storing device statuses from an edge failed");
         }
     }
@@ -477,14 +475,13 @@ impl Links {
     /// while another replica holds the edge's link.
     async fn take_lease(&self, node: &Node, edge: i64, skew_ms: i64) -> Option<i64> {
         let ttl = self.lease_ttl_ms();
-        // Through the write queue, like every write (SQLite has one writer).
-        let taken = async {
-            let (_turn, txn) = node.write().await?;
-            let taken = link_leases::take(&txn, edge, &self.holder, ttl, skew_ms).await?;
-            txn.commit().await?;
-            Ok::<_, sea_orm::DbErr>(taken)
-        };
-        match taken.await {
+        let holder = &self.holder;
+        let taken = node
+            .transact(
+                |txn| async move { link_leases::take(&*txn, edge, holder, ttl, skew_ms).await },
+            )
+            .await;
+        match taken {
             Ok(Some(lease)) => Some(lease),
             Ok(None) => {
                 self.count_refused(edge, "link_held_elsewhere", 1);
@@ -514,10 +511,11 @@ impl Links {
             let renewed_now = tokio::spawn({
                 let (node, holder) = (node.clone(), self.holder.clone());
                 async move {
-                    let (_turn, txn) = node.write().await?;
-                    let held = link_leases::renew(&txn, edge, &holder, lease, ttl).await?;
-                    txn.commit().await?;
-                    Ok::<_, sea_orm::DbErr>(held)
+                    let holder = &holder;
+                    node.transact(|txn| async move {
+                        link_leases::renew(&*txn, edge, holder, lease, ttl).await
+                    })
+                    .await
                 }
             });
             let renewed_now = async {
@@ -612,9 +610,8 @@ impl Links {
             head,
             "an edge remembers more of this center's log than it holds (restored from a backup?); exchanging snapshots"
         );
-        let (_turn, txn) = node.write().await?;
-        link_cursors::set_applied(&txn, worker, 0).await?;
-        txn.commit().await?;
+        node.transact(|txn| async move { link_cursors::set_applied(&*txn, worker, 0).await })
+            .await?;
         Ok(0)
     }
 

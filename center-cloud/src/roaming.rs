@@ -26,33 +26,39 @@ pub async fn rehome(node: &Node, edge: i64, roam: &Roam) -> Result<Option<i64>, 
     {
         return Ok(None);
     }
-    let (_turn, txn) = node.write().await?;
-    let Some(device) = devices::authenticate(&txn, name, &roam.secret).await? else {
-        return Ok(None);
-    };
-    if device.edge_id == Some(edge) {
-        // Registered for this edge, and it logged in before its rows got there.
-        return Ok(Some(device.id));
+    let secret = roam.secret.as_str();
+    let moved = node
+        .transact(|txn| async move {
+            let Some(device) = devices::authenticate(&*txn, name, secret).await? else {
+                return Ok(None);
+            };
+            if device.edge_id == Some(edge) {
+                // Registered for this edge, and it logged in before its rows got there.
+                return Ok(Some((device.id, None)));
+            }
+            let mut moved = device.clone();
+            moved.edge_id = Some(edge);
+            moved.updated_at = fleet_store::now_ms();
+            node.replica.update(&*txn, &device, moved).await?;
+            let from = device.edge_id.map_or("none".to_string(), |e| e.to_string());
+            events::record(
+                &*txn,
+                &node.replica,
+                NewEvent {
+                    actor: format!("edge:{edge}"),
+                    action: "device.roamed".into(),
+                    target_type: "device".into(),
+                    target_id: device.id.to_string(),
+                    status: 200,
+                    detail: format!("home edge {from} -> {edge}"),
+                },
+            )
+            .await?;
+            Ok::<_, DbErr>(Some((device.id, Some(from))))
+        })
+        .await?;
+    if let Some((device, Some(from))) = &moved {
+        tracing::info!(device, from = %from, to = edge, "device re-homed");
     }
-    let mut moved = device.clone();
-    moved.edge_id = Some(edge);
-    moved.updated_at = fleet_store::now_ms();
-    node.replica.update(&txn, &device, moved).await?;
-    let from = device.edge_id.map_or("none".to_string(), |e| e.to_string());
-    events::record(
-        &txn,
-        &node.replica,
-        NewEvent {
-            actor: format!("edge:{edge}"),
-            action: "device.roamed".into(),
-            target_type: "device".into(),
-            target_id: device.id.to_string(),
-            status: 200,
-            detail: format!("home edge {from} -> {edge}"),
-        },
-    )
-    .await?;
-    txn.commit().await?;
-    tracing::info!(device = device.id, from = %from, to = edge, "device re-homed");
-    Ok(Some(device.id))
+    Ok(moved.map(|(device, _)| device))
 }

@@ -334,12 +334,14 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            let stored = async {
-                let (_turn, txn) = self.node.write().await?;
-                events::record_many(&txn, &self.node.replica, batch).await?;
-                txn.commit().await
-            };
-            if let Err(e) = stored.await {
+            let (replica, batch) = (&self.node.replica, &batch);
+            let stored = self
+                .node
+                .transact(
+                    |txn| async move { events::record_many(&*txn, replica, batch.clone()).await },
+                )
+                .await;
+            if let Err(e) = stored {
                 tracing::error!(error = %e, "recording device events failed");
             }
         }

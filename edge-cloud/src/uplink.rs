@@ -383,11 +383,11 @@ impl Uplink {
                 remembered = welcome.applied,
                 "the center remembers more of this edge's log than it holds (restored from a backup?); exchanging snapshots"
             );
-            let (_turn, txn) = self.node.write().await.map_err(|e| e.to_string())?;
-            link_cursors::set_applied(&txn, welcome.center_node, 0)
+            let center = welcome.center_node;
+            self.node
+                .transact(|txn| async move { link_cursors::set_applied(&*txn, center, 0).await })
                 .await
                 .map_err(|e| e.to_string())?;
-            txn.commit().await.map_err(|e| e.to_string())?;
             return Ok(Ended::Lost("starting over from snapshots".into()));
         }
         federation::protocol::warn_on_skew(

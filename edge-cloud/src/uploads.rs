@@ -112,21 +112,22 @@ pub async fn logs(
         content.extend_from_slice(&chunk);
     }
     let bytes = content.len() as u64;
-    let (turn, txn) = node.write().await?;
-    pulled_logs::save(
-        &txn,
-        &node.replica,
-        pulled_logs::Model {
-            command_id: id,
-            device_id: device,
-            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-            content,
-            uploaded_at: fleet_store::now_ms(),
-        },
-    )
+    let (core, content) = (&**node, &content);
+    node.transact(|txn| async move {
+        pulled_logs::save(
+            &*txn,
+            &core.replica,
+            pulled_logs::Model {
+                command_id: id,
+                device_id: device,
+                bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                content: content.clone(),
+                uploaded_at: fleet_store::now_ms(),
+            },
+        )
+        .await
+    })
     .await?;
-    txn.commit().await?;
-    drop(turn);
     tracing::info!(command = id, device, bytes, "device uploaded a log");
     Ok(reply::created(
         id,

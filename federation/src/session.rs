@@ -14,7 +14,7 @@ use fleet_store::{
 };
 use futures_util::{SinkExt, StreamExt};
 use operator_api::Node;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -62,6 +62,10 @@ pub struct Link {
 }
 
 /// A change that was not merged, and why.
+/// What a merge changed: the rows, the commands among them, the rules changes were
+/// refused by.
+type Merged = (Vec<(String, i64)>, Vec<commands::Model>, Vec<Rule>);
+
 struct Refused<'a> {
     change: &'a sync::Change,
     refusal: Refusal,
@@ -305,32 +309,36 @@ impl Link {
             return Ok(());
         }
         let homed: std::collections::HashSet<i64> = homed.iter().copied().collect();
-        let (_turn, txn) = self.node.write().await?;
-        let (horizon, head) = (sync::horizon(&txn).await?, sync::head(&txn).await?);
-        if merged < horizon || merged > head {
-            // This log no longer holds what came after the center's cursor (it was
-            // compacted), or ends before it (a restore): which devices the center
-            // has seen from here cannot be told, so none is dropped.
-            return Ok(());
-        }
-        let held: Vec<i64> = devices::Entity::find()
-            .select_only()
-            .column(devices::Column::Id)
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        for device in held.into_iter().filter(|d| !homed.contains(d)) {
-            let pending = change_log::Entity::find()
-                .filter(change_log::Column::TableName.eq("devices"))
-                .filter(change_log::Column::RowId.eq(device))
-                .filter(change_log::Column::Seq.gt(merged))
-                .one(&txn)
-                .await?;
-            if pending.is_none() {
-                drop_device(&txn, device).await?;
-            }
-        }
-        txn.commit().await
+        let homed = &homed;
+        self.node
+            .transact(|txn| async move {
+                let (horizon, head) = (sync::horizon(&*txn).await?, sync::head(&*txn).await?);
+                if merged < horizon || merged > head {
+                    // This log no longer holds what came after the center's cursor (it was
+                    // compacted), or ends before it (a restore): which devices the center
+                    // has seen from here cannot be told, so none is dropped.
+                    return Ok::<_, DbErr>(());
+                }
+                let held: Vec<i64> = devices::Entity::find()
+                    .select_only()
+                    .column(devices::Column::Id)
+                    .into_tuple()
+                    .all(&*txn)
+                    .await?;
+                for device in held.into_iter().filter(|d| !homed.contains(d)) {
+                    let pending = change_log::Entity::find()
+                        .filter(change_log::Column::TableName.eq("devices"))
+                        .filter(change_log::Column::RowId.eq(device))
+                        .filter(change_log::Column::Seq.gt(merged))
+                        .one(&*txn)
+                        .await?;
+                    if pending.is_none() {
+                        drop_device(&*txn, device).await?;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>
@@ -343,21 +351,23 @@ impl Link {
                 send(ws, &LinkPdu::Ack(Ack { upto: batch.upto })).await
             }
             LinkPdu::Ack(ack) => {
-                // Through the write queue: on SQLite a write beside it could make a
-                // concurrent API transaction fail with "database is locked".
-                let (_turn, txn) = self.node.write().await?;
-                link_cursors::set_acked(&txn, self.peer, ack.upto).await?;
-                txn.commit().await?;
+                let peer = self.peer;
+                self.node
+                    .transact(
+                        |txn| async move { link_cursors::set_acked(&*txn, peer, ack.upto).await },
+                    )
+                    .await?;
                 Ok(())
             }
             LinkPdu::SnapshotEnd(end) => {
-                {
-                    // Exactly, not the larger: after a restore the sender's log is
-                    // shorter than what this end remembered of it.
-                    let (_turn, txn) = self.node.write().await?;
-                    link_cursors::set_applied(&txn, self.peer, end.upto).await?;
-                    txn.commit().await?;
-                }
+                // Exactly, not the larger: after a restore the sender's log is
+                // shorter than what this end remembered of it.
+                let peer = self.peer;
+                self.node
+                    .transact(|txn| async move {
+                        link_cursors::set_applied(&*txn, peer, end.upto).await
+                    })
+                    .await?;
                 if let Some(homed) = &end.devices {
                     self.let_go(homed, end.merged).await?;
                 }
@@ -380,10 +390,25 @@ impl Link {
     /// Merges a batch and stores the new cursor in one transaction, then lets the
     /// rest of the node act on what changed.
     pub async fn merge(&self, batch: &Changes) -> Result<(), DbErr> {
-        let (turn, txn) = self.node.write().await?;
+        let (touched, merged, refused) = self
+            .node
+            .transact(|txn| async move { self.merge_in(&txn, batch).await })
+            .await?;
+        if let Some(count) = &self.on_refusal {
+            for rule in refused {
+                count(rule);
+            }
+        }
+        self.changed(&touched, merged).await
+    }
+
+    /// The merge's transaction: checks, merges, records refusals, drops what left
+    /// (at an edge) and stores the cursor. Answers the rows that changed, the
+    /// commands among them, and the rules changes were refused by.
+    async fn merge_in(&self, txn: &DatabaseTransaction, batch: &Changes) -> Result<Merged, DbErr> {
         let mut refused = Vec::new();
         let mut passed = Vec::with_capacity(batch.changes.len());
-        let mut record = authoring::Record::new(&txn);
+        let mut record = authoring::Record::new(txn);
         if self.author.is_some() {
             record.read_ahead(&batch.changes).await?;
         }
@@ -403,8 +428,8 @@ impl Link {
             }
         }
         drop(record);
-        let touched = fleet_store::merge::apply_batch(&txn, &self.node.replica, &passed).await?;
-        self.record_refusals(&txn, &refused).await?;
+        let touched = fleet_store::merge::apply_batch(txn, &self.node.replica, &passed).await?;
+        self.record_refusals(txn, &refused).await?;
         // At an edge, a device that left is dropped in the same transaction: a crash
         // between the merge and the drop would keep it here for good.
         if let Some(home) = self.home {
@@ -420,26 +445,28 @@ impl Link {
                             .or(devices::Column::EdgeId.is_null()),
                     )
                     .into_tuple()
-                    .all(&txn)
+                    .all(txn)
                     .await?;
                 for id in gone {
-                    drop_device(&txn, id).await?;
+                    drop_device(txn, id).await?;
                 }
             }
         }
-        let cursor = link_cursors::get(&txn, self.peer).await?;
+        let cursor = link_cursors::get(txn, self.peer).await?;
         if batch.upto > cursor.applied {
-            link_cursors::set_applied(&txn, self.peer, batch.upto).await?;
+            link_cursors::set_applied(txn, self.peer, batch.upto).await?;
         }
-        let merged = commands_of(&txn, &touched).await?;
+        let merged = commands_of(txn, &touched).await?;
         for c in merged.iter().filter(|c| ended(c)) {
             // Announced before the commit: whoever waits for this result answers
             // now. Should the commit fail, the peer sends the batch again.
             let _ = self.node.finished.send(c.clone());
         }
-        txn.commit().await?;
-        drop(turn);
-        self.changed(&touched, merged).await
+        Ok((
+            touched,
+            merged,
+            refused.iter().map(|r| r.refusal.rule).collect(),
+        ))
     }
 
     /// Makes refusals visible, in the merge's transaction: one event each, naming
@@ -465,9 +492,6 @@ impl Link {
                 detail = %refusal.detail,
                 "refused a change from a federation peer"
             );
-            if let Some(count) = &self.on_refusal {
-                count(refusal.rule);
-            }
             operator_api::events::record(
                 txn,
                 &self.node.replica,

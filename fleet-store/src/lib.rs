@@ -31,6 +31,7 @@ pub mod sync;
 pub mod user_groups;
 pub mod users;
 pub mod worker_leases;
+pub mod write;
 
 pub use database::{connect, Backend, StoreError};
 pub use replica::{Replica, Table};

@@ -27,7 +27,7 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 use sea_orm::sea_query::IntoCondition;
-use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter, QuerySelect};
 
 use crate::Replica;
 
@@ -51,9 +51,12 @@ pub async fn add<C: ConnectionTrait>(
     group: i64,
     devices: &[i64],
 ) -> Result<usize, DbErr> {
+    // Locked (MySQL), so two writers adding the same membership at once do not both
+    // insert it: the database makes one of them wait or run again.
     let existing = Entity::find()
         .filter(Column::GroupId.eq(group))
         .filter(Column::DeviceId.is_in(devices.to_vec()))
+        .lock_exclusive()
         .all(conn)
         .await?;
     let mut added = 0;

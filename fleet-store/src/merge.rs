@@ -10,19 +10,15 @@ use std::collections::{BTreeMap, HashMap};
 use sea_orm::sea_query::{ColumnType, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
-    IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter,
+    IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::keys::{self, Key};
-use crate::replica::{content, Replicated, SYNC_COLUMNS};
+use crate::replica::{content, Replicated, ROWS_PER_STATEMENT, SYNC_COLUMNS};
 use crate::sync::Change;
 use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica, Table};
-
-/// Rows written per statement: well under SQLite's and MySQL's placeholder limits for
-/// the widest replicated table.
-const ROWS_PER_STATEMENT: usize = 200;
 
 /// Merges `changes` in order, in the caller's transaction. Returns the (table, id) of
 /// every row that changed, in the order of their first change. Changes whose stamp
@@ -136,9 +132,16 @@ where
         return Ok(HashMap::new());
     };
     let mut found = HashMap::with_capacity(ids.len());
+    // Locked until the commit (MySQL; SQLite has one writer anyway), so no other
+    // writer saves these rows, or inserts the missing ones, between this read and the
+    // merge's write. In id order, so two merges lock shared rows in the same order.
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     for chunk in ids.chunks(500) {
         for row in E::find()
             .filter(pk.into_column().is_in(chunk.to_vec()))
+            .lock_exclusive()
             .all(conn)
             .await?
         {

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    IdenStatic, IntoActiveModel, Iterable, QueryFilter,
 };
 use serde::Serialize;
 
@@ -38,6 +39,10 @@ impl Table {
         }
     }
 }
+
+/// Rows written per statement: well under SQLite's and MySQL's placeholder limits for
+/// the widest replicated table.
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;
 
 /// Columns that describe a row's replication state rather than its content.
 pub(crate) const SYNC_COLUMNS: [&str; 4] = ["hlc", "origin", "field_stamps", "id"];
@@ -117,9 +122,16 @@ pub(crate) async fn append_log<C: ConnectionTrait>(
     deleted: bool,
     payload: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), DbErr> {
-    change_log::entry(table.name(), row_id, hlc, deleted, payload)
-        .insert(conn)
-        .await?;
+    // Without returning the entry: on MySQL that would cost a second statement.
+    change_log::Entity::insert(change_log::entry(
+        table.name(),
+        row_id,
+        hlc,
+        deleted,
+        payload,
+    ))
+    .exec_without_returning(conn)
+    .await?;
     Ok(())
 }
 
@@ -247,18 +259,63 @@ impl Replica {
         let names: Vec<&str> = fields.iter().map(String::as_str).collect();
         let stamp = self.stamp("", &names);
         row.set_stamp(&stamp);
-        let saved = row
-            .clone()
-            .into_active_model()
-            .reset_all()
-            .insert(conn)
+        <M::Active as ActiveModelTrait>::Entity::insert(
+            row.clone().into_active_model().reset_all(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+        self.log(conn, &stamp, &row, None).await?;
+        Ok(row)
+    }
+
+    /// Inserts new rows as [`Replica::insert`] does, with one multi-row statement per
+    /// [`ROWS_PER_STATEMENT`] rows and as many for their change-log entries.
+    pub async fn insert_many<C, M>(&self, conn: &C, rows: Vec<M>) -> Result<Vec<M>, DbErr>
+    where
+        C: ConnectionTrait,
+        M: Replicated,
+        <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
+    {
+        let mut saved = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let payload = content(&row)?;
+            let names: Vec<&str> = payload.keys().map(String::as_str).collect();
+            let stamp = self.stamp("", &names);
+            row.set_stamp(&stamp);
+            entries.push(change_log::entry(
+                M::TABLE.name(),
+                row.id(),
+                stamp.hlc,
+                row.is_deleted(),
+                payload,
+            ));
+            saved.push(row);
+        }
+        for chunk in saved.chunks(ROWS_PER_STATEMENT) {
+            <M::Active as ActiveModelTrait>::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|r| r.clone().into_active_model().reset_all()),
+            )
+            .exec_without_returning(conn)
             .await?;
-        self.log(conn, &stamp, &saved, None).await?;
+        }
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            change_log::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(conn)
+                .await?;
+        }
         Ok(saved)
     }
 
     /// Saves `new` over `old`, stamping and logging only the fields that differ.
-    /// Nothing is written when nothing changed.
+    /// Nothing is written when nothing changed. The row is saved only over the
+    /// version `old` was read as: when another writer changed it since, nothing is
+    /// written and the answer is [`DbErr::RecordNotUpdated`], which
+    /// [`crate::write::Writer::transact`] runs the transaction again for (with the
+    /// row read afresh). So no writer ever saves a whole row over a change it did
+    /// not see.
     pub async fn update<C, M>(&self, conn: &C, old: &M, mut new: M) -> Result<M, DbErr>
     where
         C: ConnectionTrait,
@@ -277,14 +334,35 @@ impl Replica {
         let names: Vec<&str> = changed.iter().map(String::as_str).collect();
         let stamp = self.stamp(old.field_stamps(), &names);
         new.set_stamp(&stamp);
-        let saved = new
-            .clone()
-            .into_active_model()
-            .reset_all()
-            .update(conn)
-            .await?;
+        let saved = update_over::<C, M>(conn, old, new).await?;
         crate::keys::settle_write(conn, M::TABLE, Some(&before), &content(&saved)?).await?;
         self.log(conn, &stamp, &saved, Some(&names)).await?;
         Ok(saved)
     }
+}
+
+/// Writes `new` over the row only if it is still as `old` was read (the same
+/// per-field stamps: every replicated write changes them), in one statement.
+async fn update_over<C, M>(conn: &C, old: &M, new: M) -> Result<M, DbErr>
+where
+    C: ConnectionTrait,
+    M: Replicated,
+    <M::Active as ActiveModelTrait>::Entity: EntityTrait<Model = M>,
+{
+    type Entity<M> = <<M as Replicated>::Active as ActiveModelTrait>::Entity;
+    let column = |name: &str| {
+        <Entity<M> as EntityTrait>::Column::iter()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| DbErr::Custom(format!("{} has no {name} column", M::TABLE.name())))
+    };
+    let written = Entity::<M>::update_many()
+        .set(new.clone().into_active_model().reset_all())
+        .filter(column("id")?.eq(old.id()))
+        .filter(column("field_stamps")?.eq(old.field_stamps()))
+        .exec(conn)
+        .await?;
+    if written.rows_affected == 0 {
+        return Err(DbErr::RecordNotUpdated);
+    }
+    Ok(new)
 }

@@ -2,6 +2,7 @@
 //! stateless replicas over one database agree on them.
 
 use sea_orm::entity::prelude::*;
+use sea_orm::QuerySelect;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
@@ -49,6 +50,19 @@ pub async fn get_or_init<C: ConnectionTrait>(
 /// A setting's value, if it has one.
 pub async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Option<String>, DbErr> {
     Ok(Entity::find_by_id(name.to_string())
+        .one(db)
+        .await?
+        .map(|r| r.value))
+}
+
+/// A setting, locked until the transaction ends (MySQL), for a read-modify-write
+/// that two writers must not both base on the same value.
+pub async fn get_for_update<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+) -> Result<Option<String>, DbErr> {
+    Ok(Entity::find_by_id(name.to_string())
+        .lock_exclusive()
         .one(db)
         .await?
         .map(|r| r.value))

@@ -92,12 +92,13 @@ pub async fn middleware(
     let deferred = request.extensions().get::<AuditDeferred>().is_some();
     let node = node.clone();
     let recorded = async move {
-        let written = async {
-            let (_turn, txn) = node.write().await?;
-            events::record(&txn, &node.replica, event).await?;
-            txn.commit().await
-        };
-        if let Err(e) = written.await {
+        let (core, event) = (&*node, &event);
+        let written = node
+            .transact(
+                |txn| async move { events::record(&*txn, &core.replica, event.clone()).await },
+            )
+            .await;
+        if let Err(e) = written {
             tracing::error!(error = %e, "recording an audit event failed");
         }
     };

@@ -113,10 +113,12 @@ pub async fn advance(
 ) -> Result<Option<commands::Model>, sea_orm::DbErr> {
     let (done, answer) = tokio::sync::oneshot::channel();
     let mv = Move {
-        id,
-        state,
-        progress,
-        result,
+        step: Step {
+            id,
+            state,
+            progress,
+            result,
+        },
         done,
     };
     let first = {
@@ -138,52 +140,74 @@ pub async fn advance(
 }
 
 async fn commit_moves(node: web::Data<Node>) {
-    let turn = node.write().await;
-    let group: Vec<Move> =
-        std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
-    let (turn, txn) = match turn {
-        Ok(t) => t,
-        Err(e) => {
-            for m in group {
-                let _ = m.done.send(Err(sea_orm::DbErr::Custom(e.to_string())));
-            }
-            return;
-        }
-    };
-    let mut outcomes = Vec::with_capacity(group.len());
-    for m in &group {
-        outcomes.push(apply_move(&node, &txn, m).await);
-    }
-    let committed = txn.commit().await;
-    drop(turn);
-    for (m, outcome) in group.into_iter().zip(outcomes) {
-        let outcome = match (&committed, outcome) {
-            (Ok(()), Ok(saved)) => {
-                if let Some(done) = saved.as_ref().filter(|_| m.state.is_final()) {
-                    let _ = node.finished.send(done.clone());
+    // The group is taken once the transaction has begun (on SQLite, once it is this
+    // task's turn), so it holds every move queued meanwhile; a run again after a
+    // lost race applies the same group.
+    let group: std::sync::Mutex<Vec<Move>> = std::sync::Mutex::default();
+    let (core, cell) = (&**node, &group);
+    let outcome = node
+        .transact(|txn| async move {
+            let steps: Vec<Step> = {
+                let mut taken = cell.lock().unwrap_or_else(|p| p.into_inner());
+                if taken.is_empty() {
+                    *taken =
+                        std::mem::take(&mut *core.moves.lock().unwrap_or_else(|p| p.into_inner()));
                 }
-                Ok(saved)
+                taken.iter().map(|m| m.step.clone()).collect()
+            };
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in &steps {
+                match apply_move(core, &*txn, step).await {
+                    // The whole group runs again: on MySQL a deadlock has already
+                    // rolled the transaction back.
+                    Err(e) if fleet_store::write::contended(&e) => return Err(e),
+                    other => outcomes.push(other),
+                }
             }
-            (Err(e), _) => Err(sea_orm::DbErr::Custom(e.to_string())),
-            (_, Err(e)) => Err(e),
-        };
+            Ok(outcomes)
+        })
+        .await;
+    let mut group = group.into_inner().unwrap_or_else(|p| p.into_inner());
+    if group.is_empty() {
+        // The transaction never began: the queued moves are answered all the same.
+        group = std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    let outcomes = match outcome {
+        Ok(outcomes) => outcomes,
+        Err(e) => group
+            .iter()
+            .map(|_| Err(sea_orm::DbErr::Custom(e.to_string())))
+            .collect(),
+    };
+    for (m, outcome) in group.into_iter().zip(outcomes) {
+        if let Ok(Some(done)) = &outcome {
+            if m.step.state.is_final() {
+                let _ = node.finished.send(done.clone());
+            }
+        }
         let _ = m.done.send(outcome);
     }
 }
 
-/// A command move waiting for its group's commit.
-pub struct Move {
+/// What a command move does.
+#[derive(Clone)]
+struct Step {
     id: i64,
     state: State,
     progress: Option<i32>,
     result: Option<serde_json::Value>,
+}
+
+/// A command move waiting for its group's commit.
+pub struct Move {
+    step: Step,
     done: tokio::sync::oneshot::Sender<Result<Option<commands::Model>, sea_orm::DbErr>>,
 }
 
 async fn apply_move<C: ConnectionTrait>(
     node: &Node,
     txn: &C,
-    m: &Move,
+    m: &Step,
 ) -> Result<Option<commands::Model>, sea_orm::DbErr> {
     let Some(old) = commands::Entity::find_by_id(m.id).one(txn).await? else {
         return Ok(None);
@@ -351,17 +375,16 @@ pub async fn fan_out(
         ));
     }
     let batch = node.replica.new_id();
-    let (turn, txn) = node.write().await?;
-    let mut saved = Vec::with_capacity(devices.len());
-    for device in devices {
-        saved.push(
-            node.replica
-                .insert(&txn, req.row(node, caller, device, Some(batch)))
-                .await?,
-        );
-    }
-    txn.commit().await?;
-    drop(turn);
+    let devices = &devices;
+    let saved = node
+        .transact(|txn| async move {
+            let rows = devices
+                .iter()
+                .map(|d| req.row(node, caller, *d, Some(batch)))
+                .collect();
+            node.replica.insert_many(&*txn, rows).await
+        })
+        .await?;
     if let Some(dispatch) = &node.dispatch {
         dispatch.offer_many(&saved);
     }
@@ -437,12 +460,14 @@ pub async fn create(
     let device = parse_id("id", &path)?;
     let req = Checked::from_body(&body)?;
     let mut finished = node.finished.subscribe();
-    let (_turn, txn) = node.write().await?;
-    visible(&txn, &caller, device).await?;
-    let row = req.row(&node, &caller, device, None);
-    let saved = node.replica.insert(&txn, row).await?;
-    txn.commit().await?;
-    drop(_turn);
+    let (core, who, checked) = (&**node, &caller, &req);
+    let saved = node
+        .transact(|txn| async move {
+            visible(&*txn, who, device).await?;
+            let row = checked.row(core, who, device, None);
+            Ok::<_, ApiError>(core.replica.insert(&*txn, row).await?)
+        })
+        .await?;
     if let Some(dispatch) = &node.dispatch {
         dispatch.offer(&saved);
     }

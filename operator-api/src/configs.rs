@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use fleet_store::desired_configs;
 use sea_orm::entity::prelude::*;
+use sea_orm::{DatabaseTransaction, QuerySelect};
 use serde::{Deserialize, Serialize};
 use shared_proto::device::check_text;
 use shared_proto::id::parse_id;
@@ -69,11 +70,16 @@ fn check(req: &ConfigRequest) -> Result<(), ApiError> {
 async fn current<C: ConnectionTrait>(
     db: &C,
     device: i64,
+    for_update: bool,
 ) -> Result<Option<desired_configs::Model>, ApiError> {
-    Ok(desired_configs::Entity::find()
-        .filter(desired_configs::Column::DeviceId.eq(device))
-        .one(db)
-        .await?)
+    let mut q =
+        desired_configs::Entity::find().filter(desired_configs::Column::DeviceId.eq(device));
+    if for_update {
+        // Locked (MySQL), so two writers setting a first configuration at once do
+        // not both insert it: the database makes one wait or run again.
+        q = q.lock_exclusive();
+    }
+    Ok(q.one(db).await?)
 }
 
 /// Set a device's desired configuration; it reaches the device now or at its next login.
@@ -91,10 +97,31 @@ pub async fn put(
     let req: ConfigRequest = input::json(&body)?;
     check(&req)?;
     let settings = serde_json::to_string(&req.settings).unwrap_or_else(|_| "{}".into());
-    let (turn, txn) = node.write().await?;
-    visible(&txn, &caller, device).await?;
+    let (core, who, req) = (&**node, &caller, &req);
+    let saved = node
+        .transact(|txn| {
+            let settings = settings.clone();
+            async move { save(core, &txn, who, device, req, settings).await }
+        })
+        .await?;
+    if let Some(dispatch) = &node.dispatch {
+        dispatch.configure(&saved);
+    }
+    Ok(reply::ok(DesiredConfig::from(saved)))
+}
+
+/// Saves a device's desired configuration, the next version of the one it has.
+async fn save(
+    node: &Node,
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    device: i64,
+    req: &ConfigRequest,
+    settings: String,
+) -> Result<desired_configs::Model, ApiError> {
+    visible(txn, caller, device).await?;
     let now = fleet_store::now_ms();
-    let saved = match current(&txn, device).await? {
+    Ok(match current(txn, device, true).await? {
         Some(old) => {
             let mut new = old.clone();
             // A stored version is bounded where it comes in from a peer; checked all
@@ -106,7 +133,7 @@ pub async fn put(
             new.settings = settings;
             new.deleted = false;
             new.updated_at = now;
-            node.replica.update(&txn, &old, new).await?
+            node.replica.update(txn, &old, new).await?
         }
         None => {
             let row = desired_configs::Model {
@@ -124,15 +151,9 @@ pub async fn put(
                 deleted: false,
                 field_stamps: String::new(),
             };
-            node.replica.insert(&txn, row).await?
+            node.replica.insert(txn, row).await?
         }
-    };
-    txn.commit().await?;
-    drop(turn);
-    if let Some(dispatch) = &node.dispatch {
-        dispatch.configure(&saved);
-    }
-    Ok(reply::ok(DesiredConfig::from(saved)))
+    })
 }
 
 /// A device's desired configuration.
@@ -147,7 +168,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let device = parse_id("id", &path)?;
     visible(&node.db, &caller, device).await?;
-    let config = current(&node.db, device).await?.ok_or_else(|| {
+    let config = current(&node.db, device, false).await?.ok_or_else(|| {
         ApiError::not_found(format!("device {device} has no desired configuration"))
     })?;
     Ok(reply::ok(DesiredConfig::from(config)))

@@ -477,9 +477,13 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft: DeviceDraft = input::json(&body)?;
-    let (_turn, txn) = node.write().await?;
-    let (m, secret) = create_device(&txn, &node, &caller, draft, None).await?;
-    txn.commit().await?;
+    let (core, who) = (&**node, &caller);
+    let (m, secret) = node
+        .transact(|txn| {
+            let draft = draft.clone();
+            async move { create_device(&*txn, core, who, draft, None).await }
+        })
+        .await?;
     let id = m.id;
     let device = live_view(&node, m);
     Ok(reply::created(id, DeviceWithSecret { device, secret }))
@@ -522,10 +526,16 @@ pub async fn update(
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
     let patch: DevicePatch = input::json(&body)?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
-    let m = patch_device(&txn, &node, &old, patch).await?;
-    txn.commit().await?;
+    let (core, who) = (&**node, &caller);
+    let m = node
+        .transact(|txn| {
+            let patch = patch.clone();
+            async move {
+                let old = visible(&*txn, who, id).await?;
+                patch_device(&*txn, core, &old, patch).await
+            }
+        })
+        .await?;
     recheck(&node, id);
     Ok(reply::ok(Device::from(m)))
 }
@@ -541,10 +551,12 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
-    delete_device(&txn, &node, &old).await?;
-    txn.commit().await?;
+    let (core, who) = (&**node, &caller);
+    node.transact(|txn| async move {
+        let old = visible(&*txn, who, id).await?;
+        delete_device(&*txn, core, &old).await
+    })
+    .await?;
     recheck(&node, id);
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
@@ -560,14 +572,20 @@ pub async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
-    let (_turn, txn) = node.write().await?;
-    let old = visible(&txn, &caller, id).await?;
     let secret = generate_secret();
-    let mut new = old.clone();
-    new.secret_hash = hash_secret(&secret);
-    new.updated_at = fleet_store::now_ms();
-    let m = node.replica.update(&txn, &old, new).await?;
-    txn.commit().await?;
+    let (core, who, secret_hash) = (&**node, &caller, hash_secret(&secret));
+    let m = node
+        .transact(|txn| {
+            let secret_hash = secret_hash.clone();
+            async move {
+                let old = visible(&*txn, who, id).await?;
+                let mut new = old.clone();
+                new.secret_hash = secret_hash;
+                new.updated_at = fleet_store::now_ms();
+                Ok::<_, ApiError>(core.replica.update(&*txn, &old, new).await?)
+            }
+        })
+        .await?;
     recheck(&node, id);
     Ok(reply::ok(DeviceWithSecret {
         device: m.into(),
@@ -621,13 +639,16 @@ pub async fn join_groups(
     caller.require_writer()?;
     let id = parse_id("id", &path)?;
     let req: GroupIds = input::json(&body)?;
-    let (_turn, txn) = node.write().await?;
-    visible(&txn, &caller, id).await?;
-    for g in writable_groups(&txn, &caller, "group_ids", &req.group_ids).await? {
-        memberships::add(&txn, &node.replica, g, &[id]).await?;
-    }
-    let now = group_ids_view(&txn, &caller, id).await?;
-    txn.commit().await?;
+    let (core, who, wanted) = (&**node, &caller, &req.group_ids);
+    let now = node
+        .transact(|txn| async move {
+            visible(&*txn, who, id).await?;
+            for g in writable_groups(&*txn, who, "group_ids", wanted).await? {
+                memberships::add(&*txn, &core.replica, g, &[id]).await?;
+            }
+            group_ids_view(&*txn, who, id).await
+        })
+        .await?;
     Ok(reply::ok(now))
 }
 
@@ -655,18 +676,21 @@ pub async fn leave_groups(
             format!("no group with id {g}"),
         ));
     }
-    let (_turn, txn) = node.write().await?;
-    visible(&txn, &caller, id).await?;
-    memberships::remove_where(
-        &txn,
-        &node.replica,
-        memberships::Column::DeviceId
-            .eq(id)
-            .and(memberships::Column::GroupId.is_in(groups)),
-    )
-    .await?;
-    let now = group_ids_view(&txn, &caller, id).await?;
-    txn.commit().await?;
+    let (core, who, groups) = (&**node, &caller, &groups);
+    let now = node
+        .transact(|txn| async move {
+            visible(&*txn, who, id).await?;
+            memberships::remove_where(
+                &*txn,
+                &core.replica,
+                memberships::Column::DeviceId
+                    .eq(id)
+                    .and(memberships::Column::GroupId.is_in(groups.clone())),
+            )
+            .await?;
+            group_ids_view(&*txn, who, id).await
+        })
+        .await?;
     Ok(reply::ok(now))
 }
 

@@ -30,6 +30,9 @@ pub enum ApiError {
     TooManyAttempts(u64),
     #[error("{0}")]
     Unavailable(String),
+    /// A write that kept losing races with other writers (`fleet_store::write`).
+    #[error("the write met concurrent writes of the same rows; retry")]
+    Contended(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -74,7 +77,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             ApiError::TooManyAttempts(_) => ErrorCode::ResourceExhausted,
-            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Unavailable(_) | ApiError::Contended(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -113,8 +116,17 @@ impl From<sea_orm::DbErr> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; retry shortly".into())
             }
+            other if fleet_store::write::contended(&other) => {
+                ApiError::Contended(other.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl fleet_store::write::Contended for ApiError {
+    fn contended(&self) -> bool {
+        matches!(self, ApiError::Contended(_))
     }
 }
 
@@ -138,8 +150,15 @@ impl ResponseError for ApiError {
             body["field"] = serde_json::Value::String(field.to_string());
         }
         let mut builder = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyAttempts(seconds) = self {
-            builder.insert_header(("retry-after", seconds.to_string()));
+        match self {
+            ApiError::TooManyAttempts(seconds) => {
+                builder.insert_header(("retry-after", seconds.to_string()));
+            }
+            ApiError::Contended(detail) => {
+                tracing::warn!(error = %detail, "a write kept meeting concurrent writes");
+                builder.insert_header(("retry-after", "1"));
+            }
+            _ => {}
         }
         let mut response = builder.json(body);
         response

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::reply::{PageRequest, Paged};
 use crate::{input, reply, ApiError, Caller, Node};
 
+#[derive(Clone)]
 pub struct NewEvent {
     pub actor: String,
     pub action: String,
@@ -117,9 +118,9 @@ pub async fn expire(node: &Node, retain: Duration, batch: u64) -> Result<u64, Db
     let before_ms = fleet_store::now_ms().saturating_sub(retain_ms);
     let mut total = 0;
     loop {
-        let (_turn, txn) = node.write().await?;
-        let gone = expire_step(&txn, before_ms, batch).await?;
-        txn.commit().await?;
+        let gone = node
+            .transact(|txn| async move { expire_step(&*txn, before_ms, batch).await })
+            .await?;
         node.metrics.count_events_expired(gone);
         total += gone;
         if gone < batch {

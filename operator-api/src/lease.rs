@@ -41,14 +41,11 @@ impl Lease {
         let margin = Duration::from_millis(u64::try_from(TTL_MS).unwrap_or(30_000)) - RENEW_EVERY;
         loop {
             tick.tick().await;
-            // Through the write queue, like every write (SQLite has one writer).
-            let renewal = async {
-                let (_turn, txn) = node.write().await?;
-                let held = worker_leases::renew(&txn, self.worker_id, &self.holder).await?;
-                txn.commit().await?;
-                Ok::<_, sea_orm::DbErr>(held)
-            };
-            match renewal.await {
+            let (worker_id, holder) = (self.worker_id, &self.holder);
+            let renewal = node
+                .transact(|txn| async move { worker_leases::renew(&*txn, worker_id, holder).await })
+                .await;
+            match renewal {
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
                     tracing::error!(

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use fleet_store::write::{Contended, Turn};
 use fleet_store::Replica;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use tokio::sync::{broadcast, Mutex, Notify, OwnedMutexGuard};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use tokio::sync::{broadcast, Notify};
 
 use crate::auth::Tokens;
 use crate::commands::Dispatch;
@@ -30,35 +31,18 @@ pub struct Node {
     /// Woken after every write transaction, so federation links push new change-log
     /// entries at once instead of polling for them.
     pub changed: Arc<Notify>,
-    /// Write transactions run one at a time. SQLite has one writer anyway, and a
-    /// transaction that reads before it writes fails at once with "database is
-    /// locked" instead of waiting; queueing turns that into waiting. On MySQL, writes
-    /// read a row, change it and write it back whole (with its per-field stamps), and
-    /// two of them at once would lose one's change (a merge from a peer and an
-    /// operator's edit of the same device, found by `edge-cloud/tests/processes.rs`);
-    /// queueing also keeps the change log's positions in commit order.
-    write_queue: Arc<Mutex<()>>,
+    /// Begins write transactions, one at a time on SQLite, at once on MySQL with the
+    /// database keeping them correct (`fleet_store::write`).
+    writer: fleet_store::write::Writer,
     /// Command moves waiting to be committed together (`commands::advance`).
     pub(crate) moves: std::sync::Mutex<Vec<crate::commands::Move>>,
 }
 
-/// Holds a node's place in the write queue (if it has one) for as long as it lives.
-/// Dropped after the commit, it wakes whoever waits for new changes.
-pub struct WriteTurn {
-    _guard: OwnedMutexGuard<()>,
-    changed: Arc<Notify>,
-}
-
-impl Drop for WriteTurn {
-    fn drop(&mut self) {
-        self.changed.notify_waiters();
-    }
-}
-
 impl Node {
     pub fn new(db: DatabaseConnection, replica: Replica, tokens: Tokens, metrics: Metrics) -> Self {
-        let write_queue = Arc::new(Mutex::new(()));
+        let changed = Arc::new(Notify::new());
         Self {
+            writer: fleet_store::write::Writer::new(db.clone(), changed.clone()),
             db,
             replica,
             tokens,
@@ -69,8 +53,7 @@ impl Node {
             presence: None,
             dispatch: None,
             finished: broadcast::channel(1024).0,
-            changed: Arc::new(Notify::new()),
-            write_queue,
+            changed,
             moves: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -81,9 +64,9 @@ impl Node {
         let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let (_turn, txn) = self.write().await?;
-            let gone = fleet_store::sync::compact(&txn, retain_ms).await?;
-            txn.commit().await?;
+            let gone = self
+                .transact(|txn| async move { fleet_store::sync::compact(&*txn, retain_ms).await })
+                .await?;
             total += gone;
             if gone == 0 {
                 return Ok(total);
@@ -91,25 +74,23 @@ impl Node {
         }
     }
 
-    /// Begins a transaction that will write. Keep the turn until after the commit.
-    pub async fn write(&self) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
-        let guard = self.write_queue.clone().lock_owned().await;
-        let txn = self.db.begin().await?;
-        if self.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            // Takes SQLite's write lock before anything is read: a transaction that
-            // reads first and writes later fails at once ("database is locked") if
-            // any other connection committed in between, while one that holds the
-            // lock from the start makes the others wait their turn.
-            txn.execute_unprepared("DELETE FROM settings WHERE 0 = 1")
-                .await?;
-        }
-        Ok((
-            WriteTurn {
-                _guard: guard,
-                changed: self.changed.clone(),
-            },
-            txn,
-        ))
+    /// Begins a transaction that will write, not run again if it loses a race with
+    /// another writer: for writes that cannot (a test's) or whose caller retries
+    /// anyway. Keep the turn until after the commit.
+    pub async fn write(&self) -> Result<(Turn, DatabaseTransaction), DbErr> {
+        self.writer.begin().await
+    }
+
+    /// Runs `work` in a write transaction, again if it loses a race with another
+    /// writer (`fleet_store::write::Writer::transact`): `work` may run more than once
+    /// and must only touch the database.
+    pub async fn transact<T, E, F, Fut>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(Arc<DatabaseTransaction>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: From<DbErr> + Contended,
+    {
+        self.writer.transact(work).await
     }
 }
 

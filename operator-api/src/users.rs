@@ -215,33 +215,43 @@ pub async fn create(
     check_password_policy("password", &new.password)?;
     let group_ids = existing_groups(&node.db, "groups", &new.groups).await?;
     let hash = hash_password_blocking(new.password).await?;
-    let (_turn, txn) = node.write().await?;
-    let taken = users::Entity::find()
-        .filter(users::Column::Username.eq(new.username.as_str()))
-        .one(&txn)
+    let (core, username, role, hash, group_ids) = (
+        &**node,
+        new.username.as_str(),
+        new.role.as_str(),
+        &hash,
+        &group_ids,
+    );
+    let (id, view) = node
+        .transact(|txn| async move {
+            let taken = users::Entity::find()
+                .filter(users::Column::Username.eq(username))
+                .one(&*txn)
+                .await?;
+            if taken.is_some() {
+                return Err(ApiError::exists(
+                    "username",
+                    format!("user {username} already exists"),
+                ));
+            }
+            let now = fleet_store::now_ms();
+            let id = core.replica.new_id();
+            let model = users::ActiveModel {
+                id: Set(id),
+                username: Set(username.to_string()),
+                password_hash: Set(hash.clone()),
+                role: Set(role.to_string()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&*txn)
+            .await?;
+            map_groups(&*txn, id, group_ids).await?;
+            let view = to_view(&*txn, model).await?;
+            crate::accounts::Accounts::changed(&*txn).await?;
+            Ok::<_, ApiError>((id, view))
+        })
         .await?;
-    if taken.is_some() {
-        return Err(ApiError::exists(
-            "username",
-            format!("user {} already exists", new.username),
-        ));
-    }
-    let now = fleet_store::now_ms();
-    let id = node.replica.new_id();
-    let model = users::ActiveModel {
-        id: Set(id),
-        username: Set(new.username),
-        password_hash: Set(hash),
-        role: Set(new.role.as_str().to_string()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
-    map_groups(&txn, id, &group_ids).await?;
-    let view = to_view(&txn, model).await?;
-    crate::accounts::Accounts::changed(&txn).await?;
-    txn.commit().await?;
     node.accounts.forget();
     Ok(reply::created(id, view))
 }
@@ -337,10 +347,14 @@ pub async fn update(
         active.role = Set(r.as_str().to_string());
     }
     active.updated_at = Set(fleet_store::now_ms());
-    let (_turn, txn) = node.write().await?;
-    let m = active.update(&txn).await?;
-    crate::accounts::Accounts::changed(&txn).await?;
-    txn.commit().await?;
+    let active = &active;
+    let m = node
+        .transact(|txn| async move {
+            let m = active.clone().update(&*txn).await?;
+            crate::accounts::Accounts::changed(&*txn).await?;
+            Ok::<_, ApiError>(m)
+        })
+        .await?;
     node.accounts.forget();
     Ok(reply::ok(to_view(&node.db, m).await?))
 }
@@ -362,14 +376,15 @@ pub async fn delete(
         ));
     }
     find_user(&node.db, id).await?;
-    let (_turn, txn) = node.write().await?;
-    user_groups::Entity::delete_many()
-        .filter(user_groups::Column::UserId.eq(id))
-        .exec(&txn)
-        .await?;
-    users::Entity::delete_by_id(id).exec(&txn).await?;
-    crate::accounts::Accounts::changed(&txn).await?;
-    txn.commit().await?;
+    node.transact(|txn| async move {
+        user_groups::Entity::delete_many()
+            .filter(user_groups::Column::UserId.eq(id))
+            .exec(&*txn)
+            .await?;
+        users::Entity::delete_by_id(id).exec(&*txn).await?;
+        crate::accounts::Accounts::changed(&*txn).await
+    })
+    .await?;
     node.accounts.forget();
     Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
 }
@@ -405,31 +420,35 @@ async fn change_groups(
     let id = parse_id("id", path)?;
     let req: GroupIds = input::json(body)?;
     find_user(&node.db, id).await?;
-    let (_turn, txn) = node.write().await?;
-    let ids = match change {
-        GroupChange::Remove => ids_from_json("group_ids", &req.group_ids)?,
-        _ => existing_groups(&txn, "group_ids", &req.group_ids).await?,
-    };
-    match change {
-        GroupChange::Add => map_groups(&txn, id, &ids).await?,
-        GroupChange::Replace => {
-            user_groups::Entity::delete_many()
-                .filter(user_groups::Column::UserId.eq(id))
-                .exec(&txn)
-                .await?;
-            map_groups(&txn, id, &ids).await?;
-        }
-        GroupChange::Remove => {
-            user_groups::Entity::delete_many()
-                .filter(user_groups::Column::UserId.eq(id))
-                .filter(user_groups::Column::GroupId.is_in(ids))
-                .exec(&txn)
-                .await?;
-        }
-    }
-    let now = group_ids_of(&txn, id).await?;
-    crate::accounts::Accounts::changed(&txn).await?;
-    txn.commit().await?;
+    let wanted = &req.group_ids;
+    let now = node
+        .transact(|txn| async move {
+            let ids = match change {
+                GroupChange::Remove => ids_from_json("group_ids", wanted)?,
+                _ => existing_groups(&*txn, "group_ids", wanted).await?,
+            };
+            match change {
+                GroupChange::Add => map_groups(&*txn, id, &ids).await?,
+                GroupChange::Replace => {
+                    user_groups::Entity::delete_many()
+                        .filter(user_groups::Column::UserId.eq(id))
+                        .exec(&*txn)
+                        .await?;
+                    map_groups(&*txn, id, &ids).await?;
+                }
+                GroupChange::Remove => {
+                    user_groups::Entity::delete_many()
+                        .filter(user_groups::Column::UserId.eq(id))
+                        .filter(user_groups::Column::GroupId.is_in(ids.clone()))
+                        .exec(&*txn)
+                        .await?;
+                }
+            }
+            let now = group_ids_of(&*txn, id).await?;
+            crate::accounts::Accounts::changed(&*txn).await?;
+            Ok::<_, ApiError>(now)
+        })
+        .await?;
     node.accounts.forget();
     Ok(reply::ok(
         now.iter().map(i64::to_string).collect::<Vec<_>>(),

@@ -114,12 +114,13 @@ impl Hub {
             .collect();
         let written = rows.len();
         for chunk in rows.chunks(500) {
-            let stored = async {
-                let (_turn, txn) = self.node.write().await?;
-                device_status::upsert_many(&txn, chunk.to_vec()).await?;
-                txn.commit().await
-            };
-            if let Err(e) = stored.await {
+            let stored = self
+                .node
+                .transact(
+                    |txn| async move { device_status::upsert_many(&*txn, chunk.to_vec()).await },
+                )
+                .await;
+            if let Err(e) = stored {
                 // Keep them dirty so the next round writes them.
                 self.sessions
                     .dirty
