@@ -45,6 +45,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         }
         Backend::Sqlite => url.to_string(),
     };
+    if backend == Backend::MySql {
+        return connect_mysql(&url, max_connections).await;
+    }
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(max_connections)
@@ -57,6 +60,32 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         wal(&db).await?;
     }
     Ok(db)
+}
+
+/// Opens a MySQL pool whose connections read committed data: writers run at once
+/// and lock what they change (`crate::write`), so a transaction's plain reads must see
+/// what the others committed since it began, not a snapshot from its first read (an
+/// answer read after a locked write would show the row as it was before).
+async fn connect_mysql(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {
+    use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+    use sea_orm::sqlx::{ConnectOptions as _, Executor as _};
+    let sqlx_err = |e| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e));
+    let options: MySqlConnectOptions = url.parse().map_err(sqlx_err)?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_with(options.disable_statement_logging())
+        .await
+        .map_err(sqlx_err)?;
+    Ok(sea_orm::SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
 }
 
 /// Puts an SQLite database in WAL mode. Switching needs the file to itself, so

@@ -266,11 +266,17 @@ where
         });
     }
     let pending = keys::settle_batch(conn, table, &mut rows).await?;
-    let models = rows
-        .into_iter()
-        .map(|r| decode::<E::Model>(r.row))
-        .collect::<Result<Vec<_>, _>>()?;
-    write_rows::<E, C>(conn, models).await?;
+    let (mut stored, mut fresh) = (Vec::new(), Vec::new());
+    for r in rows {
+        let list = if r.before.is_some() {
+            &mut stored
+        } else {
+            &mut fresh
+        };
+        list.push(decode::<E::Model>(r.row)?);
+    }
+    write_rows::<E, C>(conn, stored, true).await?;
+    write_rows::<E, C>(conn, fresh, false).await?;
     pending.finish(conn, table).await?;
     for chunk in log.chunks(ROWS_PER_STATEMENT) {
         change_log::Entity::insert_many(chunk.to_vec())
@@ -280,8 +286,11 @@ where
     Ok(changed)
 }
 
-/// Inserts new rows and overwrites existing ones, a chunk of rows per statement.
-async fn write_rows<E, C>(conn: &C, models: Vec<E::Model>) -> Result<(), DbErr>
+/// Writes rows, a chunk per statement: over the stored ones (`overwrite`, locked since
+/// they were read), or as new ones. A row the batch found missing is inserted, never
+/// written over: should another writer have inserted it meanwhile, the insert fails
+/// as a duplicate and the merge runs again from that row ([`crate::write`]).
+async fn write_rows<E, C>(conn: &C, models: Vec<E::Model>, overwrite: bool) -> Result<(), DbErr>
 where
     C: ConnectionTrait,
     E: EntityTrait,
@@ -302,14 +311,15 @@ where
             .take(ROWS_PER_STATEMENT)
             .map(|m| m.into_active_model().reset_all())
             .collect();
-        E::insert_many(chunk)
-            .on_conflict(
+        let mut insert = E::insert_many(chunk);
+        if overwrite {
+            insert = insert.on_conflict(
                 OnConflict::column(pk)
                     .update_columns(others.iter().copied())
                     .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
+            );
+        }
+        insert.exec_without_returning(conn).await?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! process and take the database's write lock before they read, so they wait instead
 //! of failing. On MySQL (and Galera) writers run at once and the database keeps them
 //! correct: a replicated row is saved only over the version it was read as
-//! ([`crate::Replica::update`]), rows a write depends on are read with locks, and a
+//! ([`crate::Replica::update`]), rows a write depends on are read with locks, a row
+//! read as missing is inserted (never upserted) so a concurrent insert shows as a
+//! duplicate, and a
 //! transaction the database gives up on (a deadlock, a lock wait timeout, a Galera
 //! certification failure) or that found its row changed underneath is run again from
 //! the start by [`Writer::transact`], a bounded number of times.
@@ -71,8 +73,11 @@ pub fn contended(e: &DbErr) -> bool {
     };
     if let Some(mysql) = db.try_downcast_ref::<sea_orm::SqlxMySqlError>() {
         // Deadlock (also Galera's certification failure), lock wait timeout,
-        // "record has changed since last read" (MariaDB's snapshot isolation).
-        return matches!(mysql.number(), 1213 | 1205 | 1020);
+        // "record has changed since last read" (MariaDB's snapshot isolation), and a
+        // duplicate key: a row read as missing that another writer inserted since
+        // (run again, the transaction finds it). Callers for whom a duplicate is the
+        // answer (a serial number taken) turn it into theirs before it gets here.
+        return matches!(mysql.number(), 1213 | 1205 | 1020 | 1062);
     }
     // SQLite's "busy" family: another process holds the write lock.
     matches!(db.code().as_deref(), Some("5" | "261" | "517"))
