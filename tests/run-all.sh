@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The one test command: installs what is missing (MariaDB, jq), starts a throwaway
-# MariaDB on loopback, runs the workspace tests on SQLite and on MariaDB, starts a
-# center on MariaDB and runs the shell suite against it, then stops everything.
+# The one test command: installs what is missing (MariaDB, Galera, jq), starts a
+# throwaway MariaDB on loopback, runs the workspace tests on SQLite and on MariaDB,
+# then the multi-writer tests on a three-node Galera cluster (two center replicas
+# writing through two nodes), starts a center on MariaDB and runs the shell suite
+# against it, then stops everything.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,12 +18,15 @@ cleanup() {
   if [[ -n "$center_pid" ]]; then kill "$center_pid" 2>/dev/null || true; wait "$center_pid" 2>/dev/null || true; fi
   if [[ -n "$edge_pid" ]]; then kill "$edge_pid" 2>/dev/null || true; wait "$edge_pid" 2>/dev/null || true; fi
   stop_mariadb
+  stop_galera
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # shellcheck source=tests/mariadb.sh
 source "$root/tests/mariadb.sh"
+# shellcheck source=tests/galera.sh
+source "$root/tests/galera.sh"
 
 run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
@@ -32,6 +37,7 @@ run_tests() {
 }
 
 install_missing
+install_galera
 say "checking format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -47,6 +53,15 @@ run_tests
 
 say "database tests on MariaDB"
 TEST_MYSQL_URL="$mysql_url" run_tests -E 'kind(test)'
+
+say "multi-writer tests on a three-node Galera cluster"
+start_galera
+# Two center replicas write through nodes 1 and 2; the process test kills the second
+# replica and node 2 halfway (SIGKILL) and the federation converges on the rest.
+TEST_MYSQL_URL="${galera_urls[0]}" TEST_MYSQL_URL_2="${galera_urls[1]}" \
+  TEST_GALERA_KILL_PID="${galera_pids[1]}" \
+  run_tests -E 'test(/^replicas::/) | test(a_federation_of_processes)'
+stop_galera
 
 say "shell suite against an edge on MariaDB, with a real agent"
 edge_port=$(free_port)

@@ -63,6 +63,22 @@ pub fn on_mariadb() -> bool {
     std::env::var("TEST_MYSQL_URL").is_ok()
 }
 
+/// The same database through the second server `TEST_MYSQL_URL_2` names (another node
+/// of a Galera cluster), so that a second center replica writes through another node;
+/// the URL unchanged when there is none.
+pub fn on_second_server(database_url: &str) -> String {
+    let (Ok(first), Ok(second)) = (
+        std::env::var("TEST_MYSQL_URL"),
+        std::env::var("TEST_MYSQL_URL_2"),
+    ) else {
+        return database_url.to_string();
+    };
+    match database_url.strip_prefix(first.trim_end_matches('/')) {
+        Some(rest) => format!("{}{rest}", second.trim_end_matches('/')),
+        None => database_url.to_string(),
+    }
+}
+
 /// Settings for a test node: an ephemeral loopback port, a fresh database, a known
 /// admin password and one worker. The directory lives as long as the returned guard.
 pub async fn test_settings(defaults: NodeDefaults) -> (tempfile::TempDir, NodeSettings) {

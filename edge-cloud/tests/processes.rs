@@ -7,8 +7,11 @@
 //! (unless a later acknowledged write replaced it).
 //!
 //! `PROC_SEED=S` replays a seed, `PROC_STEPS=N` sets the length (default 120). Runs on
-//! MariaDB when `TEST_MYSQL_URL` names a server. The center binary is taken from next
-//! to this test's own binaries (`cargo build --workspace` builds it).
+//! MariaDB when `TEST_MYSQL_URL` names a server, with the center as two replicas over
+//! one database, the second killed for good halfway; `TEST_MYSQL_URL_2` names the
+//! server the second writes through (another Galera node) and `TEST_GALERA_KILL_PID`
+//! that node's process, killed with it. The center binary is taken from next to this
+//! test's own binaries (`cargo build --workspace` builds it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -171,13 +174,26 @@ impl Drop for Node {
     }
 }
 
-async fn center(root: &Path) -> Node {
-    let dir = root.join("center");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let database_url = api_harness::fresh_database(&dir).await;
+/// Center replica `n` (from 1). The first makes a fresh database and the TLS
+/// identity; the others run over the same database (on MariaDB through the second
+/// server, when there is one) with the first's TLS files, as replicas behind one name.
+async fn center(root: &Path, n: usize, first: Option<&Node>) -> Node {
+    let dir = root.join(format!("center-{n}"));
+    std::fs::create_dir_all(dir.join("data/tls")).expect("dir");
+    let database_url = match first {
+        None => api_harness::fresh_database(&dir).await,
+        Some(first) => {
+            for file in std::fs::read_dir(first.dir.join("data/tls")).expect("tls dir") {
+                let file = file.expect("tls file").path();
+                let to = dir.join("data/tls").join(file.file_name().expect("name"));
+                std::fs::copy(&file, to).expect("copy tls file");
+            }
+            api_harness::on_second_server(&first.database_url)
+        }
+    };
     let (port, link) = (free_port(), free_port());
-    let node = Node {
-        name: "center".into(),
+    Node {
+        name: format!("center-{n}"),
         bin: binary("center-cloud"),
         args: vec![
             "serve".into(),
@@ -200,11 +216,22 @@ async fn center(root: &Path) -> Node {
         database_url,
     }
     .launched()
-    .await;
-    node
+    .await
 }
 
-async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (Node, i64) {
+impl Node {
+    /// A center replica's link address.
+    fn link_addr(&self) -> std::net::SocketAddr {
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--link-listen="))
+            .and_then(|a| a.parse().ok())
+            .expect("link address")
+    }
+}
+
+/// An edge registered at `center`, dialing the replicas through its `proxies`, one each.
+async fn edge(root: &Path, name: &str, center: &Node, proxies: &[FaultProxy]) -> (Node, i64) {
     let (status, reg) = center
         .call(
             Method::POST,
@@ -222,6 +249,11 @@ async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (No
     std::fs::create_dir_all(&dir).expect("dir");
     let database_url = api_harness::fresh_database(&dir).await;
     let port = free_port();
+    let center_urls = proxies
+        .iter()
+        .map(|p| format!("wss://localhost:{}/link", p.addr().port()))
+        .collect::<Vec<_>>()
+        .join(",");
     let node = Node {
         name: name.into(),
         bin: binary("edge-cloud"),
@@ -232,7 +264,7 @@ async fn edge(root: &Path, name: &str, center: &Node, proxy: &FaultProxy) -> (No
             format!("--data-dir={}", dir.join("data").display()),
             format!("--database-url={database_url}"),
             format!("--worker-id={}", reg["data"]["worker_id"]),
-            format!("--center-url=wss://localhost:{}/link", proxy.addr().port()),
+            format!("--center-url={center_urls}"),
             format!("--edge-id={id}"),
             format!(
                 "--center-ca={}",
@@ -347,22 +379,29 @@ async fn converged(center: &Node, edges: &[(Node, i64)]) -> Result<(), String> {
 async fn run(seed: u64, steps: usize) {
     let replay = format!("replay with PROC_SEED={seed} PROC_STEPS={steps}");
     let root = tempfile::tempdir().expect("dir");
-    let mut center = center(root.path()).await;
-    let link_port: u16 = center
-        .args
-        .iter()
-        .find_map(|a| a.strip_prefix("--link-listen=127.0.0.1:"))
-        .and_then(|p| p.parse().ok())
-        .expect("link port");
-    let upstream = format!("127.0.0.1:{link_port}").parse().expect("addr");
-    let proxies = [
-        FaultProxy::start(upstream).await.expect("proxy"),
-        FaultProxy::start(upstream).await.expect("proxy"),
-    ];
+    // On MariaDB the center runs as two replicas over one database (on a Galera
+    // cluster, through two of its nodes); each edge dials both, each through its own
+    // proxy, and the writes meant for the center go to either.
+    let first = center(root.path(), 1, None).await;
+    let mut centers = vec![first];
+    if api_harness::on_mariadb() {
+        let second = center(root.path(), 2, centers.first()).await;
+        centers.push(second);
+    }
+    let mut proxies: Vec<Vec<FaultProxy>> = Vec::new();
+    for _ in 0..2 {
+        let mut own = Vec::new();
+        for c in &centers {
+            own.push(FaultProxy::start(c.link_addr()).await.expect("proxy"));
+        }
+        proxies.push(own);
+    }
     let mut edges = vec![
-        edge(root.path(), "edge-p1", &center, &proxies[0]).await,
-        edge(root.path(), "edge-p2", &center, &proxies[1]).await,
+        edge(root.path(), "edge-p1", &centers[0], &proxies[0]).await,
+        edge(root.path(), "edge-p2", &centers[0], &proxies[1]).await,
     ];
+    // Replicas still running: the second is killed for good halfway through.
+    let mut live = centers.len();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut oracle = Oracle::default();
     let mut known: Vec<Known> = Vec::new();
@@ -372,6 +411,21 @@ async fn run(seed: u64, steps: usize) {
     for n in 0..steps {
         // Writes a few ms apart: the later acknowledged write carries the later stamp.
         tokio::time::sleep(Duration::from_millis(3)).await;
+        if live > 1 && n == steps / 2 {
+            // SIGKILL a replica for good (and, on Galera, the database node it writes
+            // through): its edges fail over to the other one.
+            centers[1].kill();
+            if let Ok(pid) = std::env::var("TEST_GALERA_KILL_PID") {
+                let killed = Command::new("kill").args(["-KILL", &pid]).status();
+                assert!(
+                    killed.is_ok_and(|s| s.success()),
+                    "SIGKILL the Galera node {pid}"
+                );
+            }
+            live = 1;
+            kills += 1;
+        }
+        let center = &centers[rng.gen_range(0..live)];
         let roll = rng.gen_range(0..100);
         match roll {
             0..=29 => {
@@ -485,10 +539,12 @@ async fn run(seed: u64, steps: usize) {
             }
             80..=89 => {
                 let i = rng.gen_range(0..proxies.len());
-                if cut[i] {
-                    proxies[i].restore();
-                } else {
-                    proxies[i].cut();
+                for proxy in &proxies[i] {
+                    if cut[i] {
+                        proxy.restore();
+                    } else {
+                        proxy.cut();
+                    }
                 }
                 cut[i] = !cut[i];
             }
@@ -500,20 +556,21 @@ async fn run(seed: u64, steps: usize) {
                 kills += 1;
             }
             96..=99 => {
-                center.kill();
-                center.start();
-                center.ready().await;
+                let c = &mut centers[rng.gen_range(0..live)];
+                c.kill();
+                c.start();
+                c.ready().await;
                 kills += 1;
             }
             _ => {}
         }
     }
-    for proxy in &proxies {
+    for proxy in proxies.iter().flatten() {
         proxy.restore();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match converged(&center, &edges).await {
+        match converged(&centers[0], &edges).await {
             Ok(()) => break,
             Err(why) if tokio::time::Instant::now() > deadline => {
                 panic!(
@@ -524,7 +581,7 @@ async fn run(seed: u64, steps: usize) {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let cdb = center.db().await;
+    let cdb = centers[0].db().await;
     for id in &oracle.created {
         let row = devices::Entity::find_by_id(*id)
             .one(&cdb)
@@ -555,7 +612,10 @@ async fn run(seed: u64, steps: usize) {
             .expect("row");
         assert!(row.deleted, "device {id} was deleted; {replay}");
     }
-    eprintln!("processes: seed {seed}: {writes} acknowledged writes, {kills} SIGKILLs, converged");
+    eprintln!(
+        "processes: seed {seed}: {} center replicas, {writes} acknowledged writes, {kills} SIGKILLs, converged",
+        centers.len()
+    );
     assert!(
         writes > 20 && kills > 0,
         "the run proved too little; {replay}"

@@ -1,5 +1,7 @@
 //! Center replicas over one database, started the same way: each leases a worker id
-//! of its own, never one an edge holds, and rows made through either never clash.
+//! of its own, never one an edge holds, rows made through either never clash, and
+//! writes through both at once all hold. On a Galera cluster (`TEST_MYSQL_URL_2`
+//! names a second node), the second replica writes through the other node.
 
 use fleet_store::ids::worker_of;
 use sea_orm::ConnectionTrait;
@@ -8,7 +10,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn replica_of(first: &TestApp) -> TestApp {
-    let database_url = first.database_url.clone();
+    let database_url = api_harness::on_second_server(&first.database_url);
     spawn_with(|s| s.node.database_url = database_url).await
 }
 
