@@ -436,7 +436,7 @@ async fn run(seed: u64, steps: usize) {
                     api_harness::device_json(&format!("d{n}"), &format!("SN-{seed}-{n}"));
                 let node = if at_center {
                     body["edge_id"] = json!(edges[home].1.to_string());
-                    &center
+                    center
                 } else {
                     &edges[home].0
                 };
@@ -464,7 +464,7 @@ async fn run(seed: u64, steps: usize) {
                 let node = if at_edge {
                     &edges[device.home].0
                 } else {
-                    &center
+                    center
                 };
                 let path = format!("/api/v1/devices/{}", device.id);
                 let (status, _) = node.call(Method::PATCH, &path, Some(body.clone())).await;
@@ -503,7 +503,7 @@ async fn run(seed: u64, steps: usize) {
                 let node = if rng.gen_bool(0.5) {
                     &edges[device.home].0
                 } else {
-                    &center
+                    center
                 };
                 let path = format!("/api/v1/devices/{}", device.id);
                 let (status, _) = node.call(Method::DELETE, &path, None).await;
