@@ -183,6 +183,72 @@ mod tests {
         assert!(!contended(&DbErr::RecordNotFound("x".into())));
     }
 
+    async fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let db = crate::connect(&url, 2).await.expect("connect");
+        db.execute_unprepared("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .await
+            .expect("table");
+        (dir, Writer::new(db, Arc::default()))
+    }
+
+    async fn count(w: &Writer) -> i64 {
+        let row =
+            w.db.query_one(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) FROM settings",
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index(0).expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_runs_again_from_the_start_and_commits_once() {
+        let (_dir, w) = writer().await;
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let runs = &runs;
+        let out: Result<u32, DbErr> = w
+            .transact(|txn| async move {
+                let n = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                txn.execute_unprepared(&format!("INSERT INTO settings VALUES ('run-{n}', 'x')"))
+                    .await?;
+                if n < 3 {
+                    return Err(DbErr::RecordNotUpdated);
+                }
+                Ok(n)
+            })
+            .await;
+        assert_eq!(out, Ok(3));
+        assert_eq!(count(&w).await, 1, "the lost runs were rolled back");
+    }
+
+    #[tokio::test]
+    async fn other_errors_and_endless_races_are_not_run_again_forever() {
+        let (_dir, w) = writer().await;
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let runs = &runs;
+        let out: Result<(), DbErr> = w
+            .transact(|_| async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(DbErr::Custom("not a race".into()))
+            })
+            .await;
+        assert!(out.is_err());
+        assert_eq!(runs.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+        let out: Result<(), DbErr> = w
+            .transact(|_| async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(DbErr::RecordNotUpdated)
+            })
+            .await;
+        assert_eq!(out, Err(DbErr::RecordNotUpdated));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
+        assert_eq!(count(&w).await, 0);
+    }
+
     #[test]
     fn pauses_stay_within_their_bounds() {
         for attempt in 1..ATTEMPTS {
