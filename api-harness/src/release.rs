@@ -56,7 +56,7 @@ pub async fn release_center_database(dir: &std::path::Path) -> String {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let admin_hash = operator_api::auth::hash_password_blocking(ADMIN_PASSWORD.into())
+    let admin_hash = fleet_node::passwords::hash_blocking(ADMIN_PASSWORD.into())
         .await
         .expect("hash");
     // A minute ago: older rows would be past the change log's retention, and compacted.

@@ -3,14 +3,17 @@
 //! A device with several NICs has their values joined with `;` in each NIC column.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use operator_api::{input, reply, ApiError, Caller, Node};
+use fleet_node::Error;
+use fleet_node::Node;
+use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 use shared_proto::id::parse_id;
 use shared_proto::{DeviceDraft, Hardware, Nic, Software};
 use utoipa::{IntoParams, ToSchema};
 
-use operator_api::devices::{create_device, query, DeviceFilter};
+use fleet_node::devices::create_device;
+use operator_api::devices::{query, DeviceFilter};
 
 pub const COLUMNS: [&str; 11] = [
     "id",
@@ -43,7 +46,7 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     let filter: DeviceFilter = input::query(&req)?;
     let mut out = csv::Writer::from_writer(Vec::new());
-    let csv_err = |e: csv::Error| ApiError::Internal(format!("writing CSV: {e}"));
+    let csv_err = |e: csv::Error| Error::Internal(format!("writing CSV: {e}"));
     out.write_record(COLUMNS).map_err(csv_err)?;
     let mut after = None;
     loop {
@@ -77,7 +80,7 @@ pub async fn export(
     }
     let body = out
         .into_inner()
-        .map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))?;
+        .map_err(|e| Error::Internal(format!("writing CSV: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
@@ -171,10 +174,10 @@ fn draft_of(
 }
 
 fn rejected(line: u64, e: ApiError) -> LineResult {
-    let (field, error) = match &e {
-        ApiError::InvalidArgument { field, message } => (Some(field.clone()), message.clone()),
-        ApiError::AlreadyExists { field, message } => (Some(field.clone()), message.clone()),
-        ApiError::NotFound { field, message } => (field.clone(), message.clone()),
+    let (field, error) = match &e.0 {
+        Error::InvalidArgument { field, message } => (Some(field.clone()), message.clone()),
+        Error::AlreadyExists { field, message } => (Some(field.clone()), message.clone()),
+        Error::NotFound { field, message } => (field.clone(), message.clone()),
         other => (None, other.to_string()),
     };
     LineResult {
@@ -247,7 +250,7 @@ pub async fn import(
                         });
                     }
                     // Not the line's fault: the whole import fails, or runs again.
-                    Err(e @ (ApiError::Internal(_) | ApiError::Contended(_))) => return Err(e),
+                    Err(e @ ApiError(Error::Internal(_) | Error::Contended(_))) => return Err(e),
                     Err(e) => {
                         report.rejected += 1;
                         report.lines.push(rejected(line, e));

@@ -2,10 +2,12 @@
 //! edge's id, its own snowflake worker id and a one-time secret.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_node::Error;
+use fleet_node::Node;
 use fleet_store::credentials::{generate_secret, hash_secret};
 use fleet_store::{devices, edges as table, ids::MAX_WORKER, link_cursors};
 use operator_api::reply::{PageRequest, Paged};
-use operator_api::{input, reply, ApiError, Caller, Node};
+use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::entity::prelude::*;
 use sea_orm::{PaginatorTrait, QueryOrder, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
@@ -134,9 +136,9 @@ async fn next_worker<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
         next += 1;
     }
     if next > MAX_WORKER {
-        return Err(ApiError::FailedPrecondition(
-            "all edge worker ids have been issued".into(),
-        ));
+        return Err(
+            Error::FailedPrecondition("all edge worker ids have been issued".into()).into(),
+        );
     }
     fleet_store::settings::put(db, WORKER_HIGH_WATER, &next.to_string()).await?;
     Ok(next)
@@ -272,9 +274,9 @@ pub async fn delete(
             .count(&*txn)
             .await?;
         if homed > 0 {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(ApiError(Error::FailedPrecondition(format!(
                 "{homed} devices are homed at this edge; move or delete them first"
-            )));
+            ))));
         }
         table::Entity::delete_by_id(id).exec(&*txn).await?;
         // A later edge given the same worker id starts afresh (from a snapshot), and
@@ -355,7 +357,7 @@ pub async fn commands(
     let id = parse_id("id", &path)?;
     let req = operator_api::commands::Checked::from_body(&body)?;
     find(&node.db, id).await?;
-    let homed: Vec<i64> = operator_api::devices::visible_ids(&caller)
+    let homed: Vec<i64> = fleet_node::devices::visible_ids(&caller)
         .filter(devices::Column::EdgeId.eq(id))
         .into_tuple()
         .all(&node.db)

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_node::Node;
 use fleet_store::replica::Replicated;
 use fleet_store::{devices, groups, memberships, user_groups};
 use operator_api::reply::{PageRequest, Paged};
-use operator_api::{input, reply, ApiError, Caller, Node};
+use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
@@ -284,7 +285,7 @@ pub async fn delete(
         gone.tombstone();
         core.replica.update(&*txn, &old, gone).await?;
         // Scoped accounts lose the group: their cached scopes go too.
-        operator_api::accounts::Accounts::changed(&*txn).await?;
+        fleet_node::accounts::Accounts::changed(&*txn).await?;
         Ok::<_, ApiError>(())
     })
     .await?;
@@ -324,7 +325,7 @@ async fn visible_devices<C: ConnectionTrait>(
     let ids = ids_from_json("device_ids", raw)?;
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(1000) {
-        let part: Vec<i64> = device_api::visible_ids(caller)
+        let part: Vec<i64> = fleet_node::devices::visible_ids(caller)
             .filter(devices::Column::Id.is_in(chunk.to_vec()))
             .into_tuple()
             .all(db)

@@ -4,18 +4,17 @@
 //! partial update by id, DELETE `{ids}` answering the ids actually deleted.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_node::devices::{create_device, delete_device, patch_device, visible, visible_query};
+use fleet_node::{Error, Node};
 use fleet_store::devices;
 use operator_api::audit::AuditTarget;
-use operator_api::{input, reply, ApiError, Caller, Node};
+use operator_api::devices::Device;
+use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch};
 use utoipa::ToSchema;
-
-use operator_api::devices::{
-    create_device, delete_device, patch_device, visible, visible_query, Device,
-};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct LabLookup {
@@ -66,8 +65,8 @@ pub async fn find(
             let id = parse_id("id", &id)?;
             match visible(&node.db, &caller, id).await {
                 Ok(m) => vec![m],
-                Err(ApiError::NotFound { .. }) => Vec::new(),
-                Err(e) => return Err(e),
+                Err(Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
             }
         }
         (None, Some(sn), Some(model)) => {

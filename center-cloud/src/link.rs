@@ -15,17 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use dashmap::DashMap;
 use federation::authoring::{Author, Rule};
 use federation::protocol::{Changes, Hello, Roamed, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
+use fleet_node::admission::Admission;
+use fleet_node::throttle::LoginThrottle;
+use fleet_node::Node;
 use fleet_store::sync::Change;
 use fleet_store::{credentials, device_status, edges, link_cursors, link_leases};
-use operator_api::admission::Admission;
-use operator_api::throttle::LoginThrottle;
-use operator_api::Node;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,7 +70,7 @@ struct ConnectionLabels {
     outcome: &'static str,
 }
 
-impl operator_api::devices::Presence for Links {
+impl fleet_node::devices::Presence for Links {
     fn is_online(&self, device: i64) -> bool {
         self.online.contains_key(&device)
     }
@@ -248,7 +247,7 @@ impl Links {
 
     pub async fn serve(
         self: Arc<Self>,
-        node: web::Data<Node>,
+        node: Arc<Node>,
         listener: TcpListener,
         tls: Option<rustls::ServerConfig>,
     ) {
@@ -275,7 +274,7 @@ impl Links {
 
     async fn connection(
         self: Arc<Self>,
-        node: web::Data<Node>,
+        node: Arc<Node>,
         tcp: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
@@ -342,11 +341,11 @@ impl Links {
 
     async fn link<S>(
         self: Arc<Self>,
-        node: web::Data<Node>,
+        node: Arc<Node>,
         stream: S,
         peer: SocketAddr,
         deadline: Instant,
-        permit: operator_api::admission::Permit,
+        permit: fleet_node::admission::Permit,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -500,7 +499,7 @@ impl Links {
 
     /// Renews the link lease every heartbeat; returns when it is lost (another
     /// replica took it over after it expired) or cannot be renewed in time.
-    async fn hold_lease(self: Arc<Self>, node: web::Data<Node>, edge: i64, lease: i64) {
+    async fn hold_lease(self: Arc<Self>, node: Arc<Node>, edge: i64, lease: i64) {
         let ttl = self.lease_ttl_ms();
         let mut tick = tokio::time::interval(self.heartbeat);
         let mut renewed = Instant::now();
@@ -547,7 +546,7 @@ impl Links {
     /// requests, at most [`ROAMS_IN_FLIGHT`] of them being checked at once.
     async fn serve_inbox(
         self: Arc<Self>,
-        node: web::Data<Node>,
+        node: Arc<Node>,
         edge: i64,
         mut inbox: mpsc::Receiver<LinkPdu>,
         back: mpsc::Sender<LinkPdu>,

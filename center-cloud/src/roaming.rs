@@ -6,9 +6,9 @@
 //! it refuses strangers rather than guessing.
 
 use federation::protocol::Roam;
+use fleet_node::events::{self, NewEvent};
+use fleet_node::Node;
 use fleet_store::devices::{self, LoginName};
-use operator_api::events::{self, NewEvent};
-use operator_api::Node;
 use sea_orm::DbErr;
 
 /// The device now homed at `edge`, or `None` when the request is refused.

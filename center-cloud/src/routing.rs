@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use actix_web::web;
+use fleet_node::Node;
 use fleet_store::sync::Change;
-use operator_api::Node;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::link::Links;
@@ -17,7 +16,7 @@ use crate::link::Links;
 /// harmless; if the link is down, the log delivers it when the edge is back.
 pub struct Routing {
     pub links: Arc<Links>,
-    node: std::sync::OnceLock<web::Data<Node>>,
+    node: std::sync::OnceLock<Arc<Node>>,
 }
 
 impl Routing {
@@ -29,7 +28,7 @@ impl Routing {
     }
 
     /// The node is built after its dispatch is chosen; it is handed over here.
-    pub fn attach(&self, node: web::Data<Node>) {
+    pub fn attach(&self, node: Arc<Node>) {
         let _ = self.node.set(node);
     }
 
@@ -52,7 +51,7 @@ impl Routing {
     }
 }
 
-impl operator_api::commands::Dispatch for Routing {
+impl fleet_node::commands::Dispatch for Routing {
     fn offer(&self, command: &fleet_store::commands::Model) -> bool {
         self.route("commands", command.id, command.device_id);
         false

@@ -2,8 +2,9 @@
 //! document and routes.
 
 use actix_web::web;
+use fleet_node::devices::HomeEdges;
 use fleet_store::schema::{self, TableSpec};
-use operator_api::devices::{self, HomeEdges};
+use operator_api::devices;
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
@@ -67,7 +68,7 @@ impl Application {
         routing.attach(served.node.clone());
         // Replicas over one database: a change committed through another replica
         // wakes the links this one holds.
-        tokio::spawn(operator_api::node::watch_shared_log(served.node.clone()));
+        tokio::spawn(fleet_node::node::watch_shared_log(served.node.clone()));
         let (listener, link_port, tls) = served
             .bind_beside(settings.link_listen, "edge link endpoint")
             .await?;

@@ -2,7 +2,7 @@
 //! file, flags), with the edge's own defaults.
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
-use operator_api::admission;
+use fleet_node::admission;
 use operator_api::settings::{
     self, ConfigError, NodeArgs, NodeCommand, NodeDefaults, NodeSettings,
 };

@@ -24,12 +24,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
+use fleet_node::admission::{Admission, Permit};
+use fleet_node::events::{self, NewEvent};
+use fleet_node::throttle::LoginThrottle;
+use fleet_node::Node;
 use futures_util::SinkExt;
-use operator_api::admission::{Admission, Permit};
-use operator_api::events::{self, NewEvent};
-use operator_api::throttle::LoginThrottle;
-use operator_api::Node;
 use shared_proto::southbound::{Envelope, Pdu, MAX_FRAME_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,7 +70,7 @@ pub struct Hub {
     /// Turns true when the edge stops: the listener closes and every session ends.
     stop: watch::Sender<bool>,
     metrics: HubMetrics,
-    node: web::Data<Node>,
+    node: Arc<Node>,
     sessions: Arc<Sessions>,
     settings: HubSettings,
     tls: Option<TlsAcceptor>,
@@ -141,7 +140,7 @@ fn ws_config() -> WebSocketConfig {
 
 impl Hub {
     pub fn new(
-        node: web::Data<Node>,
+        node: Arc<Node>,
         sessions: Arc<Sessions>,
         settings: HubSettings,
         tls: Option<rustls::ServerConfig>,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use fleet_node::devices::HomeEdges;
 use fleet_store::schema::{self, TableSpec};
-use operator_api::devices::{self, HomeEdges};
+use operator_api::devices;
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;

@@ -1,8 +1,9 @@
 //! `GET /api/v1/devices/{id}/status`: what the edge holds of a device right now.
 
 use actix_web::{web, HttpResponse};
-use operator_api::devices::visible;
-use operator_api::{reply, ApiError, Caller, Node};
+use fleet_node::devices::visible;
+use fleet_node::Node;
+use operator_api::{reply, ApiError, Caller};
 use serde::Serialize;
 use shared_proto::id::parse_id;
 use utoipa::ToSchema;
@@ -37,7 +38,7 @@ pub async fn get(
     let held = sessions.status(id);
     Ok(reply::ok(DeviceStatus {
         device_id: id.to_string(),
-        online: operator_api::devices::Presence::is_online(sessions.as_ref(), id),
+        online: fleet_node::devices::Presence::is_online(sessions.as_ref(), id),
         version: held.as_ref().map_or(0, |h| h.version),
         config_version: held.as_ref().map_or(0, |h| h.config_version),
         status: held

@@ -12,14 +12,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use dashmap::DashMap;
 use federation::protocol::{Hello, Live, LiveStatus, Roam, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
+use fleet_node::Node;
 use fleet_store::devices::{self, LoginName};
 use fleet_store::link_cursors;
-use operator_api::Node;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -90,7 +89,7 @@ pub struct Uplink {
     metrics: UplinkMetrics,
     /// `config.urls`, parsed once.
     centers: Vec<Endpoint>,
-    node: web::Data<Node>,
+    node: Arc<Node>,
     sessions: Arc<Sessions>,
     tls: Option<TlsConnector>,
     stop: watch::Sender<bool>,
@@ -124,7 +123,7 @@ pub enum UplinkError {
     #[error("center_url: at least one URL is required")]
     NoUrl,
     #[error("center_ca: {0}")]
-    Tls(#[from] operator_api::tls::TlsError),
+    Tls(#[from] fleet_node::tls::TlsError),
     #[error("center_ca is required for a wss:// center_url")]
     NoCa,
 }
@@ -132,7 +131,7 @@ pub enum UplinkError {
 impl Uplink {
     pub fn new(
         config: CenterLink,
-        node: web::Data<Node>,
+        node: Arc<Node>,
         sessions: Arc<Sessions>,
         metrics: UplinkMetrics,
     ) -> Result<Self, UplinkError> {
@@ -154,7 +153,7 @@ impl Uplink {
             (false, _) => None,
             (true, None) => return Err(UplinkError::NoCa),
             (true, Some(ca)) => Some(TlsConnector::from(Arc::new(
-                operator_api::tls::client_config(ca)?,
+                fleet_node::tls::client_config(ca)?,
             ))),
         };
         Ok(Self {

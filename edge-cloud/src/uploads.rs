@@ -6,11 +6,13 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
+use fleet_node::throttle::LoginThrottle;
+use fleet_node::Error;
+use fleet_node::Node;
 use fleet_store::commands::{self, State};
 use fleet_store::pulled_logs;
 use futures_util::StreamExt;
-use operator_api::throttle::LoginThrottle;
-use operator_api::{reply, ApiError, Node};
+use operator_api::{reply, ApiError};
 use sea_orm::EntityTrait;
 use serde::Serialize;
 use shared_proto::id::parse_id;
@@ -70,12 +72,12 @@ pub async fn logs(
         .peer_addr()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     if let Err(wait) = uploads.throttle.check(source) {
-        return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
+        return Err(Error::TooManyAttempts(wait.as_secs().max(1)).into());
     }
-    let refused = || ApiError::Unauthenticated("device credentials were not accepted".into());
+    let refused = || Error::Unauthenticated("device credentials were not accepted".into());
     let Some((device_id, secret)) = basic_credentials(&req) else {
         uploads.throttle.failed(source);
-        return Err(refused());
+        return Err(refused().into());
     };
     let login = Login {
         device_id: Some(device_id),
@@ -86,7 +88,7 @@ pub async fn logs(
     };
     let Some(device) = authenticate(&node.db, &login).await?.map(|d| d.id) else {
         uploads.throttle.failed(source);
-        return Err(refused());
+        return Err(refused().into());
     };
     uploads.throttle.succeeded(source);
     let id = parse_id("command_id", &path)?;
@@ -96,18 +98,16 @@ pub async fn logs(
         .filter(|c| !c.deleted && c.device_id == device && c.name == CommandName::PullLogs.as_str())
         .ok_or_else(|| ApiError::not_found(format!("no pull_logs command {id} for this device")))?;
     if State::parse(&command.state).is_some_and(State::is_final) {
-        return Err(ApiError::FailedPrecondition(format!(
-            "command {id} has already finished"
-        )));
+        return Err(Error::FailedPrecondition(format!("command {id} has already finished")).into());
     }
     let mut content = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
         if (content.len() + chunk.len()) as u64 > uploads.max_bytes {
-            return Err(ApiError::TooLarge {
+            return Err(ApiError(Error::TooLarge {
                 field: "body".into(),
                 message: format!("must be at most {} bytes", uploads.max_bytes),
-            });
+            }));
         }
         content.extend_from_slice(&chunk);
     }

@@ -391,7 +391,7 @@ async fn command<C: ConnectionTrait>(
             bounded(
                 &c.fields,
                 "timeout_s",
-                0..=operator_api::commands::MAX_TIMEOUT_S as i64,
+                0..=fleet_node::commands::MAX_TIMEOUT_S as i64,
             )
         })
     {

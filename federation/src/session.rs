@@ -4,16 +4,16 @@
 //! link alive with heartbeats. A disconnect loses nothing: the receiver's cursor is
 //! stored with the merge, and the next link resumes from it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
+use fleet_node::Node;
 use fleet_store::commands::{self, State};
 use fleet_store::sync;
 use fleet_store::{
     change_log, desired_configs, devices, link_cursors, link_refusals, memberships, pulled_logs,
 };
 use futures_util::{SinkExt, StreamExt};
-use operator_api::Node;
 use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -43,7 +43,7 @@ pub fn ws_config() -> WebSocketConfig {
 
 /// One end of a link.
 pub struct Link {
-    pub node: web::Data<Node>,
+    pub node: Arc<Node>,
     /// The peer's node (worker) id: its own changes are never sent back to it.
     pub peer: i64,
     /// What the peer gets of this node's changes.
@@ -492,10 +492,10 @@ impl Link {
                 detail = %refusal.detail,
                 "refused a change from a federation peer"
             );
-            operator_api::events::record(
+            fleet_node::events::record(
                 txn,
                 &self.node.replica,
-                operator_api::events::NewEvent {
+                fleet_node::events::NewEvent {
                     actor: actor.clone(),
                     action: "link.change_refused".into(),
                     target_type: change.table.clone(),

@@ -17,7 +17,8 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 
-use crate::{events, Node};
+use crate::Node;
+use fleet_node::events;
 
 /// The authenticated account behind the request, or the known account a login was
 /// for when that login is to be recorded (`auth::login`).

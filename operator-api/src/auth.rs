@@ -1,190 +1,41 @@
-//! Operator login and roles. Passwords are hashed with Argon2id; logins get a
-//! short-lived HS256 JWT. Every request checks the token against the account as it is
-//! now (cached per node, `accounts`), so a deleted account or a changed password or
-//! role takes effect at once, not at token expiry.
+//! Operator login, and the caller behind a request. Logins get a short-lived token
+//! (`fleet_node::tokens`). Every request checks the token against the account as it
+//! is now (cached per node, `fleet_node::accounts`), so a deleted account or a
+//! changed password or role takes effect at once, not at token expiry.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use fleet_node::metrics::LoginOutcome;
+use fleet_node::{passwords, throttle, Actor, Error, Role};
 use fleet_store::users;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::{AuditActor, AuditDeferred, AuditTarget};
-use crate::metrics::LoginOutcome;
-use crate::{input, reply, throttle, ApiError, Node};
+use crate::{input, reply, ApiError, Node};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sees and does everything.
-    Admin,
-    /// Reads and acts on the devices of the groups mapped to them.
-    Operator,
-    /// Reads the devices of the groups mapped to them.
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "operator" => Some(Role::Operator),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
-
-/// The authenticated account behind a request.
+/// The authenticated account behind a request: a handler that takes one refuses a
+/// request without a valid token (401) before it runs.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub id: i64,
-    pub username: String,
-    pub role: Role,
-    /// The groups an operator or viewer is scoped to (empty for admins, who see all).
-    pub groups: Vec<i64>,
-}
+pub struct Caller(pub Actor);
 
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
+impl std::ops::Deref for Caller {
+    type Target = Actor;
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::PermissionDenied(
-                "this action needs the admin role".into(),
-            ))
-        }
-    }
-
-    pub fn require_writer(&self) -> Result<(), ApiError> {
-        if self.role == Role::Viewer {
-            Err(ApiError::PermissionDenied(
-                "viewers cannot change anything".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn in_group(&self, group: i64) -> bool {
-        self.is_admin() || self.groups.contains(&group)
+    fn deref(&self) -> &Actor {
+        &self.0
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    role: String,
-    /// Issue time in milliseconds, compared with the account's last change.
-    iat_ms: i64,
-    exp: u64,
-}
-
-pub struct Tokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    ttl: Duration,
-}
-
-impl Tokens {
-    pub fn new(key: &[u8], ttl: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-            validation,
-            ttl,
-        }
-    }
-
-    fn issue(&self, user: &users::Model) -> Result<(String, i64), ApiError> {
-        let now = fleet_store::now_ms();
-        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let expires_ms = now.saturating_add(ttl_ms);
-        let claims = Claims {
-            sub: user.id.to_string(),
-            role: user.role.clone(),
-            iat_ms: now,
-            exp: u64::try_from(expires_ms / 1000).unwrap_or(0),
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
-        Ok((token, expires_ms / 1000))
-    }
-
-    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthenticated("the token has expired; log in again".into())
-                }
-                _ => ApiError::Unauthenticated("the token is not valid".into()),
-            })
-    }
-}
-
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
-}
-
-fn password_matches(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
-/// Hashing runs on the blocking pool: an Argon2 hash takes tens of milliseconds.
-pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
-    web::block(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-}
-
-pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError> {
-    let n = password.chars().count();
-    if !(8..=128).contains(&n) {
-        return Err(ApiError::invalid(field, "must be 8 to 128 characters"));
-    }
-    Ok(())
-}
-
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+fn bearer(req: &HttpRequest) -> Result<&str, Error> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .ok_or_else(|| {
-            ApiError::Unauthenticated("log in and send Authorization: Bearer <token>".into())
+            Error::Unauthenticated("log in and send Authorization: Bearer <token>".into())
         })?;
     header
         .to_str()
@@ -193,7 +44,7 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+            Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
         })
 }
 
@@ -206,17 +57,17 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let node = req
                 .app_data::<web::Data<Node>>()
-                .ok_or_else(|| ApiError::Internal("node state missing".into()))?
+                .ok_or_else(|| Error::Internal("node state missing".into()))?
                 .clone();
             let claims = node.tokens.verify(bearer(&req)?)?;
             let id: i64 = claims
                 .sub
                 .parse()
-                .map_err(|_| ApiError::Unauthenticated("the token is not valid".into()))?;
-            let caller = node.accounts.caller(&node.db, id, claims.iat_ms).await?;
+                .map_err(|_| Error::Unauthenticated("the token is not valid".into()))?;
+            let actor = node.accounts.actor(&node.db, id, claims.iat_ms).await?;
             req.extensions_mut()
-                .insert(AuditActor(caller.username.clone()));
-            Ok(caller)
+                .insert(AuditActor(actor.username.clone()));
+            Ok(Caller(actor))
         })
     }
 }
@@ -248,7 +99,7 @@ pub struct LoginResponse {
 fn decoy_hash() -> String {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY
-        .get_or_init(|| hash_password("decoy password").unwrap_or_default())
+        .get_or_init(|| passwords::hash("decoy password").unwrap_or_default())
         .clone()
 }
 
@@ -282,13 +133,13 @@ pub async fn verify_throttled<'a>(
         Ok(attempt) => attempt,
         Err(wait) => {
             node.metrics.count_login(LoginOutcome::Throttled);
-            return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
+            return Err(Error::TooManyAttempts(wait.as_secs().max(1)).into());
         }
     };
     let matches =
-        web::block(move || password_matches(&password, &stored_hash.unwrap_or_else(decoy_hash)))
+        web::block(move || passwords::matches(&password, &stored_hash.unwrap_or_else(decoy_hash)))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
     node.metrics.count_login(if matches {
         LoginOutcome::Ok
     } else {
@@ -341,23 +192,19 @@ pub async fn login(
                 req.extensions_mut().insert(AuditDeferred);
             }
             attempt.failed();
-            return Err(ApiError::Unauthenticated(
-                "wrong username or password".into(),
-            ));
+            return Err(Error::Unauthenticated("wrong username or password".into()).into());
         }
         // Unknown names are not recorded: anyone can send them, as many as they like.
         None => {
             attempt.failed();
-            return Err(ApiError::Unauthenticated(
-                "wrong username or password".into(),
-            ));
+            return Err(Error::Unauthenticated("wrong username or password".into()).into());
         }
     };
     attempt.succeeded();
     req.extensions_mut()
         .insert(AuditActor(user.username.clone()));
     let role = Role::parse(&user.role)
-        .ok_or_else(|| ApiError::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
+        .ok_or_else(|| Error::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
     let (token, expires_at) = node.tokens.issue(&user)?;
     let mut response = reply::ok(LoginResponse {
         token,

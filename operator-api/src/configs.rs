@@ -3,6 +3,7 @@
 //! connected and on its next login otherwise. The version the device reports it
 //! runs is the reported side.
 
+use fleet_node::Error;
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
@@ -14,8 +15,8 @@ use shared_proto::device::check_text;
 use shared_proto::id::parse_id;
 use utoipa::ToSchema;
 
-use crate::devices::visible;
 use crate::{input, reply, ApiError, Caller, Node};
+use fleet_node::devices::visible;
 
 const MAX_SETTINGS: usize = 64;
 
@@ -127,7 +128,7 @@ async fn save(
             // A stored version is bounded where it comes in from a peer; checked all
             // the same, so no stored value can make this write panic or wrap.
             new.version = old.version.checked_add(1).ok_or_else(|| {
-                ApiError::FailedPrecondition("the configuration version is exhausted".into())
+                Error::FailedPrecondition("the configuration version is exhausted".into())
             })?;
             new.report_interval_s = i32::try_from(req.report_interval_s).unwrap_or(i32::MAX);
             new.settings = settings;

@@ -64,6 +64,7 @@ fn field_error(path: &str, message: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_node::Error;
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
@@ -81,7 +82,7 @@ mod tests {
 
     fn field_of(body: &str) -> String {
         match json::<Outer>(body.as_bytes()) {
-            Err(ApiError::InvalidArgument { field, .. }) => field,
+            Err(ApiError(Error::InvalidArgument { field, .. })) => field,
             other => panic!("expected a field error, got {other:?}"),
         }
     }

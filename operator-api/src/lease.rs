@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::web;
 use fleet_store::worker_leases::{self, LeaseError, RENEW_EVERY, TTL_MS};
 use sea_orm::DatabaseConnection;
 use tokio::time::Instant;
@@ -35,7 +34,7 @@ impl Lease {
 
     /// Renews the lease for as long as the process runs; stops the server when the
     /// lease is lost or could not be renewed before it would expire.
-    pub async fn keep(self, node: web::Data<Node>, server: ServerHandle) {
+    pub async fn keep(self, node: std::sync::Arc<Node>, server: ServerHandle) {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         let mut renewed = Instant::now();
         let margin = Duration::from_millis(u64::try_from(TTL_MS).unwrap_or(30_000)) - RENEW_EVERY;

@@ -1,9 +1,9 @@
-//! What every node's operator-facing HTTPS API shares, so the center's API and an
-//! edge's site API behave the same: one envelope and error type, development TLS,
-//! login with roles, operator accounts, audit events, metrics, health and API docs.
+//! The HTTP layer every node's operator-facing API shares, so the center's API and an
+//! edge's site API behave the same: one envelope and error answer, login and the
+//! caller behind a request, operator accounts, devices, commands and configs as
+//! routes, audit events, metrics, health, API docs and the server's startup. The
+//! rules behind the routes are the node's core (`fleet_node`).
 
-pub mod accounts;
-pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod commands;
@@ -16,15 +16,12 @@ pub mod health;
 pub mod input;
 pub mod lease;
 pub mod metrics;
-pub mod node;
 pub mod pulled_logs;
 pub mod reply;
 pub mod server;
 pub mod settings;
-pub mod throttle;
-pub mod tls;
 pub mod users;
 
-pub use auth::{Caller, Role};
+pub use auth::Caller;
 pub use error::ApiError;
-pub use node::Node;
+use fleet_node::Node;

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use shared_proto::id::parse_id;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::commands::visible_command;
-use crate::devices::visible;
 use crate::reply::{PageRequest, Paged};
 use crate::{input, reply, ApiError, Caller, Node};
+use fleet_node::commands::visible_command;
+use fleet_node::devices::visible;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PulledLog {

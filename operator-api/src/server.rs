@@ -5,6 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -17,12 +18,12 @@ use fleet_store::schema::TableSpec;
 use fleet_store::{Replica, StoreError};
 use sea_orm::DbBackend;
 
-use crate::auth::Tokens;
 use crate::lease::Lease;
-use crate::metrics::Metrics;
 use crate::settings::{NodeSettings, TlsSettings};
-use crate::tls::{self, CertFiles, TlsError};
 use crate::{audit, docs, events, health, metrics, users, ApiError, Node};
+use fleet_node::metrics::Metrics;
+use fleet_node::tls::{self, CertFiles, TlsError};
+use fleet_node::tokens::Tokens;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -56,9 +57,9 @@ pub struct Service<R> {
     pub schema: Schema,
     pub openapi: utoipa::openapi::OpenApi,
     pub routes: R,
-    pub home_edges: crate::devices::HomeEdges,
-    pub presence: Option<std::sync::Arc<dyn crate::devices::Presence>>,
-    pub dispatch: Option<std::sync::Arc<dyn crate::commands::Dispatch>>,
+    pub home_edges: fleet_node::devices::HomeEdges,
+    pub presence: Option<std::sync::Arc<dyn fleet_node::devices::Presence>>,
+    pub dispatch: Option<std::sync::Arc<dyn fleet_node::commands::Dispatch>>,
     /// Registers the binary's own metrics next to the common ones.
     pub metrics: Option<RegisterMetrics>,
 }
@@ -74,7 +75,7 @@ pub struct Served {
     pub tls: bool,
     /// The certificate the node serves, for other listeners of the same node.
     pub tls_files: Option<CertFiles>,
-    pub node: web::Data<Node>,
+    pub node: Arc<Node>,
     /// The worker id this replica leased, when it leases one.
     lease: Option<Lease>,
 }
@@ -170,13 +171,16 @@ where
     node.home_edges = service.home_edges;
     node.presence = service.presence;
     node.dispatch = service.dispatch;
-    let node = web::Data::new(node);
-    tokio::spawn(crate::accounts::watch(node.clone()));
-    tokio::spawn(crate::node::compact_forever(
+    let node = Arc::new(node);
+    tokio::spawn(fleet_node::accounts::watch(node.clone()));
+    tokio::spawn(fleet_node::node::compact_forever(
         node.clone(),
         settings.change_log_retain,
     ));
-    tokio::spawn(events::expire_forever(node.clone(), settings.event_retain));
+    tokio::spawn(fleet_node::events::expire_forever(
+        node.clone(),
+        settings.event_retain,
+    ));
     let generated_admin_password =
         users::ensure_admin(&node, settings.admin_password.clone()).await?;
 
@@ -217,7 +221,7 @@ where
     let body_limit = settings.body_limit;
     let api = service.openapi;
     let routes = service.routes;
-    let app_node = node.clone();
+    let app_node = web::Data::from(node.clone());
     let mut http = HttpServer::new(move || {
         App::new()
             .app_data(app_node.clone())

@@ -2,6 +2,7 @@
 //! their own password, given the current one) and their mapping to device groups.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_node::Error;
 use fleet_store::{groups, user_groups, users};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
@@ -11,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{check_password_policy, hash_password_blocking, source_of, verify_throttled};
+use crate::auth::{source_of, verify_throttled};
 use crate::reply::{PageRequest, Paged};
-use crate::{input, reply, ApiError, Caller, Node, Role};
+use crate::{input, reply, ApiError, Caller, Node};
+use fleet_node::passwords;
+use fleet_node::Role;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct User {
@@ -212,9 +215,9 @@ pub async fn create(
     caller.require_admin()?;
     let new: NewUser = input::json(&body)?;
     check_username(&new.username)?;
-    check_password_policy("password", &new.password)?;
+    passwords::check_policy("password", &new.password)?;
     let group_ids = existing_groups(&node.db, "groups", &new.groups).await?;
-    let hash = hash_password_blocking(new.password).await?;
+    let hash = passwords::hash_blocking(new.password).await?;
     let (core, username, role, hash, group_ids) = (
         &**node,
         new.username.as_str(),
@@ -248,7 +251,7 @@ pub async fn create(
             .await?;
             map_groups(&*txn, id, group_ids).await?;
             let view = to_view(&*txn, model).await?;
-            crate::accounts::Accounts::changed(&*txn).await?;
+            fleet_node::accounts::Accounts::changed(&*txn).await?;
             Ok::<_, ApiError>((id, view))
         })
         .await?;
@@ -299,15 +302,13 @@ pub async fn update(
     }
     let user = find_user(&node.db, id).await?;
     if let Some(p) = &patch.password {
-        check_password_policy("password", p)?;
+        passwords::check_policy("password", p)?;
     }
     if patch.role.is_some_and(|r| r != Role::Admin)
         && user.role == Role::Admin.as_str()
         && admins_other_than(&node.db, id).await? == 0
     {
-        return Err(ApiError::FailedPrecondition(
-            "the last admin cannot be demoted".into(),
-        ));
+        return Err(Error::FailedPrecondition("the last admin cannot be demoted".into()).into());
     }
     if patch.password.is_some() && id == caller.id {
         let Some(current) = patch.current_password else {
@@ -341,7 +342,7 @@ pub async fn update(
     }
     let mut active: users::ActiveModel = user.into();
     if let Some(p) = patch.password {
-        active.password_hash = Set(hash_password_blocking(p).await?);
+        active.password_hash = Set(passwords::hash_blocking(p).await?);
     }
     if let Some(r) = patch.role {
         active.role = Set(r.as_str().to_string());
@@ -351,7 +352,7 @@ pub async fn update(
     let m = node
         .transact(|txn| async move {
             let m = active.clone().update(&*txn).await?;
-            crate::accounts::Accounts::changed(&*txn).await?;
+            fleet_node::accounts::Accounts::changed(&*txn).await?;
             Ok::<_, ApiError>(m)
         })
         .await?;
@@ -371,9 +372,7 @@ pub async fn delete(
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
     if id == caller.id {
-        return Err(ApiError::FailedPrecondition(
-            "you cannot delete your own account".into(),
-        ));
+        return Err(Error::FailedPrecondition("you cannot delete your own account".into()).into());
     }
     find_user(&node.db, id).await?;
     node.transact(|txn| async move {
@@ -382,7 +381,7 @@ pub async fn delete(
             .exec(&*txn)
             .await?;
         users::Entity::delete_by_id(id).exec(&*txn).await?;
-        crate::accounts::Accounts::changed(&*txn).await
+        fleet_node::accounts::Accounts::changed(&*txn).await
     })
     .await?;
     node.accounts.forget();
@@ -445,7 +444,7 @@ async fn change_groups(
                 }
             }
             let now = group_ids_of(&*txn, id).await?;
-            crate::accounts::Accounts::changed(&*txn).await?;
+            fleet_node::accounts::Accounts::changed(&*txn).await?;
             Ok::<_, ApiError>(now)
         })
         .await?;
@@ -534,7 +533,7 @@ pub async fn ensure_admin(
     }
     let (password, generated) = match password {
         Some(p) => {
-            check_password_policy("admin_password", &p)?;
+            passwords::check_policy("admin_password", &p)?;
             (p, false)
         }
         None => (fleet_store::credentials::generate_secret(), true),
@@ -543,7 +542,7 @@ pub async fn ensure_admin(
     let made = users::ActiveModel {
         id: Set(node.replica.new_id()),
         username: Set("admin".into()),
-        password_hash: Set(hash_password_blocking(password.clone()).await?),
+        password_hash: Set(passwords::hash_blocking(password.clone()).await?),
         role: Set(Role::Admin.as_str().into()),
         created_at: Set(now),
         updated_at: Set(now),

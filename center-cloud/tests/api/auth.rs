@@ -147,7 +147,7 @@ async fn a_random_admin_password_is_made_when_none_is_configured() {
 #[tokio::test]
 async fn repeated_failed_logins_are_throttled_per_source_and_account() {
     let app = spawn_app().await;
-    for _ in 0..operator_api::throttle::MAX_FAILURES {
+    for _ in 0..fleet_node::throttle::MAX_FAILURES {
         let (status, _) = app
             .call(
                 Method::POST,
@@ -191,7 +191,7 @@ async fn assert_throttled(res: reqwest::Response) {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .expect("Retry-After in seconds");
-    assert!(wait >= 1 && wait <= operator_api::throttle::WINDOW.as_secs());
+    assert!(wait >= 1 && wait <= fleet_node::throttle::WINDOW.as_secs());
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["status"], 429, "{body}");
     assert_eq!(body["code"], "RESOURCE_EXHAUSTED", "{body}");
@@ -203,7 +203,7 @@ async fn another_accounts_login_does_not_reset_guesses_at_an_account() {
     let app = spawn_app().await;
     app.user("alice", "viewer", &[]).await;
     app.user("bob", "viewer", &[]).await;
-    let limit = operator_api::throttle::MAX_FAILURES;
+    let limit = fleet_node::throttle::MAX_FAILURES;
     for _ in 0..limit - 1 {
         let res = try_login(&app, "alice", "guess-guess").await;
         assert_eq!(res.status().as_u16(), 401);
@@ -243,11 +243,7 @@ async fn parallel_guesses_get_no_more_than_the_limit_checked() {
     }
     let checked = statuses.iter().filter(|s| **s == 401).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!(
-        checked,
-        operator_api::throttle::MAX_FAILURES,
-        "{statuses:?}"
-    );
+    assert_eq!(checked, fleet_node::throttle::MAX_FAILURES, "{statuses:?}");
     assert_eq!(checked + refused, 30, "{statuses:?}");
     // The server checked only that many passwords (plus the setup's two logins).
     let metrics = app
@@ -261,7 +257,7 @@ async fn parallel_guesses_get_no_more_than_the_limit_checked() {
         .expect("text");
     assert_eq!(
         metric(&metrics, r#"operator_logins_total{outcome="failed"}"#),
-        operator_api::throttle::MAX_FAILURES as f64,
+        fleet_node::throttle::MAX_FAILURES as f64,
         "{metrics}"
     );
     assert_eq!(

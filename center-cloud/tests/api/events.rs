@@ -188,7 +188,7 @@ async fn a_flood_of_bad_logins_for_a_known_account_writes_one_event() {
             .await;
         statuses.push(status);
     }
-    let limit = operator_api::throttle::MAX_FAILURES;
+    let limit = fleet_node::throttle::MAX_FAILURES;
     assert!(statuses[..limit].iter().all(|s| *s == 401), "{statuses:?}");
     assert!(statuses[limit..].iter().all(|s| *s == 429), "{statuses:?}");
     let failed = wait_for_events(&app, "actor=kate&outcome=error", 1).await;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use fleet_node::metrics::Metrics;
+use fleet_node::tokens::Tokens;
+use fleet_node::Node;
 use fleet_store::events;
 use fleet_store::ids::Snowflake;
 use fleet_store::Replica;
-use operator_api::auth::Tokens;
-use operator_api::metrics::Metrics;
-use operator_api::Node;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 
 use crate::helpers::fresh_database;
@@ -67,7 +67,7 @@ async fn a_retention_pass_deletes_old_events_in_steps_and_keeps_new_ones() {
 
     let retain = Duration::from_secs(90 * 86_400);
     // One step deletes no more than it is given, oldest first.
-    let step = operator_api::events::expire_step(&node.db, now - 90 * DAY_MS, 10)
+    let step = fleet_node::events::expire_step(&node.db, now - 90 * DAY_MS, 10)
         .await
         .expect("one step");
     assert_eq!(step, 10);
@@ -79,7 +79,7 @@ async fn a_retention_pass_deletes_old_events_in_steps_and_keeps_new_ones() {
     let oldest_gone = events::Entity::find_by_id(1_015).one(&node.db).await;
     assert!(oldest_gone.expect("read").is_none());
     // A pass in steps of 10 takes the other 15 (two steps).
-    let gone = operator_api::events::expire(&node, retain, 10)
+    let gone = fleet_node::events::expire(&node, retain, 10)
         .await
         .expect("retention pass");
     assert_eq!(gone, 15);
@@ -92,7 +92,7 @@ async fn a_retention_pass_deletes_old_events_in_steps_and_keeps_new_ones() {
         .collect();
     left.sort_unstable();
     assert_eq!(left, vec![2_000, 2_001, 2_002, 2_003, 2_004, 3_000]);
-    let again = operator_api::events::expire(&node, retain, 10)
+    let again = fleet_node::events::expire(&node, retain, 10)
         .await
         .expect("second pass");
     assert_eq!(again, 0, "a second pass finds nothing");

@@ -237,7 +237,7 @@ async fn wrong_current_passwords_are_throttled_like_logins() {
     let app = spawn_app().await;
     let (id, token) = app.user("petra", "viewer", &[]).await;
     let path = format!("/api/v1/users/{id}");
-    for i in 0..operator_api::throttle::MAX_FAILURES {
+    for i in 0..fleet_node::throttle::MAX_FAILURES {
         let (status, body) = app
             .call(
                 Method::PATCH,

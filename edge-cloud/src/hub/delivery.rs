@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_node::commands::advance;
 use fleet_store::commands::{self, State};
 use fleet_store::desired_configs;
-use operator_api::commands::advance;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
     Command, CommandName, CommandResult, DesiredConfig, LogUpload, Outcome, Pdu,

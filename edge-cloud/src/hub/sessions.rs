@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
+use fleet_node::commands::Dispatch;
+use fleet_node::devices::Presence;
 use fleet_store::{commands, desired_configs, devices};
-use operator_api::commands::Dispatch;
-use operator_api::devices::Presence;
 use sea_orm::{DatabaseConnection, EntityTrait};
 use tokio::sync::{mpsc, Notify};
 

@@ -391,7 +391,7 @@ async fn commands_from_the_center_reach_devices_at_their_edge_and_results_come_b
 
     // Offline, with the link cut: queued at the center, run once both are back.
     until(10, "the device is gone", async || {
-        !operator_api::devices::Presence::is_online(edge.site.sessions.as_ref(), device_num)
+        !fleet_node::devices::Presence::is_online(edge.site.sessions.as_ref(), device_num)
     })
     .await;
     until(10, "the center shows the device offline", async || {

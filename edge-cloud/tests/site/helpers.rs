@@ -16,7 +16,7 @@ pub struct TestEdge {
     pub device_port: u16,
     pub sessions: Arc<edge_cloud::hub::Sessions>,
     pub hub: Arc<edge_cloud::hub::Hub>,
-    pub node: actix_web::web::Data<operator_api::Node>,
+    pub node: std::sync::Arc<fleet_node::Node>,
 }
 
 pub async fn spawn_edge() -> TestEdge {

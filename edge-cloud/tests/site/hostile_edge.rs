@@ -34,7 +34,7 @@ struct Hostile {
 
 pub(crate) async fn dial(center: &Center) -> Ws {
     let ca = center.api.data_dir.join("tls/ca.crt");
-    let config = operator_api::tls::client_config(&ca).expect("client TLS");
+    let config = fleet_node::tls::client_config(&ca).expect("client TLS");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", center.link_port))
         .await
         .expect("tcp");

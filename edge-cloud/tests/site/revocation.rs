@@ -2,8 +2,8 @@
 //! deletion, a move to another edge. Event-driven (the change calls `recheck`), so
 //! the waits below are generous bounds, not timing claims.
 
+use fleet_node::commands::Dispatch;
 use fleet_store::devices;
-use operator_api::commands::Dispatch;
 use sea_orm::EntityTrait;
 use serde_json::json;
 use shared_proto::southbound::{Pdu, Ping};

@@ -1,4 +1,5 @@
-//! The state every request handler of a node can reach.
+//! A node's state: its database and write path, and what its doors (the HTTP API,
+//! the device hub, the federation link) share.
 
 use std::sync::Arc;
 
@@ -7,11 +8,11 @@ use fleet_store::Replica;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use tokio::sync::{broadcast, Notify};
 
-use crate::auth::Tokens;
 use crate::commands::Dispatch;
 use crate::devices::{HomeEdges, Presence};
 use crate::metrics::Metrics;
 use crate::throttle::LoginThrottle;
+use crate::tokens::Tokens;
 
 pub struct Node {
     pub db: DatabaseConnection,
@@ -98,7 +99,7 @@ impl Node {
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Compacts the change log every minute, for as long as the process runs.
-pub async fn compact_forever(node: actix_web::web::Data<Node>, retain: std::time::Duration) {
+pub async fn compact_forever(node: Arc<Node>, retain: std::time::Duration) {
     let mut tick = tokio::time::interval(COMPACT_EVERY);
     loop {
         tick.tick().await;
@@ -116,7 +117,7 @@ const LOG_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10
 /// Wakes this node's links when another process over the same database (a center
 /// replica) commits to the change log: a node's own commits wake them at once, and
 /// this brings the others within [`LOG_WATCH_EVERY`]. One indexed read per tick.
-pub async fn watch_shared_log(node: actix_web::web::Data<Node>) {
+pub async fn watch_shared_log(node: Arc<Node>) {
     let mut tick = tokio::time::interval(LOG_WATCH_EVERY);
     let mut seen = 0;
     loop {

@@ -18,8 +18,7 @@ use std::sync::RwLock;
 use fleet_store::{user_groups, users};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use crate::auth::{Caller, Role};
-use crate::ApiError;
+use crate::{Actor, Error, Role};
 
 /// How often a node looks for account changes made through another node.
 pub const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -29,7 +28,7 @@ const VERSION: &str = "accounts_version";
 #[derive(Debug, Clone)]
 struct Cached {
     generation: u64,
-    caller: Caller,
+    actor: Actor,
     updated_at: i64,
 }
 
@@ -42,13 +41,13 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// The caller a token of account `id`, issued at `issued_ms`, stands for.
-    pub async fn caller<C: ConnectionTrait>(
+    /// The account a token of account `id`, issued at `issued_ms`, stands for.
+    pub async fn actor<C: ConnectionTrait>(
         &self,
         db: &C,
         id: i64,
         issued_ms: i64,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Actor, Error> {
         let generation = self.generation.load(Ordering::SeqCst);
         let cached = self
             .cache
@@ -69,11 +68,11 @@ impl Accounts {
             }
         };
         if issued_ms < account.updated_at {
-            return Err(ApiError::Unauthenticated(
+            return Err(Error::Unauthenticated(
                 "the account changed after this token was issued; log in again".into(),
             ));
         }
-        Ok(account.caller)
+        Ok(account.actor)
     }
 
     /// Drops every cached account; call after an account change commits.
@@ -105,13 +104,13 @@ impl Accounts {
     }
 }
 
-async fn load<C: ConnectionTrait>(db: &C, id: i64, generation: u64) -> Result<Cached, ApiError> {
+async fn load<C: ConnectionTrait>(db: &C, id: i64, generation: u64) -> Result<Cached, Error> {
     let user = users::Entity::find_by_id(id)
         .one(db)
         .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+        .ok_or_else(|| Error::Unauthenticated("the account no longer exists".into()))?;
     let role = Role::parse(&user.role)
-        .ok_or_else(|| ApiError::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
+        .ok_or_else(|| Error::Internal(format!("user {} has role {:?}", user.id, user.role)))?;
     let groups = if role == Role::Admin {
         Vec::new()
     } else {
@@ -126,7 +125,7 @@ async fn load<C: ConnectionTrait>(db: &C, id: i64, generation: u64) -> Result<Ca
     Ok(Cached {
         generation,
         updated_at: user.updated_at,
-        caller: Caller {
+        actor: Actor {
             id: user.id,
             username: user.username,
             role,
@@ -136,7 +135,7 @@ async fn load<C: ConnectionTrait>(db: &C, id: i64, generation: u64) -> Result<Ca
 }
 
 /// Looks for account changes made through other nodes, for as long as the process runs.
-pub async fn watch(node: actix_web::web::Data<crate::Node>) {
+pub async fn watch(node: std::sync::Arc<crate::Node>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tick.tick().await;

@@ -1,0 +1,363 @@
+//! Commands to devices: creating them (to one device, or fanned out to many as one
+//! batch), waiting for their end, and moving them forward. Whatever holds the device
+//! connections (an edge's hub; at the center, the edge link) plugs in as
+//! [`Dispatch`] and reports progress through [`advance`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_store::commands::{self, State};
+use sea_orm::entity::prelude::*;
+use sea_orm::ConnectionTrait;
+use shared_proto::southbound::CommandName;
+use tokio::sync::broadcast;
+
+use crate::devices::visible;
+use crate::{Actor, Error, Node};
+
+/// Hands a new command to whatever holds the device's connection. Returns whether a
+/// live session took it; if not, it stays queued until the device returns.
+pub trait Dispatch: Send + Sync {
+    fn offer(&self, command: &commands::Model) -> bool;
+    /// Offers the commands of one batch (a group or edge fan-out).
+    fn offer_many(&self, commands: &[commands::Model]) {
+        for c in commands {
+            self.offer(c);
+        }
+    }
+    /// Pushes a new desired configuration to the device's live session, if any.
+    fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool;
+    /// The device's row changed (its secret, its home, or it was deleted): a live
+    /// session it opened with what no longer holds must end now.
+    fn recheck(&self, _device: i64) {}
+}
+
+pub const MAX_TIMEOUT_S: u64 = 86_400;
+pub const MAX_ARGS_BYTES: usize = 16 * 1024;
+
+/// Moves a command forward (never back) and announces it when it finished. Returns
+/// the saved command, or `None` when the move was not allowed or it does not exist.
+///
+/// Moves are group-committed: while one write transaction runs, the moves that
+/// arrive meanwhile wait and then go together in the next one. Ten thousand devices
+/// answering a group command would otherwise cost ten thousand commits one after
+/// another (each a disk flush on SQLite).
+pub async fn advance(
+    node: &Arc<Node>,
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+) -> Result<Option<commands::Model>, sea_orm::DbErr> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let mv = Move {
+        step: Step {
+            id,
+            state,
+            progress,
+            result,
+        },
+        done,
+    };
+    let first = {
+        let mut pending = node.moves.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(mv);
+        pending.len() == 1
+    };
+    if first {
+        // The first of a group commits for everyone queued by the time it gets its
+        // write turn. It runs as its own task: a caller that goes away (a client
+        // hanging up) must not strand the others.
+        tokio::spawn(commit_moves(node.clone()));
+    }
+    answer.await.unwrap_or_else(|_| {
+        Err(sea_orm::DbErr::Custom(
+            "the command move was dropped".into(),
+        ))
+    })
+}
+
+async fn commit_moves(node: Arc<Node>) {
+    // The group is taken once the transaction has begun (on SQLite, once it is this
+    // task's turn), so it holds every move queued meanwhile; a run again after a
+    // lost race applies the same group.
+    let group: std::sync::Mutex<Vec<Move>> = std::sync::Mutex::default();
+    let (core, cell) = (&*node, &group);
+    let outcome = node
+        .transact(|txn| async move {
+            let steps: Vec<Step> = {
+                let mut taken = cell.lock().unwrap_or_else(|p| p.into_inner());
+                if taken.is_empty() {
+                    *taken =
+                        std::mem::take(&mut *core.moves.lock().unwrap_or_else(|p| p.into_inner()));
+                }
+                taken.iter().map(|m| m.step.clone()).collect()
+            };
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in &steps {
+                match apply_move(core, &*txn, step).await {
+                    // The whole group runs again: on MySQL a deadlock has already
+                    // rolled the transaction back.
+                    Err(e) if fleet_store::write::contended(&e) => return Err(e),
+                    other => outcomes.push(other),
+                }
+            }
+            Ok(outcomes)
+        })
+        .await;
+    let mut group = group.into_inner().unwrap_or_else(|p| p.into_inner());
+    if group.is_empty() {
+        // The transaction never began: the queued moves are answered all the same.
+        group = std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    let outcomes = match outcome {
+        Ok(outcomes) => outcomes,
+        Err(e) => group
+            .iter()
+            .map(|_| Err(sea_orm::DbErr::Custom(e.to_string())))
+            .collect(),
+    };
+    for (m, outcome) in group.into_iter().zip(outcomes) {
+        if let Ok(Some(done)) = &outcome {
+            if m.step.state.is_final() {
+                let _ = node.finished.send(done.clone());
+            }
+        }
+        let _ = m.done.send(outcome);
+    }
+}
+
+/// What a command move does.
+#[derive(Clone)]
+struct Step {
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+}
+
+/// A command move waiting for its group's commit.
+pub struct Move {
+    step: Step,
+    done: tokio::sync::oneshot::Sender<Result<Option<commands::Model>, sea_orm::DbErr>>,
+}
+
+async fn apply_move<C: ConnectionTrait>(
+    node: &Node,
+    txn: &C,
+    m: &Step,
+) -> Result<Option<commands::Model>, sea_orm::DbErr> {
+    let Some(old) = commands::Entity::find_by_id(m.id).one(txn).await? else {
+        return Ok(None);
+    };
+    let current = State::parse(&old.state).unwrap_or(State::Queued);
+    if !current.may_become(m.state) {
+        return Ok(None);
+    }
+    let mut new = old.clone();
+    new.state = m.state.as_str().to_string();
+    if let Some(p) = m.progress {
+        new.progress = p.clamp(0, 100);
+    }
+    if m.state == State::Succeeded {
+        new.progress = 100;
+    }
+    if let Some(r) = &m.result {
+        new.result = Some(r.to_string());
+    }
+    new.updated_at = fleet_store::now_ms();
+    Ok(Some(node.replica.update(txn, &old, new).await?))
+}
+
+pub async fn visible_command<C: ConnectionTrait>(
+    db: &C,
+    caller: &Actor,
+    id: i64,
+) -> Result<commands::Model, Error> {
+    let command = commands::Entity::find_by_id(id)
+        .filter(commands::Column::Deleted.eq(false))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no command with id {id}")))?;
+    visible(db, caller, command.device_id)
+        .await
+        .map_err(|_| Error::not_found(format!("no command with id {id}")))?;
+    Ok(command)
+}
+
+/// A command as an operator asked for it, checked: what every device of a fan-out,
+/// or the one device, is sent.
+pub struct NewCommand {
+    name: CommandName,
+    args: String,
+    timeout_s: u64,
+}
+
+impl NewCommand {
+    /// Checks a request: `timeout_s` defaults to 60 s, `args` to `{}` and must be an
+    /// object of at most [`MAX_ARGS_BYTES`].
+    pub fn new(
+        name: CommandName,
+        args: Option<serde_json::Value>,
+        timeout_s: Option<u64>,
+    ) -> Result<Self, Error> {
+        let timeout_s = timeout_s.unwrap_or(60);
+        if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+            return Err(Error::invalid(
+                "timeout_s",
+                format!("must be 1 to {MAX_TIMEOUT_S}"),
+            ));
+        }
+        let args = args.unwrap_or_else(|| serde_json::json!({}));
+        if !args.is_object() {
+            return Err(Error::invalid("args", "must be a JSON object"));
+        }
+        let args = args.to_string();
+        if args.len() > MAX_ARGS_BYTES {
+            return Err(Error::invalid(
+                "args",
+                format!("must be at most {MAX_ARGS_BYTES} bytes"),
+            ));
+        }
+        Ok(Self {
+            name,
+            args,
+            timeout_s,
+        })
+    }
+
+    /// How long the command may take, delivery included.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s)
+    }
+
+    /// A new queued command for `device` (not yet stamped or saved).
+    fn row(&self, node: &Node, actor: &Actor, device: i64, batch: Option<i64>) -> commands::Model {
+        let now = fleet_store::now_ms();
+        let timeout_ms = i64::try_from(self.timeout_s * 1000).unwrap_or(i64::MAX);
+        commands::Model {
+            id: node.replica.new_id(),
+            device_id: device,
+            batch_id: batch,
+            name: self.name.as_str().to_string(),
+            args: self.args.clone(),
+            state: State::Queued.as_str().into(),
+            progress: 0,
+            timeout_s: i64::try_from(self.timeout_s).unwrap_or(i64::MAX),
+            deadline_at: now.saturating_add(timeout_ms),
+            result: None,
+            created_by: actor.username.clone(),
+            created_at: now,
+            updated_at: now,
+            hlc: 0,
+            origin: 0,
+            deleted: false,
+            field_stamps: String::new(),
+        }
+    }
+}
+
+/// Sends one command to each of `devices` (already checked visible), as one batch;
+/// answers the batch's id.
+pub async fn fan_out(
+    node: &Node,
+    actor: &Actor,
+    devices: Vec<i64>,
+    command: &NewCommand,
+) -> Result<i64, Error> {
+    if devices.is_empty() {
+        return Err(Error::FailedPrecondition(
+            "there is no device to send the command to".into(),
+        ));
+    }
+    let batch = node.replica.new_id();
+    let devices = &devices;
+    let saved = node
+        .transact(|txn| async move {
+            let rows = devices
+                .iter()
+                .map(|d| command.row(node, actor, *d, Some(batch)))
+                .collect();
+            node.replica.insert_many(&*txn, rows).await
+        })
+        .await?;
+    if let Some(dispatch) = &node.dispatch {
+        dispatch.offer_many(&saved);
+    }
+    Ok(batch)
+}
+
+/// Sends a command to one device the actor may see, and hands it to the device's
+/// session if it is connected.
+pub async fn send(
+    node: &Node,
+    actor: &Actor,
+    device: i64,
+    command: &NewCommand,
+) -> Result<commands::Model, Error> {
+    let saved = node
+        .transact(|txn| async move {
+            visible(&*txn, actor, device).await?;
+            let row = command.row(node, actor, device, None);
+            Ok::<_, Error>(node.replica.insert(&*txn, row).await?)
+        })
+        .await?;
+    if let Some(dispatch) = &node.dispatch {
+        dispatch.offer(&saved);
+    }
+    Ok(saved)
+}
+
+/// Waits up to `timeout` for command `id` to reach a final state; answers it as it
+/// ended, or `None` if it did not end in time. `finished` must be subscribed before
+/// the command was created, or an early end could be missed.
+pub async fn wait_for_end(
+    node: &Node,
+    mut finished: broadcast::Receiver<commands::Model>,
+    id: i64,
+    timeout: Duration,
+) -> Option<commands::Model> {
+    let ended = async {
+        // A result merged by another center replica (the one holding the edge's
+        // link) is announced there, not here: the row is looked at now and then.
+        let mut look = tokio::time::interval(LOOK_EVERY);
+        look.tick().await;
+        loop {
+            let announced = tokio::select! {
+                announced = finished.recv() => announced,
+                _ = look.tick() => {
+                    if let Some(done) = ended(node, id).await {
+                        return Some(done);
+                    }
+                    continue;
+                }
+            };
+            match announced {
+                // As it ended: a result that came over the federation link is
+                // answered before the merge that stores it commits.
+                Ok(done) if done.id == id => return Some(done),
+                Ok(_) => {}
+                // Missed announcements: look at the row instead.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(done) = ended(node, id).await {
+                        return Some(done);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, ended).await.ok().flatten()
+}
+
+/// How often a waiting caller looks at the command's row.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// The command as stored, if it has ended.
+async fn ended(node: &Node, id: i64) -> Option<commands::Model> {
+    let now = commands::Entity::find_by_id(id).one(&node.db).await;
+    match now {
+        Ok(Some(c)) if State::parse(&c.state).is_some_and(State::is_final) => Some(c),
+        _ => None,
+    }
+}

@@ -1,0 +1,143 @@
+//! The event log of a node: recording what happened (operator actions, device
+//! sessions, federation), and retention (events older than `--event-retain-days`
+//! are deleted by a background job).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_store::{events, Replica};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TryIntoModel,
+};
+
+use crate::Node;
+
+#[derive(Clone)]
+pub struct NewEvent {
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+fn clip(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        s
+    } else {
+        s.chars().take(max).collect()
+    }
+}
+
+fn row(replica: &Replica, e: NewEvent) -> events::ActiveModel {
+    events::ActiveModel {
+        id: Set(replica.new_id()),
+        at: Set(fleet_store::now_ms()),
+        actor: Set(clip(e.actor, 64)),
+        action: Set(clip(e.action, 128)),
+        target_type: Set(clip(e.target_type, 32)),
+        target_id: Set(clip(e.target_id, 64)),
+        outcome: Set(if e.status < 400 { "ok" } else { "error" }.to_string()),
+        status_code: Set(i32::from(e.status)),
+        detail: Set(clip(e.detail, 1000)),
+    }
+}
+
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    e: NewEvent,
+) -> Result<(), DbErr> {
+    row(replica, e).insert(db).await?;
+    Ok(())
+}
+
+/// Records device events in one statement (they come in storms) and queues them for
+/// the center, where an edge's device events end up too (DESIGN §5).
+pub async fn record_many<C: ConnectionTrait>(
+    db: &C,
+    replica: &Replica,
+    batch: Vec<NewEvent>,
+) -> Result<(), DbErr> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<events::ActiveModel> = batch.into_iter().map(|e| row(replica, e)).collect();
+    let shipped: Vec<events::Model> = rows
+        .iter()
+        .filter_map(|r| r.clone().try_into_model().ok())
+        .collect();
+    events::Entity::insert_many(rows).exec(db).await?;
+    events::ship(db, replica, &shipped).await
+}
+
+/// Events one retention step deletes: a step is one transaction, holding the node's
+/// write queue, so other writers wait at most one step.
+pub const EXPIRE_BATCH: u64 = 10_000;
+/// How many ids one DELETE names (SQLite and MySQL cap the parameters of a statement).
+const DELETE_CHUNK: usize = 1_000;
+/// How often the retention job runs (and once at start).
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes up to `limit` events from before `before_ms`, oldest first; answers how
+/// many went. Portable: MySQL cannot take a LIMIT in a DELETE's subquery, and SQLite
+/// has no DELETE … LIMIT by default, so the ids are read first.
+pub async fn expire_step<C: ConnectionTrait>(
+    db: &C,
+    before_ms: i64,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    let ids: Vec<i64> = events::Entity::find()
+        .select_only()
+        .column(events::Column::Id)
+        .filter(events::Column::At.lt(before_ms))
+        .order_by_asc(events::Column::At)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut gone = 0;
+    for chunk in ids.chunks(DELETE_CHUNK) {
+        gone += events::Entity::delete_many()
+            .filter(events::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(gone)
+}
+
+/// Deletes the events older than `retain`, `batch` per write turn so that other
+/// writers get in between. Answers how many went.
+pub async fn expire(node: &Node, retain: Duration, batch: u64) -> Result<u64, DbErr> {
+    let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+    let before_ms = fleet_store::now_ms().saturating_sub(retain_ms);
+    let mut total = 0;
+    loop {
+        let gone = node
+            .transact(|txn| async move { expire_step(&*txn, before_ms, batch).await })
+            .await?;
+        node.metrics.count_events_expired(gone);
+        total += gone;
+        if gone < batch {
+            return Ok(total);
+        }
+    }
+}
+
+/// Applies the event retention at start and then every hour, for as long as the
+/// process runs.
+pub async fn expire_forever(node: Arc<Node>, retain: Duration) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match expire(&node, retain, EXPIRE_BATCH).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!(events = gone, "deleted events past the retention"),
+            Err(e) => tracing::warn!(error = %e, "deleting events past the retention failed"),
+        }
+    }
+}
