@@ -3,6 +3,7 @@
 //! connections (an edge's hub; at the center, the edge link) plugs in as
 //! [`Dispatch`] and reports progress through [`advance`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,16 +94,7 @@ async fn commit_moves(node: Arc<Node>) {
                 }
                 taken.iter().map(|m| m.step.clone()).collect()
             };
-            let mut outcomes = Vec::with_capacity(steps.len());
-            for step in &steps {
-                match apply_move(core, &*txn, step).await {
-                    // The whole group runs again: on MySQL a deadlock has already
-                    // rolled the transaction back.
-                    Err(e) if fleet_store::write::contended(&e) => return Err(e),
-                    other => outcomes.push(other),
-                }
-            }
-            Ok(outcomes)
+            apply_moves(core, &*txn, &steps).await
         })
         .await;
     let mut group = group.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -110,11 +102,11 @@ async fn commit_moves(node: Arc<Node>) {
         // The transaction never began: the queued moves are answered all the same.
         group = std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
     }
-    let outcomes = match outcome {
-        Ok(outcomes) => outcomes,
+    let outcomes: Vec<Result<Option<commands::Model>, DbErr>> = match outcome {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(e) => group
             .iter()
-            .map(|_| Err(sea_orm::DbErr::Custom(e.to_string())))
+            .map(|_| Err(DbErr::Custom(e.to_string())))
             .collect(),
     };
     for (m, outcome) in group.into_iter().zip(outcomes) {
@@ -142,31 +134,66 @@ pub struct Move {
     done: tokio::sync::oneshot::Sender<Result<Option<commands::Model>, sea_orm::DbErr>>,
 }
 
-async fn apply_move<C: ConnectionTrait>(
+/// Applies a group of moves in a few statements: the commands are read locked, moved
+/// in memory in the order the moves came, and written back together. Answers each
+/// move's command as it left it, or `None` where the move was not allowed.
+async fn apply_moves<C: ConnectionTrait>(
     node: &Node,
     txn: &C,
-    m: &Step,
-) -> Result<Option<commands::Model>, sea_orm::DbErr> {
-    let Some(old) = commands::Entity::find_by_id(m.id).one(txn).await? else {
-        return Ok(None);
-    };
-    let current = State::parse(&old.state).unwrap_or(State::Queued);
-    if !current.may_become(m.state) {
-        return Ok(None);
+    steps: &[Step],
+) -> Result<Vec<Option<commands::Model>>, DbErr> {
+    let ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
+    let stored = fleet_store::replica::read_locked::<commands::Entity, _>(txn, &ids).await?;
+    let now = fleet_store::now_ms();
+    let mut working: HashMap<i64, commands::Model> = HashMap::new();
+    let mut last_move_of: HashMap<i64, usize> = HashMap::new();
+    let mut answers = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let current = working.get(&step.id).or_else(|| stored.get(&step.id));
+        match current.and_then(|c| moved(c, step, now)) {
+            Some(new) => {
+                working.insert(step.id, new.clone());
+                last_move_of.insert(step.id, i);
+                answers.push(Some(new));
+            }
+            None => answers.push(None),
+        }
     }
-    let mut new = old.clone();
-    new.state = m.state.as_str().to_string();
-    if let Some(p) = m.progress {
+    let pairs: Vec<(commands::Model, commands::Model)> = working
+        .into_iter()
+        .filter_map(|(id, new)| stored.get(&id).map(|old| (old.clone(), new)))
+        .collect();
+    for saved in node
+        .replica
+        .update_many::<commands::Entity, _>(txn, pairs)
+        .await?
+    {
+        if let Some(&i) = last_move_of.get(&saved.id) {
+            answers[i] = Some(saved);
+        }
+    }
+    Ok(answers)
+}
+
+/// The command after `step`, or `None` when it may not move that way (never back).
+fn moved(current: &commands::Model, step: &Step, now: i64) -> Option<commands::Model> {
+    let state = State::parse(&current.state).unwrap_or(State::Queued);
+    if !state.may_become(step.state) {
+        return None;
+    }
+    let mut new = current.clone();
+    new.state = step.state.as_str().to_string();
+    if let Some(p) = step.progress {
         new.progress = p.clamp(0, 100);
     }
-    if m.state == State::Succeeded {
+    if step.state == State::Succeeded {
         new.progress = 100;
     }
-    if let Some(r) = &m.result {
+    if let Some(r) = &step.result {
         new.result = Some(r.to_string());
     }
-    new.updated_at = fleet_store::now_ms();
-    Ok(Some(node.replica.update(txn, &old, new).await?))
+    new.updated_at = now;
+    Some(new)
 }
 
 pub async fn visible_command<C: ConnectionTrait>(

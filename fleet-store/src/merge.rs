@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use sea_orm::sea_query::{ColumnType, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
-    IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect,
+    IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -122,35 +122,6 @@ fn zero_row<E: EntityTrait>(id: i64) -> Map<String, Value> {
     row
 }
 
-async fn existing<E, C>(conn: &C, ids: &[i64]) -> Result<HashMap<i64, E::Model>, DbErr>
-where
-    C: ConnectionTrait,
-    E: EntityTrait,
-    E::Model: Replicated,
-{
-    let Some(pk) = E::PrimaryKey::iter().next() else {
-        return Ok(HashMap::new());
-    };
-    let mut found = HashMap::with_capacity(ids.len());
-    // Locked until the commit (MySQL; SQLite has one writer anyway), so no other
-    // writer saves these rows, or inserts the missing ones, between this read and the
-    // merge's write. In id order, so two merges lock shared rows in the same order.
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    for chunk in ids.chunks(500) {
-        for row in E::find()
-            .filter(pk.into_column().is_in(chunk.to_vec()))
-            .lock_exclusive()
-            .all(conn)
-            .await?
-        {
-            found.insert(row.id(), row);
-        }
-    }
-    Ok(found)
-}
-
 /// A row as the merge starts from: the stored one, or zero values for a new row.
 fn start<E>(stored: Option<&E::Model>, id: i64) -> Result<Working, DbErr>
 where
@@ -215,7 +186,7 @@ where
     let mut ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let found = existing::<E, C>(conn, &ids).await?;
+    let found = crate::replica::read_locked::<E, C>(conn, &ids).await?;
     let mut working: HashMap<i64, Working> = HashMap::with_capacity(ids.len());
     let mut first_seen: Vec<i64> = Vec::new();
     for change in batch {
@@ -290,7 +261,7 @@ where
 /// they were read), or as new ones. A row the batch found missing is inserted, never
 /// written over: should another writer have inserted it meanwhile, the insert fails
 /// as a duplicate and the merge runs again from that row ([`crate::write`]).
-async fn write_rows<E, C>(conn: &C, models: Vec<E::Model>, overwrite: bool) -> Result<(), DbErr>
+pub(crate) async fn write_rows<E, C>(conn: &C, models: Vec<E::Model>, overwrite: bool) -> Result<(), DbErr>
 where
     C: ConnectionTrait,
     E: EntityTrait,

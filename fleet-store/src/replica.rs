@@ -3,11 +3,11 @@
 //! can both survive a merge), and appends to the change log in the caller's
 //! transaction, so a committed write is never missing from the outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    IdenStatic, IntoActiveModel, Iterable, QueryFilter,
+    IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect,
 };
 use serde::Serialize;
 
@@ -339,6 +339,67 @@ impl Replica {
         self.log(conn, &stamp, &saved, Some(&names)).await?;
         Ok(saved)
     }
+    /// Saves many rows over their stored versions as [`Replica::update`] does, with
+    /// one multi-row statement per [`ROWS_PER_STATEMENT`] rows and as many for their
+    /// change-log entries. The `old` rows must have been read with
+    /// [`read_locked`] in this transaction, so no other writer saved them since.
+    /// Each row appears once.
+    pub async fn update_many<E, C>(
+        &self,
+        conn: &C,
+        pairs: Vec<(E::Model, E::Model)>,
+    ) -> Result<Vec<E::Model>, DbErr>
+    where
+        C: ConnectionTrait,
+        E: EntityTrait,
+        E::Model: Replicated + IntoActiveModel<<E::Model as Replicated>::Active>,
+        <E::Model as Replicated>::Active: ActiveModelTrait<Entity = E>,
+    {
+        let mut saved = Vec::with_capacity(pairs.len());
+        let mut written = Vec::new();
+        let mut entries = Vec::new();
+        let mut keyed = Vec::new();
+        for (old, mut new) in pairs {
+            let before = content(&old)?;
+            let after = content(&new)?;
+            let changed: Vec<&str> = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if changed.is_empty() {
+                saved.push(old);
+                continue;
+            }
+            let stamp = self.stamp(old.field_stamps(), &changed);
+            let payload: serde_json::Map<String, serde_json::Value> = after
+                .iter()
+                .filter(|(k, _)| changed.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            new.set_stamp(&stamp);
+            entries.push(change_log::entry(
+                E::Model::TABLE.name(),
+                new.id(),
+                stamp.hlc,
+                new.is_deleted(),
+                payload,
+            ));
+            keyed.push((before, after));
+            written.push(new.clone());
+            saved.push(new);
+        }
+        crate::merge::write_rows::<E, C>(conn, written, true).await?;
+        for (before, after) in &keyed {
+            crate::keys::settle_write(conn, E::Model::TABLE, Some(before), after).await?;
+        }
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            change_log::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(conn)
+                .await?;
+        }
+        Ok(saved)
+    }
 }
 
 /// Writes `new` over the row only if it is still as `old` was read (the same
@@ -365,4 +426,34 @@ where
         return Err(DbErr::RecordNotUpdated);
     }
     Ok(new)
+}
+
+/// The stored rows of `ids` (those that exist), locked until the transaction ends.
+pub async fn read_locked<E, C>(conn: &C, ids: &[i64]) -> Result<HashMap<i64, E::Model>, DbErr>
+where
+    C: ConnectionTrait,
+    E: EntityTrait,
+    E::Model: Replicated,
+{
+    let Some(pk) = E::PrimaryKey::iter().next() else {
+        return Ok(HashMap::new());
+    };
+    let mut found = HashMap::with_capacity(ids.len());
+    // Locked until the commit (MySQL; SQLite has one writer anyway), so no other
+    // writer saves these rows, or inserts the missing ones, between this read and the
+    // merge's write. In id order, so two merges lock shared rows in the same order.
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(500) {
+        for row in E::find()
+            .filter(pk.into_column().is_in(chunk.to_vec()))
+            .lock_exclusive()
+            .all(conn)
+            .await?
+        {
+            found.insert(row.id(), row);
+        }
+    }
+    Ok(found)
 }

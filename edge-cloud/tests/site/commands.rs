@@ -239,3 +239,55 @@ async fn cancel_and_bad_requests() {
         .await;
     assert_error(status, &body, 409, "FAILED_PRECONDITION", None);
 }
+
+/// Moves of many commands that arrive together are committed as one group, read and
+/// written in a few statements: each command ends where its last allowed move left
+/// it, moves apply in the order they came, and a move back is refused.
+#[tokio::test]
+async fn moves_arriving_together_land_in_order_and_never_go_back() {
+    use fleet_node::commands::advance;
+    use fleet_store::commands::State;
+
+    let edge = spawn_edge().await;
+    let (device, _) = registered(&edge, "SN-MOVES").await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let (status, body) = edge
+            .api
+            .post(
+                &format!("/api/v1/devices/{device}/commands"),
+                json!({"name": "get_status", "timeout_s": 30}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id: i64 = body["data"]["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("command id");
+        ids.push(id);
+    }
+    let node = &edge.node;
+    let moves = ids.iter().map(|&id| async move {
+        let result = json!({"exit_code": 0, "output": format!("done {id}")});
+        let (sent, running, done) = tokio::join!(
+            advance(node, id, State::Sent, None, None),
+            advance(node, id, State::Running, Some(40), None),
+            advance(node, id, State::Succeeded, None, Some(result)),
+        );
+        let back = advance(node, id, State::Running, Some(10), None).await;
+        (id, sent, running, done, back)
+    });
+    for (id, sent, running, done, back) in futures_util::future::join_all(moves).await {
+        assert_eq!(sent.expect("sent").expect("allowed").state, "sent");
+        assert_eq!(running.expect("running").expect("allowed").progress, 40);
+        let done = done.expect("done").expect("allowed");
+        assert_eq!(done.state, "succeeded");
+        assert!(done.hlc > 0, "the last move of a group is saved and stamped");
+        assert!(back.expect("back").is_none(), "a finished command went back");
+        let (status, stored) = edge.api.get(&format!("/api/v1/commands/{id}")).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["data"]["state"], "succeeded");
+        assert_eq!(stored["data"]["progress"], 100);
+        assert_eq!(stored["data"]["result"]["output"], format!("done {id}"));
+    }
+}
