@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use fleet_node::Node;
-use fleet_store::sync::Change;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::EntityTrait;
 
 use crate::link::Links;
 
@@ -57,47 +56,11 @@ impl fleet_node::commands::Dispatch for Routing {
         false
     }
 
-    /// A fan-out goes down each home edge's link in frames of many commands, so the
-    /// edge merges them in a few transactions rather than one per command.
-    fn offer_many(&self, commands: &[fleet_store::commands::Model]) {
-        let (Some(node), links) = (self.node.get().cloned(), self.links.clone()) else {
-            return;
-        };
-        let commands = commands.to_vec();
-        tokio::spawn(async move {
-            let mut by_edge: std::collections::HashMap<i64, Vec<Change>> = Default::default();
-            for chunk in commands.chunks(500) {
-                let ids: Vec<i64> = chunk.iter().map(|c| c.device_id).collect();
-                let homes: Vec<(i64, Option<i64>)> = match fleet_store::devices::Entity::find()
-                    .select_only()
-                    .column(fleet_store::devices::Column::Id)
-                    .column(fleet_store::devices::Column::EdgeId)
-                    .filter(fleet_store::devices::Column::Id.is_in(ids))
-                    .into_tuple()
-                    .all(&node.db)
-                    .await
-                {
-                    Ok(homes) => homes,
-                    Err(_) => return,
-                };
-                let homes: std::collections::HashMap<i64, Option<i64>> =
-                    homes.into_iter().collect();
-                for c in chunk {
-                    let (Some(Some(edge)), Ok(changes)) =
-                        (homes.get(&c.device_id), fleet_store::sync::row_changes(c))
-                    else {
-                        continue;
-                    };
-                    by_edge.entry(*edge).or_default().extend(changes);
-                }
-            }
-            for (edge, changes) in by_edge {
-                for frame in changes.chunks(federation::protocol::BATCH as usize) {
-                    links.push(edge, frame.to_vec());
-                }
-            }
-        });
-    }
+    /// A fan-out is not copied down the fast path: the commit wakes every link at
+    /// once, and each edge's link pushes the batch from the change log in frames of
+    /// many commands. A fast copy would reach the edge after that, only to be merged
+    /// a second time.
+    fn offer_many(&self, _commands: &[fleet_store::commands::Model]) {}
 
     fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool {
         self.route("desired_configs", config.id, config.device_id);
