@@ -261,7 +261,11 @@ where
 /// they were read), or as new ones. A row the batch found missing is inserted, never
 /// written over: should another writer have inserted it meanwhile, the insert fails
 /// as a duplicate and the merge runs again from that row ([`crate::write`]).
-pub(crate) async fn write_rows<E, C>(conn: &C, models: Vec<E::Model>, overwrite: bool) -> Result<(), DbErr>
+pub(crate) async fn write_rows<E, C>(
+    conn: &C,
+    models: Vec<E::Model>,
+    overwrite: bool,
+) -> Result<(), DbErr>
 where
     C: ConnectionTrait,
     E: EntityTrait,

@@ -282,8 +282,14 @@ async fn moves_arriving_together_land_in_order_and_never_go_back() {
         assert_eq!(running.expect("running").expect("allowed").progress, 40);
         let done = done.expect("done").expect("allowed");
         assert_eq!(done.state, "succeeded");
-        assert!(done.hlc > 0, "the last move of a group is saved and stamped");
-        assert!(back.expect("back").is_none(), "a finished command went back");
+        assert!(
+            done.hlc > 0,
+            "the last move of a group is saved and stamped"
+        );
+        assert!(
+            back.expect("back").is_none(),
+            "a finished command went back"
+        );
         let (status, stored) = edge.api.get(&format!("/api/v1/commands/{id}")).await;
         assert_eq!(status, 200, "{stored}");
         assert_eq!(stored["data"]["state"], "succeeded");
