@@ -18,59 +18,123 @@ pub enum Scope {
     Edge(i64),
 }
 
-/// Home edges of devices, looked up once per batch.
-struct Homes(HashMap<i64, Option<i64>>);
+/// Tables whose rows belong to one device.
+const DEVICE_BOUND: [&str; 3] = ["memberships", "commands", "desired_configs"];
+/// Ids one lookup names.
+const LOOKUP_CHUNK: usize = 500;
 
-impl Homes {
-    async fn of<C: ConnectionTrait>(&mut self, db: &C, device: i64) -> Result<Option<i64>, DbErr> {
-        if let Some(home) = self.0.get(&device) {
-            return Ok(*home);
+/// The devices the changes of a batch belong to, and those devices' home edges,
+/// read with a few queries per batch whatever its size (a fan-out to ten thousand
+/// devices is fifty frames, not ten thousand lookups).
+struct Owners {
+    /// (table, row) to device, for device-bound rows whose change does not say.
+    device_of: HashMap<(&'static str, i64), i64>,
+    home_of: HashMap<i64, Option<i64>>,
+}
+
+impl Owners {
+    async fn read<C: ConnectionTrait>(db: &C, changes: &[Change]) -> Result<Self, DbErr> {
+        let mut unknown: HashMap<&'static str, Vec<i64>> = HashMap::new();
+        let mut devices: Vec<i64> = Vec::new();
+        for c in changes {
+            match c.table.as_str() {
+                "devices" if !c.fields.contains_key("edge_id") => devices.push(c.id),
+                table => {
+                    let Some(bound) = DEVICE_BOUND.iter().find(|t| **t == table) else {
+                        continue;
+                    };
+                    match c.fields.get("device_id").and_then(Value::as_i64) {
+                        Some(device) => devices.push(device),
+                        None => unknown.entry(bound).or_default().push(c.id),
+                    }
+                }
+            }
         }
-        let home: Option<Option<i64>> = devices::Entity::find_by_id(device)
-            .select_only()
-            .column(devices::Column::EdgeId)
-            .into_tuple()
-            .one(db)
-            .await?;
-        let home = home.flatten();
-        self.0.insert(device, home);
-        Ok(home)
+        let mut device_of = HashMap::new();
+        for (table, ids) in unknown {
+            for (id, device) in devices_of_rows(db, table, &ids).await? {
+                device_of.insert((table, id), device);
+                devices.push(device);
+            }
+        }
+        devices.sort_unstable();
+        devices.dedup();
+        let mut home_of = HashMap::with_capacity(devices.len());
+        for chunk in devices.chunks(LOOKUP_CHUNK) {
+            let homes: Vec<(i64, Option<i64>)> = devices::Entity::find()
+                .select_only()
+                .column(devices::Column::Id)
+                .column(devices::Column::EdgeId)
+                .filter(devices::Column::Id.is_in(chunk.to_vec()))
+                .into_tuple()
+                .all(db)
+                .await?;
+            home_of.extend(homes);
+        }
+        Ok(Self { device_of, home_of })
+    }
+
+    /// The device a change of a device-bound table belongs to.
+    fn device(&self, c: &Change) -> Option<i64> {
+        c.fields
+            .get("device_id")
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                let table = DEVICE_BOUND.iter().find(|t| **t == c.table.as_str())?;
+                self.device_of.get(&(*table, c.id)).copied()
+            })
+    }
+
+    fn home(&self, device: i64) -> Option<i64> {
+        self.home_of.get(&device).copied().flatten()
     }
 }
 
-/// The device a change of a device-bound table belongs to.
-async fn device_of<C: ConnectionTrait>(db: &C, c: &Change) -> Result<Option<i64>, DbErr> {
-    if let Some(id) = c.fields.get("device_id").and_then(Value::as_i64) {
-        return Ok(Some(id));
+/// (row, device) of the stored rows of `ids` in a device-bound table.
+async fn devices_of_rows<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+    ids: &[i64],
+) -> Result<Vec<(i64, i64)>, DbErr> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let chunk = chunk.to_vec();
+        let rows: Vec<(i64, i64)> = match table {
+            "commands" => {
+                commands::Entity::find()
+                    .select_only()
+                    .column(commands::Column::Id)
+                    .column(commands::Column::DeviceId)
+                    .filter(commands::Column::Id.is_in(chunk))
+                    .into_tuple()
+                    .all(db)
+                    .await?
+            }
+            "memberships" => {
+                memberships::Entity::find()
+                    .select_only()
+                    .column(memberships::Column::Id)
+                    .column(memberships::Column::DeviceId)
+                    .filter(memberships::Column::Id.is_in(chunk))
+                    .into_tuple()
+                    .all(db)
+                    .await?
+            }
+            "desired_configs" => {
+                desired_configs::Entity::find()
+                    .select_only()
+                    .column(desired_configs::Column::Id)
+                    .column(desired_configs::Column::DeviceId)
+                    .filter(desired_configs::Column::Id.is_in(chunk))
+                    .into_tuple()
+                    .all(db)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        out.extend(rows);
     }
-    let id: Option<i64> = match c.table.as_str() {
-        "commands" => {
-            commands::Entity::find_by_id(c.id)
-                .select_only()
-                .column(commands::Column::DeviceId)
-                .into_tuple()
-                .one(db)
-                .await?
-        }
-        "memberships" => {
-            memberships::Entity::find_by_id(c.id)
-                .select_only()
-                .column(memberships::Column::DeviceId)
-                .into_tuple()
-                .one(db)
-                .await?
-        }
-        "desired_configs" => {
-            desired_configs::Entity::find_by_id(c.id)
-                .select_only()
-                .column(desired_configs::Column::DeviceId)
-                .into_tuple()
-                .one(db)
-                .await?
-        }
-        _ => None,
-    };
-    Ok(id)
+    Ok(out)
 }
 
 /// A device with everything that hangs on it, whole: what an edge needs when the
@@ -125,7 +189,7 @@ impl Scope {
         let Scope::Edge(edge) = *self else {
             return Ok(changes);
         };
-        let mut homes = Homes(HashMap::new());
+        let owners = Owners::read(db, &changes).await?;
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
             match c.table.as_str() {
@@ -138,15 +202,14 @@ impl Scope {
                         moved.fields.retain(|k, _| k == "edge_id");
                         out.push(moved);
                     }
-                    None if homes.of(db, c.id).await? == Some(edge) => out.push(c),
+                    None if owners.home(c.id) == Some(edge) => out.push(c),
                     None => {}
                 },
-                "memberships" | "commands" | "desired_configs" => {
-                    if let Some(device) = device_of(db, &c).await? {
-                        if homes.of(db, device).await? == Some(edge) {
-                            out.push(c);
-                        }
-                    }
+                table
+                    if DEVICE_BOUND.contains(&table)
+                        && owners.device(&c).and_then(|d| owners.home(d)) == Some(edge) =>
+                {
+                    out.push(c);
                 }
                 _ => {}
             }

@@ -136,15 +136,26 @@ impl Link {
             let notified = changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            loop {
-                match self.push(&mut ws, &mut outbox).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => return e,
-                }
-            }
+            // One frame a turn, then the peer is heard: both ends push at once under
+            // a storm (commands down, their results up), and an end that drained its
+            // whole log first would leave the other's frames unread until it was done.
+            let more = match self.push(&mut ws, &mut outbox).await {
+                Ok(more) => more,
+                Err(e) => return e,
+            };
             tokio::select! {
-                _ = &mut notified => {}
+                biased;
+                frame = recv(&mut ws) => {
+                    heard = Instant::now();
+                    let pdu = match frame {
+                        None => return Ended::Lost("closed by the peer".into()),
+                        Some(Err(e)) => return Ended::Lost(e),
+                        Some(Ok(pdu)) => pdu,
+                    };
+                    if let Err(e) = self.take(&mut ws, pdu).await {
+                        return e;
+                    }
+                }
                 _ = beat.tick() => {
                     if heard.elapsed() > self.heartbeat * MISSED_LIMIT {
                         return Ended::Lost("heartbeat lost".into());
@@ -164,21 +175,12 @@ impl Link {
                         return e;
                     }
                 }
-                frame = recv(&mut ws) => {
-                    heard = Instant::now();
-                    let pdu = match frame {
-                        None => return Ended::Lost("closed by the peer".into()),
-                        Some(Err(e)) => return Ended::Lost(e),
-                        Some(Ok(pdu)) => pdu,
-                    };
-                    if let Err(e) = self.take(&mut ws, pdu).await {
-                        return e;
-                    }
-                }
                 _ = shutdown.changed() => {
                     let _ = ws.close(None).await;
                     return Ended::Stopped;
                 }
+                _ = std::future::ready(()), if more => {}
+                _ = &mut notified, if !more => {}
             }
         }
     }
