@@ -128,15 +128,6 @@ pub async fn remove_where<C: ConnectionTrait>(
     Ok(rows.len())
 }
 
-/// Device ids in `group`.
-pub async fn devices_of<C: ConnectionTrait>(conn: &C, group: i64) -> Result<Vec<i64>, DbErr> {
-    Ok(live(conn, Column::GroupId.eq(group))
-        .await?
-        .into_iter()
-        .map(|m| m.device_id)
-        .collect())
-}
-
 /// Group ids `device` is in.
 pub async fn groups_of<C: ConnectionTrait>(conn: &C, device: i64) -> Result<Vec<i64>, DbErr> {
     Ok(live(conn, Column::DeviceId.eq(device))
