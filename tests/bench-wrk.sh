@@ -37,7 +37,8 @@ command -v wrk >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get 
 cargo build --release --quiet -p center-cloud
 start_mariadb
 
-# Each wrk thread numbers its own creates, so every serial number is new.
+# Each wrk thread numbers its own creates, and each wrk process has its own PREFIX, so
+# every serial number is new.
 cat >"$work/create.lua" <<'EOF'
 local threads = 0
 function setup(thread)
@@ -47,11 +48,12 @@ end
 function init(args)
   n = 0
   token = os.getenv("TOKEN")
+  prefix = os.getenv("PREFIX") or ""
 end
 function request()
   n = n + 1
-  local body = string.format('{"name":"w%d-%d","type":"gateway","hardware":{"model":"Bench","sn":"WRK-%d-%d"},'
-    .. '"software":{"version":"1.0.0","last_update":"2026-01-01 10:00:00"},"status":"active"}', tid, n, tid, n)
+  local body = string.format('{"name":"w%d-%d","type":"gateway","hardware":{"model":"Bench","sn":"WRK-%s%d-%d"},'
+    .. '"software":{"version":"1.0.0","last_update":"2026-01-01 10:00:00"},"status":"active"}', tid, n, prefix, tid, n)
   return wrk.format("POST", "/api/v1/devices",
     {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
 end
@@ -115,9 +117,9 @@ both() {
   bases+=("$base")
   login "${bases[0]}"
   say "$label, two replicas: POST /api/v1/devices, ${seconds} s"
-  wrk -t1 -c32 -d"${seconds}s" -s "$work/create.lua" "${bases[0]}" >"$work/w1" &
+  PREFIX=a wrk -t1 -c32 -d"${seconds}s" -s "$work/create.lua" "${bases[0]}" >"$work/w1" &
   first=$!
-  wrk -t1 -c32 -d"${seconds}s" -s "$work/create.lua" "${bases[1]}" >"$work/w2"
+  PREFIX=b wrk -t1 -c32 -d"${seconds}s" -s "$work/create.lua" "${bases[1]}" >"$work/w2"
   wait "$first"
   rate "$work/w1" "$work/w2"
   local id

@@ -50,16 +50,52 @@ pub async fn advance(
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> Result<Option<commands::Model>, sea_orm::DbErr> {
-    let (done, answer) = tokio::sync::oneshot::channel();
-    let mv = Move {
-        step: Step {
-            id,
-            state,
-            progress,
-            result,
-        },
-        done,
+    let step = Step {
+        id,
+        device: None,
+        state,
+        progress,
+        result,
     };
+    Ok(match queue_move(node, step).await? {
+        Reported::Saved(saved) => Some(*saved),
+        Reported::Ignored | Reported::Unknown => None,
+    })
+}
+
+/// How a device's word on a command ended.
+#[derive(Debug)]
+pub enum Reported {
+    Saved(Box<commands::Model>),
+    /// A move back (a late duplicate): nothing to do.
+    Ignored,
+    /// No live command of this device has that id.
+    Unknown,
+}
+
+/// Moves command `id` as its device `device` reports, in the same groups as
+/// [`advance`]; another device's command, or a deleted one, reads as unknown.
+pub async fn report(
+    node: &Arc<Node>,
+    device: i64,
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+) -> Result<Reported, sea_orm::DbErr> {
+    let step = Step {
+        id,
+        device: Some(device),
+        state,
+        progress,
+        result,
+    };
+    queue_move(node, step).await
+}
+
+async fn queue_move(node: &Arc<Node>, step: Step) -> Result<Reported, DbErr> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let mv = Move { step, done };
     let first = {
         let mut pending = node.moves.lock().unwrap_or_else(|p| p.into_inner());
         pending.push(mv);
@@ -102,7 +138,7 @@ async fn commit_moves(node: Arc<Node>) {
         // The transaction never began: the queued moves are answered all the same.
         group = std::mem::take(&mut *node.moves.lock().unwrap_or_else(|p| p.into_inner()));
     }
-    let outcomes: Vec<Result<Option<commands::Model>, DbErr>> = match outcome {
+    let outcomes: Vec<Result<Reported, DbErr>> = match outcome {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(e) => group
             .iter()
@@ -110,9 +146,9 @@ async fn commit_moves(node: Arc<Node>) {
             .collect(),
     };
     for (m, outcome) in group.into_iter().zip(outcomes) {
-        if let Ok(Some(done)) = &outcome {
+        if let Ok(Reported::Saved(done)) = &outcome {
             if m.step.state.is_final() {
-                let _ = node.finished.send(done.clone());
+                let _ = node.finished.send((**done).clone());
             }
         }
         let _ = m.done.send(outcome);
@@ -123,6 +159,8 @@ async fn commit_moves(node: Arc<Node>) {
 #[derive(Clone)]
 struct Step {
     id: i64,
+    /// The device reporting the move, which must own the command.
+    device: Option<i64>,
     state: State,
     progress: Option<i32>,
     result: Option<serde_json::Value>,
@@ -131,17 +169,17 @@ struct Step {
 /// A command move waiting for its group's commit.
 pub struct Move {
     step: Step,
-    done: tokio::sync::oneshot::Sender<Result<Option<commands::Model>, sea_orm::DbErr>>,
+    done: tokio::sync::oneshot::Sender<Result<Reported, DbErr>>,
 }
 
 /// Applies a group of moves in a few statements: the commands are read locked, moved
 /// in memory in the order the moves came, and written back together. Answers each
-/// move's command as it left it, or `None` where the move was not allowed.
+/// move's command as it left it, or why it did not move.
 async fn apply_moves<C: ConnectionTrait>(
     node: &Node,
     txn: &C,
     steps: &[Step],
-) -> Result<Vec<Option<commands::Model>>, DbErr> {
+) -> Result<Vec<Reported>, DbErr> {
     let ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
     let stored = fleet_store::replica::read_locked::<commands::Entity, _>(txn, &ids).await?;
     let now = fleet_store::now_ms();
@@ -149,14 +187,21 @@ async fn apply_moves<C: ConnectionTrait>(
     let mut last_move_of: HashMap<i64, usize> = HashMap::new();
     let mut answers = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
-        let current = working.get(&step.id).or_else(|| stored.get(&step.id));
-        match current.and_then(|c| moved(c, step, now)) {
+        let current = working
+            .get(&step.id)
+            .or_else(|| stored.get(&step.id))
+            .filter(|c| step.device.is_none_or(|d| c.device_id == d && !c.deleted));
+        let Some(current) = current else {
+            answers.push(Reported::Unknown);
+            continue;
+        };
+        match moved(current, step, now) {
             Some(new) => {
                 working.insert(step.id, new.clone());
                 last_move_of.insert(step.id, i);
-                answers.push(Some(new));
+                answers.push(Reported::Saved(Box::new(new)));
             }
-            None => answers.push(None),
+            None => answers.push(Reported::Ignored),
         }
     }
     let pairs: Vec<(commands::Model, commands::Model)> = working
@@ -169,7 +214,7 @@ async fn apply_moves<C: ConnectionTrait>(
         .await?
     {
         if let Some(&i) = last_move_of.get(&saved.id) {
-            answers[i] = Some(saved);
+            answers[i] = Reported::Saved(Box::new(saved));
         }
     }
     Ok(answers)

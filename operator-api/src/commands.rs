@@ -182,8 +182,11 @@ pub async fn for_group(
     // out only to be sent back as a list of ids.
     let devices: Vec<i64> = visible_ids(&caller)
         .filter(
-            Expr::col((fleet_store::devices::Entity, fleet_store::devices::Column::Id))
-                .in_subquery(in_groups(&[group])),
+            Expr::col((
+                fleet_store::devices::Entity,
+                fleet_store::devices::Column::Id,
+            ))
+            .in_subquery(in_groups(&[group])),
         )
         .into_tuple()
         .all(&node.db)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_node::commands::advance;
+use fleet_node::commands::{advance, report, Reported};
 use fleet_store::commands::{self, State};
 use fleet_store::desired_configs;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -178,19 +178,15 @@ impl Hub {
         let Ok(id) = command_id.parse::<i64>() else {
             return Some(format!("unknown command {command_id:?}"));
         };
-        match commands::Entity::find_by_id(id).one(&self.node.db).await {
-            Ok(Some(c)) if c.device_id == device && !c.deleted => {}
-            Ok(_) => return Some(format!("unknown command {command_id:?}")),
+        // A report that would move a finished command back is a late duplicate: ignore it.
+        match report(&self.node, device, id, state, progress, result).await {
+            Ok(Reported::Unknown) => Some(format!("unknown command {command_id:?}")),
+            Ok(Reported::Saved(_) | Reported::Ignored) => None,
             Err(e) => {
-                tracing::warn!(error = %e, command = id, "looking a command up failed");
-                return Some("the edge could not look the command up; send it again".into());
+                tracing::error!(error = %e, command = id, "recording command progress failed");
+                Some("the edge could not record the report; send it again".into())
             }
         }
-        // A report that would move a finished command back is a late duplicate: ignore it.
-        if let Err(e) = advance(&self.node, id, state, progress, result).await {
-            tracing::error!(error = %e, command = id, "recording command progress failed");
-        }
-        None
     }
 
     /// Expires commands nobody picked up in time and times out those that never

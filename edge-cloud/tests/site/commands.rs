@@ -245,7 +245,7 @@ async fn cancel_and_bad_requests() {
 /// it, moves apply in the order they came, and a move back is refused.
 #[tokio::test]
 async fn moves_arriving_together_land_in_order_and_never_go_back() {
-    use fleet_node::commands::advance;
+    use fleet_node::commands::{advance, report, Reported};
     use fleet_store::commands::State;
 
     let edge = spawn_edge().await;
@@ -296,4 +296,25 @@ async fn moves_arriving_together_land_in_order_and_never_go_back() {
         assert_eq!(stored["data"]["progress"], 100);
         assert_eq!(stored["data"]["result"]["output"], format!("done {id}"));
     }
+
+    // A device's word on a command: only its own commands are known to it.
+    let (other, _) = registered(&edge, "SN-OTHER").await;
+    let owner: i64 = device.parse().expect("device id");
+    let stranger: i64 = other.parse().expect("device id");
+    let last = ids[ids.len() - 1];
+    let told = |d, state| report(node, d, last, state, None, None);
+    assert!(matches!(
+        told(stranger, State::Failed).await,
+        Ok(Reported::Unknown)
+    ));
+    assert!(matches!(
+        told(owner, State::Running).await,
+        Ok(Reported::Ignored)
+    ));
+    assert!(matches!(
+        report(node, owner, 1, State::Running, None, None).await,
+        Ok(Reported::Unknown)
+    ));
+    let (_, stored) = edge.api.get(&format!("/api/v1/commands/{last}")).await;
+    assert_eq!(stored["data"]["state"], "succeeded", "{stored}");
 }
