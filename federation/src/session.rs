@@ -218,11 +218,13 @@ impl Link {
         if filled.is_empty() && fresh.is_empty() && outbox.upto() == before {
             return Ok(false);
         }
-        let theirs = filled
-            .into_iter()
-            .chain(fresh)
-            .filter(|c| self.sends(c))
-            .collect();
+        let theirs = sync::without_superseded(
+            filled
+                .into_iter()
+                .chain(fresh)
+                .filter(|c| self.sends(c))
+                .collect(),
+        );
         let changes = self.scope.select(&self.node.db, theirs).await?;
         let upto = outbox.upto();
         send(ws, &LinkPdu::Changes(Changes { changes, upto })).await?;

@@ -10,7 +10,7 @@
 //! change log with their original stamps, so the center relays what an edge wrote
 //! to the other nodes that need it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait, QueryFilter, QueryOrder,
@@ -103,6 +103,31 @@ pub async fn apply<C: ConnectionTrait>(
     Ok(!crate::merge::apply_batch(conn, replica, &[change])
         .await?
         .is_empty())
+}
+
+/// Leaves out each change that later changes of the same row in `changes` make moot:
+/// every field it sets is set again with a later stamp. A peer merging only the rest
+/// ends with the same rows and stamps (fields merge last-writer-wins), so a frame
+/// under a storm carries a command's result, not also its `sent` and `running`.
+pub fn without_superseded(changes: Vec<Change>) -> Vec<Change> {
+    let mut later: HashMap<(&str, i64), HashMap<&str, i64>> = HashMap::new();
+    let mut moot = vec![false; changes.len()];
+    for (i, c) in changes.iter().enumerate().rev() {
+        let stamps = later.entry((c.table.as_str(), c.id)).or_default();
+        moot[i] = !c.fields.is_empty()
+            && c.fields
+                .keys()
+                .all(|f| stamps.get(f.as_str()).is_some_and(|h| *h > c.hlc));
+        for f in c.fields.keys() {
+            let stamp = stamps.entry(f.as_str()).or_insert(c.hlc);
+            *stamp = (*stamp).max(c.hlc);
+        }
+    }
+    changes
+        .into_iter()
+        .zip(moot)
+        .filter_map(|(c, moot)| (!moot).then_some(c))
+        .collect()
 }
 
 /// A whole row as changes, one per distinct field stamp, so a peer that never saw the
@@ -232,4 +257,64 @@ pub async fn compact<C: ConnectionTrait>(db: &C, retain_ms: i64) -> Result<u64, 
         .exec(db)
         .await?
         .rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: i64, id: i64, hlc: i64, fields: &[(&str, i64)]) -> Change {
+        Change {
+            seq,
+            table: "commands".into(),
+            id,
+            hlc,
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_whose_fields_are_all_set_again_later_is_left_out() {
+        let kept = without_superseded(vec![
+            change(1, 7, 10, &[("state", 1)]),
+            change(2, 8, 11, &[("state", 1)]),
+            change(3, 7, 12, &[("state", 2), ("progress", 40)]),
+            change(4, 7, 13, &[("state", 3), ("result", 0)]),
+        ]);
+        let seqs: Vec<i64> = kept.iter().map(|c| c.seq).collect();
+        // 1 is covered by 3; 3's progress is set by nothing later, so 3 stays.
+        assert_eq!(seqs, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn fields_set_by_several_later_changes_cover_an_earlier_one() {
+        let kept = without_superseded(vec![
+            change(1, 7, 10, &[("state", 1), ("result", 0)]),
+            change(2, 7, 11, &[("state", 2)]),
+            change(3, 7, 12, &[("result", 1)]),
+        ]);
+        assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_later_change_with_an_older_stamp_covers_nothing() {
+        let kept = without_superseded(vec![
+            change(1, 7, 20, &[("state", 1)]),
+            change(2, 7, 15, &[("state", 2)]),
+        ]);
+        assert_eq!(kept.len(), 2);
+        let other_table = Change {
+            table: "devices".into(),
+            ..change(3, 7, 30, &[("state", 3)])
+        };
+        let kept = without_superseded(vec![change(1, 7, 10, &[("state", 1)]), other_table]);
+        assert_eq!(
+            kept.len(),
+            2,
+            "rows of other tables with the same id are not the same row"
+        );
+    }
 }
