@@ -203,3 +203,12 @@ CREATE TABLE `link_leases` (
   `clock_skew_ms` bigint NOT NULL
 ) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+CREATE TABLE `device_presence` (
+  `device_id` bigint NOT NULL PRIMARY KEY,
+  `edge_id` bigint NOT NULL,
+  `online` bool NOT NULL,
+  `updated_at` bigint NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE INDEX `idx-device_presence-updated_at` ON `device_presence` (`updated_at`);
+CREATE INDEX `idx-device_presence-edge_id` ON `device_presence` (`edge_id`);
+

@@ -24,7 +24,7 @@ use fleet_node::admission::Admission;
 use fleet_node::throttle::LoginThrottle;
 use fleet_node::Node;
 use fleet_store::sync::Change;
-use fleet_store::{credentials, device_status, edges, link_cursors, link_leases};
+use fleet_store::{credentials, device_presence, device_status, edges, link_cursors, link_leases};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,10 +71,29 @@ struct ConnectionLabels {
 }
 
 impl fleet_node::devices::Presence for Links {
+    /// Online at an edge linked here, as its live view says; or at an edge linked to
+    /// another replica, as that replica last wrote (`watch_presence`).
     fn is_online(&self, device: i64) -> bool {
-        self.online.contains_key(&device)
+        if self.online.contains_key(&device) {
+            return true;
+        }
+        let Some(edge) = self.remote.get(&device).map(|e| *e) else {
+            return false;
+        };
+        !self.live.contains_key(&edge)
+            && self
+                .remote_edges
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&edge)
     }
 }
+
+/// How often a replica reads the presence other replicas wrote.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// How far back each read of presence looks past the last row seen: rows are stamped
+/// by their writers' clocks, which may run this much apart.
+const PRESENCE_OVERLAP_MS: i64 = 5_000;
 
 /// What `GET /api/v1/edges` shows of an edge's link.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,8 +105,13 @@ pub struct LinkState {
 
 pub struct Links {
     live: DashMap<i64, Live>,
-    /// Devices online at some edge, as the edges report them: device id -> edge id.
+    /// Devices online at an edge linked here, as the edges report them: device id ->
+    /// edge id.
     online: DashMap<i64, i64>,
+    /// Devices online at an edge, as `device_presence` says (any replica's writing).
+    remote: DashMap<i64, i64>,
+    /// Edges whose link another replica holds live.
+    remote_edges: std::sync::RwLock<std::collections::HashSet<i64>>,
     serial: AtomicU64,
     stop: watch::Sender<bool>,
     throttle: LoginThrottle,
@@ -106,6 +130,8 @@ impl Links {
         Self {
             live: DashMap::new(),
             online: DashMap::new(),
+            remote: DashMap::new(),
+            remote_edges: std::sync::RwLock::default(),
             serial: AtomicU64::new(0),
             stop: watch::channel(false).0,
             throttle: LoginThrottle::default(),
@@ -210,13 +236,26 @@ impl Links {
         if live.full {
             self.online.retain(|_, at| *at != edge);
         }
-        for device in live.offline {
-            self.online.remove_if(&device, |_, at| *at == edge);
+        for device in &live.offline {
+            self.online.remove_if(device, |_, at| *at == edge);
         }
-        for device in live.online {
-            self.online.insert(device, edge);
+        for device in &live.online {
+            self.online.insert(*device, edge);
         }
         let now = fleet_store::now_ms();
+        let (full, arrived, left) = (live.full, &live.online, &live.offline);
+        let written = node
+            .transact(|txn| async move {
+                if full {
+                    device_presence::all_left(&*txn, edge, now).await?;
+                }
+                device_presence::set(&*txn, edge, left, false, now).await?;
+                device_presence::set(&*txn, edge, arrived, true, now).await
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(edge, error = %e, "storing who is online at an edge failed");
+        }
         let rows: Vec<device_status::Model> = live
             .statuses
             .into_iter()
@@ -238,6 +277,39 @@ impl Links {
         if let Err(e) = stored {
             tracing::warn!(edge, error = %e, "storing device statuses from an edge failed");
         }
+    }
+
+    /// Reads, every [`PRESENCE_EVERY`], who is online at edges other replicas hold
+    /// (what they wrote to `device_presence`, and which links they hold live), for as
+    /// long as the process runs.
+    pub async fn watch_presence(self: Arc<Self>, node: Arc<Node>) {
+        let mut tick = tokio::time::interval(PRESENCE_EVERY);
+        let mut seen = 0_i64;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.read_presence(&node, &mut seen).await {
+                tracing::warn!(error = %e, "reading device presence failed");
+            }
+        }
+    }
+
+    async fn read_presence(&self, node: &Node, seen: &mut i64) -> Result<(), sea_orm::DbErr> {
+        let from = seen.saturating_sub(PRESENCE_OVERLAP_MS);
+        for row in device_presence::since(&node.db, from).await? {
+            *seen = (*seen).max(row.updated_at);
+            if row.online {
+                self.remote.insert(row.device_id, row.edge_id);
+            } else {
+                self.remote.remove(&row.device_id);
+            }
+        }
+        let held: std::collections::HashSet<i64> =
+            link_leases::held_by_others(&node.db, &self.holder)
+                .await?
+                .into_iter()
+                .collect();
+        *self.remote_edges.write().unwrap_or_else(|p| p.into_inner()) = held;
+        Ok(())
     }
 
     /// Closes the endpoint and every link.
@@ -443,6 +515,11 @@ impl Links {
         });
         let ended = link.run(ws, hello.applied, fast, either).await;
         watcher.abort();
+        // Before the lease goes: the next holder writes the edge's devices afresh.
+        let gone = device_presence::all_left(&link.node.db, edge.id, fleet_store::now_ms()).await;
+        if let Err(e) = gone {
+            tracing::warn!(edge = edge.id, error = %e, "marking an edge's devices offline failed");
+        }
         if let Err(e) = link_leases::release(&link.node.db, edge.id, &self.holder, lease).await {
             tracing::warn!(edge = edge.id, error = %e, "giving back an edge's link lease failed; it expires by itself");
         }

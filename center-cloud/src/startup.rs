@@ -17,11 +17,7 @@ use crate::{bulk, edges, groups, lab, openapi};
 
 /// Every table of the center's database, as `print-schema` shows it.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
-    let mut all = schema::fleet_tables(backend);
-    all.push(schema::table(backend, fleet_store::edges::Entity));
-    all.push(schema::table(backend, fleet_store::worker_leases::Entity));
-    all.push(schema::table(backend, fleet_store::link_leases::Entity));
-    all
+    schema::center_tables(backend)
 }
 
 /// A running center: its API and the endpoint edges link to.
@@ -69,6 +65,8 @@ impl Application {
         // Replicas over one database: a change committed through another replica
         // wakes the links this one holds.
         tokio::spawn(fleet_node::node::watch_shared_log(served.node.clone()));
+        // Who is online at edges other replicas hold.
+        tokio::spawn(links.clone().watch_presence(served.node.clone()));
         let (listener, link_port, tls) = served
             .bind_beside(settings.link_listen, "edge link endpoint")
             .await?;

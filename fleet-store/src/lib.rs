@@ -10,6 +10,7 @@ pub mod commands;
 pub mod credentials;
 pub mod database;
 pub mod desired_configs;
+pub mod device_presence;
 pub mod device_status;
 pub mod devices;
 pub mod edges;

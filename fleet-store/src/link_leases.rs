@@ -7,7 +7,7 @@
 
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::Expr;
-use sea_orm::IntoActiveModel;
+use sea_orm::{IntoActiveModel, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
@@ -120,6 +120,18 @@ pub async fn live<C: ConnectionTrait>(db: &C, edge: i64) -> Result<Option<Model>
         .one(db)
         .await?
         .filter(|l| l.expires_at >= now))
+}
+
+/// The edges whose link another holder than `holder` holds live.
+pub async fn held_by_others<C: ConnectionTrait>(db: &C, holder: &str) -> Result<Vec<i64>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(Column::EdgeId)
+        .filter(Column::ExpiresAt.gte(crate::now_ms()))
+        .filter(Column::Holder.ne(holder))
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 /// Ends whatever lease `edge`'s link has (its secret changed, or it was deleted): the

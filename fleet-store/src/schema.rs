@@ -91,6 +91,32 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
     ]
 }
 
+/// Every table of the center's database: the fleet tables and the center's own
+/// (the edge registry, replicas' worker and link leases, and device presence).
+pub fn center_tables(backend: DbBackend) -> Vec<TableSpec> {
+    let mut all = fleet_tables(backend);
+    all.push(table(backend, crate::edges::Entity));
+    all.push(table(backend, crate::worker_leases::Entity));
+    all.push(table(backend, crate::link_leases::Entity));
+    let mut presence = table(backend, crate::device_presence::Entity);
+    presence.indexes.push(
+        Index::create()
+            .name("idx-device_presence-updated_at")
+            .table(crate::device_presence::Entity)
+            .col(crate::device_presence::Column::UpdatedAt)
+            .to_owned(),
+    );
+    presence.indexes.push(
+        Index::create()
+            .name("idx-device_presence-edge_id")
+            .table(crate::device_presence::Entity)
+            .col(crate::device_presence::Column::EdgeId)
+            .to_owned(),
+    );
+    all.push(presence);
+    all
+}
+
 /// The DDL of `tables` as one script, in the dialect of `backend`.
 pub fn ddl(backend: DbBackend, tables: &[TableSpec]) -> String {
     let mut out = String::new();

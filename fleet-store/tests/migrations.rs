@@ -7,13 +7,14 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 6] = [
+const ALL_CENTER: [&str; 7] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
     "m20261201_000004_wide_results",
     "m20261201_000005_worker_leases",
     "m20261201_000006_link_leases",
+    "m20261201_000007_device_presence",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {
@@ -143,9 +144,14 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
         let mut expected: Vec<&str> = ALL_CENTER.to_vec();
         if schema == Schema::Edge {
             expected.retain(|m| {
-                !["center_edges", "worker_leases", "link_leases"]
-                    .iter()
-                    .any(|only| m.contains(only))
+                ![
+                    "center_edges",
+                    "worker_leases",
+                    "link_leases",
+                    "device_presence",
+                ]
+                .iter()
+                .any(|only| m.contains(only))
             });
         }
         assert_eq!(
@@ -282,21 +288,8 @@ async fn describe_sqlite(db: &impl ConnectionTrait) -> Vec<String> {
 #[tokio::test]
 async fn on_sqlite_the_migrations_end_at_the_schema_print_schema_shows() {
     let dir = tempfile::tempdir().expect("dir");
-    let center_tables = || {
-        let mut all = schema::fleet_tables(DbBackend::Sqlite);
-        all.push(schema::table(DbBackend::Sqlite, fleet_store::edges::Entity));
-        all.push(schema::table(
-            DbBackend::Sqlite,
-            fleet_store::worker_leases::Entity,
-        ));
-        all.push(schema::table(
-            DbBackend::Sqlite,
-            fleet_store::link_leases::Entity,
-        ));
-        all
-    };
     let cases: [(Schema, Vec<TableSpec>); 2] = [
-        (Schema::Center, center_tables()),
+        (Schema::Center, schema::center_tables(DbBackend::Sqlite)),
         (Schema::Edge, schema::fleet_tables(DbBackend::Sqlite)),
     ];
     for (n, (migrator, tables)) in cases.into_iter().enumerate() {

@@ -186,3 +186,44 @@ async fn every_replica_shows_the_link_the_other_holds() {
     edge.stop();
     second.links.shutdown();
 }
+
+/// Who is online is the same through every replica: the one holding the edge's link
+/// writes what the edge's live view says, and the other reads it; when the device
+/// leaves, both show it offline.
+#[tokio::test]
+async fn every_replica_shows_which_devices_are_online_at_an_edge_the_other_holds() {
+    let first = spawn_center().await;
+    let second = spawn_replica(&first).await;
+    let proxy = proxy_to(&second).await;
+    let (edge, edge_id) = spawn_edge_with_urls(&first, vec![link_url(&proxy)]).await;
+    let (device, secret) =
+        crate::federation::homed_device(&first, &edge, &edge_id.to_string(), "SN-LIVE").await;
+    let online_through = async |center: &Center| {
+        center.api.get(&format!("/api/v1/devices/{device}")).await.1["data"]["online"].clone()
+    };
+    assert_eq!(
+        online_through(&first).await,
+        json!(false),
+        "not connected yet"
+    );
+
+    let (client, _) = DeviceClient::login(&edge.site, &device, &secret).await;
+    until(15, "the holder sees the device online", async || {
+        online_through(&second).await == json!(true)
+    })
+    .await;
+    until(15, "the other replica sees it online too", async || {
+        online_through(&first).await == json!(true)
+    })
+    .await;
+
+    drop(client);
+    until(15, "the other replica sees it leave", async || {
+        online_through(&first).await == json!(false)
+    })
+    .await;
+    assert_eq!(online_through(&second).await, json!(false));
+    edge.stop();
+    first.links.shutdown();
+    second.links.shutdown();
+}

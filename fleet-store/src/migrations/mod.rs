@@ -59,6 +59,11 @@ fn link_leases() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000006_link_leases"))
 }
 
+/// The center's: which devices are online at which edge, for every replica.
+fn device_presence() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261201_000007_device_presence"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
@@ -70,6 +75,7 @@ impl MigratorTrait for CenterMigrator {
             wide_results(),
             worker_leases(),
             link_leases(),
+            device_presence(),
         ]
     }
 }

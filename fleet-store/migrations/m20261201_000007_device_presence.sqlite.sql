@@ -1,0 +1,12 @@
+-- Frozen: which devices are online at which edge, as the replica holding the edge's
+-- link last heard, so every center replica shows the same live view.
+-- Never edit a released migration: add a new one.
+
+CREATE TABLE IF NOT EXISTS "device_presence" (
+  "device_id" bigint NOT NULL PRIMARY KEY,
+  "edge_id" bigint NOT NULL,
+  "online" boolean NOT NULL,
+  "updated_at" bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "idx-device_presence-updated_at" ON "device_presence" ("updated_at");
+CREATE INDEX IF NOT EXISTS "idx-device_presence-edge_id" ON "device_presence" ("edge_id");
