@@ -244,15 +244,19 @@ impl Links {
         }
         let now = fleet_store::now_ms();
         let (full, arrived, left) = (live.full, &live.online, &live.offline);
-        let written = node
-            .transact(|txn| async move {
+        // Most frames say nothing new about who is online: no write turn for them.
+        let written = if !full && arrived.is_empty() && left.is_empty() {
+            Ok(())
+        } else {
+            node.transact(|txn| async move {
                 if full {
                     device_presence::all_left(&*txn, edge, now).await?;
                 }
                 device_presence::set(&*txn, edge, left, false, now).await?;
                 device_presence::set(&*txn, edge, arrived, true, now).await
             })
-            .await;
+            .await
+        };
         if let Err(e) = written {
             tracing::warn!(edge, error = %e, "storing who is online at an edge failed");
         }
