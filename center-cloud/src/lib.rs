@@ -7,6 +7,7 @@ pub mod groups;
 pub mod lab;
 pub mod link;
 pub mod openapi;
+pub mod presence;
 pub mod roaming;
 pub mod routing;
 pub mod startup;

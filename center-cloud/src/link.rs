@@ -38,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::presence::Elsewhere;
 use crate::roaming;
 
 /// From accept to a logged-in edge: TLS, the WebSocket upgrade and the login.
@@ -71,29 +72,15 @@ struct ConnectionLabels {
 }
 
 impl fleet_node::devices::Presence for Links {
-    /// Online at an edge linked here, as its live view says; or at an edge linked to
-    /// another replica, as that replica last wrote (`watch_presence`).
+    /// Online at an edge linked here, as its live view says; or at an edge another
+    /// replica holds, as that replica last wrote (`crate::presence`).
     fn is_online(&self, device: i64) -> bool {
-        if self.online.contains_key(&device) {
-            return true;
-        }
-        let Some(edge) = self.remote.get(&device).map(|e| *e) else {
-            return false;
-        };
-        !self.live.contains_key(&edge)
-            && self
-                .remote_edges
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&edge)
+        self.online.contains_key(&device)
+            || self
+                .elsewhere
+                .is_online(device, |edge| self.live.contains_key(&edge))
     }
 }
-
-/// How often a replica reads the presence other replicas wrote.
-const PRESENCE_EVERY: Duration = Duration::from_secs(1);
-/// How far back each read of presence looks past the last row seen: rows are stamped
-/// by their writers' clocks, which may run this much apart.
-const PRESENCE_OVERLAP_MS: i64 = 5_000;
 
 /// What `GET /api/v1/edges` shows of an edge's link.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,10 +95,8 @@ pub struct Links {
     /// Devices online at an edge linked here, as the edges report them: device id ->
     /// edge id.
     online: DashMap<i64, i64>,
-    /// Devices online at an edge, as `device_presence` says (any replica's writing).
-    remote: DashMap<i64, i64>,
-    /// Edges whose link another replica holds live.
-    remote_edges: std::sync::RwLock<std::collections::HashSet<i64>>,
+    /// Who is online at edges other replicas hold.
+    elsewhere: Elsewhere,
     serial: AtomicU64,
     stop: watch::Sender<bool>,
     throttle: LoginThrottle,
@@ -130,8 +115,7 @@ impl Links {
         Self {
             live: DashMap::new(),
             online: DashMap::new(),
-            remote: DashMap::new(),
-            remote_edges: std::sync::RwLock::default(),
+            elsewhere: Elsewhere::default(),
             serial: AtomicU64::new(0),
             stop: watch::channel(false).0,
             throttle: LoginThrottle::default(),
@@ -283,37 +267,10 @@ impl Links {
         }
     }
 
-    /// Reads, every [`PRESENCE_EVERY`], who is online at edges other replicas hold
-    /// (what they wrote to `device_presence`, and which links they hold live), for as
-    /// long as the process runs.
+    /// Reads who is online at edges other replicas hold, for as long as the process
+    /// runs.
     pub async fn watch_presence(self: Arc<Self>, node: Arc<Node>) {
-        let mut tick = tokio::time::interval(PRESENCE_EVERY);
-        let mut seen = 0_i64;
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.read_presence(&node, &mut seen).await {
-                tracing::warn!(error = %e, "reading device presence failed");
-            }
-        }
-    }
-
-    async fn read_presence(&self, node: &Node, seen: &mut i64) -> Result<(), sea_orm::DbErr> {
-        let from = seen.saturating_sub(PRESENCE_OVERLAP_MS);
-        for row in device_presence::since(&node.db, from).await? {
-            *seen = (*seen).max(row.updated_at);
-            if row.online {
-                self.remote.insert(row.device_id, row.edge_id);
-            } else {
-                self.remote.remove(&row.device_id);
-            }
-        }
-        let held: std::collections::HashSet<i64> =
-            link_leases::held_by_others(&node.db, &self.holder)
-                .await?
-                .into_iter()
-                .collect();
-        *self.remote_edges.write().unwrap_or_else(|p| p.into_inner()) = held;
-        Ok(())
+        self.elsewhere.watch(&node, &self.holder).await;
     }
 
     /// Closes the endpoint and every link.

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use fleet_store::commands::State;
 use fleet_store::sync::{full_row, Change};
 use fleet_store::{commands, desired_configs, devices, memberships};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
+    QuerySelect,
+};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,42 +102,41 @@ async fn devices_of_rows<C: ConnectionTrait>(
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(LOOKUP_CHUNK) {
         let chunk = chunk.to_vec();
-        let rows: Vec<(i64, i64)> = match table {
+        out.extend(match table {
             "commands" => {
-                commands::Entity::find()
-                    .select_only()
-                    .column(commands::Column::Id)
-                    .column(commands::Column::DeviceId)
-                    .filter(commands::Column::Id.is_in(chunk))
-                    .into_tuple()
-                    .all(db)
-                    .await?
+                owners::<commands::Entity, _>(db, commands::Column::DeviceId, chunk).await?
             }
             "memberships" => {
-                memberships::Entity::find()
-                    .select_only()
-                    .column(memberships::Column::Id)
-                    .column(memberships::Column::DeviceId)
-                    .filter(memberships::Column::Id.is_in(chunk))
-                    .into_tuple()
-                    .all(db)
-                    .await?
+                owners::<memberships::Entity, _>(db, memberships::Column::DeviceId, chunk).await?
             }
             "desired_configs" => {
-                desired_configs::Entity::find()
-                    .select_only()
-                    .column(desired_configs::Column::Id)
-                    .column(desired_configs::Column::DeviceId)
-                    .filter(desired_configs::Column::Id.is_in(chunk))
-                    .into_tuple()
-                    .all(db)
+                owners::<desired_configs::Entity, _>(db, desired_configs::Column::DeviceId, chunk)
                     .await?
             }
             _ => Vec::new(),
-        };
-        out.extend(rows);
+        });
     }
     Ok(out)
+}
+
+/// (id, device) of the rows of `E` named by `ids`.
+async fn owners<E, C>(db: &C, device: E::Column, ids: Vec<i64>) -> Result<Vec<(i64, i64)>, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let Some(pk) = E::PrimaryKey::iter().next() else {
+        return Ok(Vec::new());
+    };
+    let id = pk.into_column();
+    E::find()
+        .select_only()
+        .column(id)
+        .column(device)
+        .filter(id.is_in(ids))
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 /// A device with everything that hangs on it, whole: what an edge needs when the
