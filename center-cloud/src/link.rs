@@ -227,26 +227,9 @@ impl Links {
             self.online.insert(*device, edge);
         }
         let now = fleet_store::now_ms();
-        let (full, arrived, left) = (live.full, &live.online, &live.offline);
-        // Most frames say nothing new about who is online: no write turn for them.
-        let written = if !full && arrived.is_empty() && left.is_empty() {
-            Ok(())
-        } else {
-            node.transact(|txn| async move {
-                if full {
-                    device_presence::all_left(&*txn, edge, now).await?;
-                }
-                device_presence::set(&*txn, edge, left, false, now).await?;
-                device_presence::set(&*txn, edge, arrived, true, now).await
-            })
-            .await
-        };
-        if let Err(e) = written {
-            tracing::warn!(edge, error = %e, "storing who is online at an edge failed");
-        }
         let rows: Vec<device_status::Model> = live
             .statuses
-            .into_iter()
+            .iter()
             .map(|s| device_status::Model {
                 device_id: s.device_id,
                 version: s.version,
@@ -255,15 +238,24 @@ impl Links {
                 updated_at: now,
             })
             .collect();
-        if rows.is_empty() {
+        let (full, arrived, left) = (live.full, &live.online, &live.offline);
+        // Most frames say nothing new: no write turn for them.
+        if !full && arrived.is_empty() && left.is_empty() && rows.is_empty() {
             return;
         }
         let rows = &rows;
-        let stored = node
-            .transact(|txn| async move { device_status::upsert_many(&*txn, rows.clone()).await })
+        let written = node
+            .transact(|txn| async move {
+                if full {
+                    device_presence::all_left(&*txn, edge, now).await?;
+                }
+                device_presence::set(&*txn, edge, left, false, now).await?;
+                device_presence::set(&*txn, edge, arrived, true, now).await?;
+                device_status::upsert_many(&*txn, rows.clone()).await
+            })
             .await;
-        if let Err(e) = stored {
-            tracing::warn!(edge, error = %e, "storing device statuses from an edge failed");
+        if let Err(e) = written {
+            tracing::warn!(edge, error = %e, "storing an edge's live view failed");
         }
     }
 
