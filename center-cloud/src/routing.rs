@@ -31,8 +31,12 @@ impl Routing {
         let _ = self.node.set(node);
     }
 
-    fn route(&self, table: &'static str, id: i64, device: i64) {
-        let (Some(node), links) = (self.node.get().cloned(), self.links.clone()) else {
+    /// Sends a new row down its device's home edge link. The row as just written is
+    /// what goes: its stamps are the ones the change log carries too.
+    fn route(&self, device: i64, changes: Result<Vec<fleet_store::sync::Change>, sea_orm::DbErr>) {
+        let (Some(node), links, Ok(changes)) =
+            (self.node.get().cloned(), self.links.clone(), changes)
+        else {
             return;
         };
         tokio::spawn(async move {
@@ -42,8 +46,7 @@ impl Routing {
                 .ok()
                 .flatten()
                 .and_then(|d| d.edge_id);
-            let Some(edge) = home else { return };
-            if let Ok(changes) = fleet_store::sync::full_row(&node.db, table, id).await {
+            if let Some(edge) = home {
                 links.push(edge, changes);
             }
         });
@@ -52,7 +55,7 @@ impl Routing {
 
 impl fleet_node::commands::Dispatch for Routing {
     fn offer(&self, command: &fleet_store::commands::Model) -> bool {
-        self.route("commands", command.id, command.device_id);
+        self.route(command.device_id, fleet_store::sync::row_changes(command));
         false
     }
 
@@ -63,7 +66,7 @@ impl fleet_node::commands::Dispatch for Routing {
     fn offer_many(&self, _commands: &[fleet_store::commands::Model]) {}
 
     fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool {
-        self.route("desired_configs", config.id, config.device_id);
+        self.route(config.device_id, fleet_store::sync::row_changes(config));
         false
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use federation::protocol::{Hello, Live, LiveStatus, Roam, VERSION};
+use federation::protocol::{Changes, Hello, Live, LiveStatus, Roam, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_node::Node;
@@ -28,7 +28,7 @@ use sea_orm::EntityTrait;
 use shared_proto::backoff::Backoff;
 use shared_proto::endpoint::Endpoint;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -39,6 +39,9 @@ const STABLE: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the center hears who is online and what changed in their statuses.
 const LIVE_EVERY: Duration = Duration::from_secs(1);
+/// Results a second that go up the link ahead of the change log; past it, they go
+/// with the log alone.
+const FAST_RESULTS_PER_S: usize = 200;
 /// How long a roaming login waits for the center's answer, then for the device's
 /// rows; together well inside a device's login timeout.
 const ROAM_ANSWER: Duration = Duration::from_secs(3);
@@ -412,7 +415,8 @@ impl Uplink {
         if let Ok(mut slot) = self.to_center.lock() {
             *slot = Some(out_tx.clone());
         }
-        let reporter = tokio::spawn(report_live(self.sessions.clone(), out_tx));
+        let reporter = tokio::spawn(report_live(self.sessions.clone(), out_tx.clone()));
+        let results = tokio::spawn(forward_results(self.node.clone(), out_tx));
         let answers = async {
             while let Some(pdu) = inbox.recv().await {
                 if let LinkPdu::Roamed(answer) = pdu {
@@ -427,6 +431,7 @@ impl Uplink {
             () = answers => Ended::Lost("the link's inbox closed".into()),
         };
         reporter.abort();
+        results.abort();
         if let Ok(mut slot) = self.to_center.lock() {
             *slot = None;
         }
@@ -484,5 +489,43 @@ async fn report_live(sessions: Arc<Sessions>, out: mpsc::Sender<LinkPdu>) {
             full = false;
         }
         sent_online = online;
+    }
+}
+
+/// Sends the results devices give up the link at once, before this edge commits them
+/// and ahead of the change log that carries them too (the center merges them like any
+/// change, with the same checks, so getting one twice is harmless): an operator
+/// waiting at the center hears a result without waiting for this edge's commit and its
+/// next push. The fast path is for the few results someone waits on: past
+/// `FAST_RESULTS_PER_S`, or when the link is busy, results go with the log alone, in
+/// bulk, instead of being merged twice.
+async fn forward_results(node: Arc<Node>, out: mpsc::Sender<LinkPdu>) {
+    let mut ending = node.ending.subscribe();
+    let me = node.replica.node_id();
+    let mut window = Instant::now();
+    let mut sent = 0;
+    loop {
+        let command = match ending.recv().await {
+            Ok(command) => command,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if window.elapsed() >= Duration::from_secs(1) {
+            window = Instant::now();
+            sent = 0;
+        }
+        if sent >= FAST_RESULTS_PER_S {
+            continue;
+        }
+        sent += 1;
+        let Ok(changes) = fleet_store::sync::row_changes(&command) else {
+            continue;
+        };
+        // Only what this edge stamped: the rest of the row is the center's own.
+        let changes = changes
+            .into_iter()
+            .filter(|c| fleet_store::clock::node_of(c.hlc) == me)
+            .collect();
+        let _ = out.try_send(LinkPdu::Changes(Changes { changes, upto: 0 }));
     }
 }

@@ -35,6 +35,22 @@ const FRAME_BUDGET: usize = 8 * 1024 * 1024;
 /// Missed heartbeat intervals after which the link counts as lost.
 const MISSED_LIMIT: u32 = 3;
 
+/// How often cursor bookkeeping goes out: the peer's acknowledgements are stored,
+/// and a cursor moved over entries the peer does not get (its own changes coming
+/// back) is told to it. Neither carries data: acks only bound change-log compaction
+/// and show how far behind the peer is (`pending_to_edge`), and a cursor only spares
+/// the peer those entries after a reconnect. Doing either at once would cost a write
+/// turn at one end or the other for every frame; losing one in a crash costs a few
+/// entries kept or looked at again.
+const CURSORS_EVERY: Duration = Duration::from_secs(1);
+
+/// The peer's acknowledgements: the newest heard, and the newest stored.
+#[derive(Default)]
+struct Acked {
+    heard: i64,
+    stored: i64,
+}
+
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
@@ -129,6 +145,9 @@ impl Link {
         };
         let mut outbox = Outbox::new(sent);
         let mut beat = tokio::time::interval(self.heartbeat);
+        let mut acked = Acked::default();
+        let mut cursors = tokio::time::interval(CURSORS_EVERY);
+        let mut told = sent;
         let mut heard = Instant::now();
         let changed = self.node.changed.clone();
         loop {
@@ -139,7 +158,7 @@ impl Link {
             // One frame a turn, then the peer is heard: both ends push at once under
             // a storm (commands down, their results up), and an end that drained its
             // whole log first would leave the other's frames unread until it was done.
-            let more = match self.push(&mut ws, &mut outbox).await {
+            let more = match self.push(&mut ws, &mut outbox, &mut told).await {
                 Ok(more) => more,
                 Err(e) => return e,
             };
@@ -152,8 +171,22 @@ impl Link {
                         Some(Err(e)) => return Ended::Lost(e),
                         Some(Ok(pdu)) => pdu,
                     };
-                    if let Err(e) = self.take(&mut ws, pdu).await {
+                    if let LinkPdu::Ack(ack) = pdu {
+                        acked.heard = acked.heard.max(ack.upto);
+                    } else if let Err(e) = self.take(&mut ws, pdu).await {
                         return e;
+                    }
+                }
+                _ = cursors.tick() => {
+                    if let Err(e) = self.store_ack(&mut acked).await {
+                        return e;
+                    }
+                    if outbox.upto() > told {
+                        told = outbox.upto();
+                        let pdu = LinkPdu::Changes(Changes { changes: Vec::new(), upto: told });
+                        if let Err(e) = send(&mut ws, &pdu).await {
+                            return e;
+                        }
                     }
                 }
                 _ = beat.tick() => {
@@ -170,12 +203,14 @@ impl Link {
                     // log has really delivered.
                     if let LinkPdu::Changes(batch) = &mut pdu {
                         batch.upto = outbox.upto();
+                        told = batch.upto;
                     }
                     if let Err(e) = send(&mut ws, &pdu).await {
                         return e;
                     }
                 }
                 _ = shutdown.changed() => {
+                    let _ = self.store_ack(&mut acked).await;
                     let _ = ws.close(None).await;
                     return Ended::Stopped;
                 }
@@ -186,18 +221,25 @@ impl Link {
     }
 
     /// Sends the next batch of the log, with any skipped entries that have
-    /// committed since; whether there was anything to send.
-    async fn push<S>(&self, ws: &mut WebSocketStream<S>, outbox: &mut Outbox) -> Result<bool, Ended>
+    /// committed since; whether there was anything to send. A batch the peer gets
+    /// nothing of is not sent: the cursor moved over it goes out with the next frame
+    /// or the next bookkeeping tick. `told` is the cursor the peer last heard.
+    async fn push<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        outbox: &mut Outbox,
+        told: &mut i64,
+    ) -> Result<bool, Ended>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let db = &self.node.db;
         let mut filled = sync::read_at(db, &outbox.gaps()).await?;
-        let mut fresh = sync::read(db, outbox.sent(), BATCH).await?;
+        let mut fresh = sync::read_for(db, outbox.sent(), BATCH, self.origins()).await?;
         // Pulled logs carry their upload: a frame takes them while it is under
         // FRAME_BUDGET, at least one entry, and the rest go in the next frame.
         let mut bytes = 0;
-        for c in &mut filled {
+        for c in filled.iter_mut().filter(|c| self.sends(c)) {
             bytes += pulled_logs::attach(db, c).await?;
         }
         let mut keep = fresh.len();
@@ -206,7 +248,9 @@ impl Link {
                 keep = i;
                 break;
             }
-            bytes += pulled_logs::attach(db, c).await?;
+            if self.sends(c) {
+                bytes += pulled_logs::attach(db, c).await?;
+            }
         }
         fresh.truncate(keep);
         let before = outbox.upto();
@@ -226,8 +270,12 @@ impl Link {
                 .collect(),
         );
         let changes = self.scope.select(&self.node.db, theirs).await?;
+        if changes.is_empty() {
+            return Ok(true);
+        }
         let upto = outbox.upto();
         send(ws, &LinkPdu::Changes(Changes { changes, upto })).await?;
+        *told = upto;
         Ok(true)
     }
 
@@ -235,10 +283,13 @@ impl Link {
     /// only what the edge wrote itself, because the center takes nothing else from
     /// it (what others wrote reaches the center from them).
     fn sends(&self, change: &sync::Change) -> bool {
-        let node = fleet_store::clock::node_of(change.hlc);
+        self.origins().includes(change)
+    }
+
+    fn origins(&self) -> sync::Origins {
         match self.home {
-            Some(_) => node == self.node.replica.node_id(),
-            None => node != self.peer,
+            Some(_) => sync::Origins::Only(self.node.replica.node_id()),
+            None => sync::Origins::AllBut(self.peer),
         }
     }
 
@@ -308,12 +359,15 @@ impl Link {
     /// At an edge, after a snapshot: drops the devices held here that the center no
     /// longer homes here, unless this edge changed them after what the center had
     /// merged when it made the list (a device created here meanwhile is not lost).
+    /// Only this edge's own entries count: what it merged from the center is in its
+    /// log too, but the center has it already.
     async fn let_go(&self, homed: &[i64], merged: i64) -> Result<(), DbErr> {
         if self.home.is_none() {
             return Ok(());
         }
         let homed: std::collections::HashSet<i64> = homed.iter().copied().collect();
         let homed = &homed;
+        let own = self.node.replica.node_id();
         self.node
             .transact(|txn| async move {
                 let (horizon, head) = (sync::horizon(&*txn).await?, sync::head(&*txn).await?);
@@ -332,6 +386,7 @@ impl Link {
                 for device in held.into_iter().filter(|d| !homed.contains(d)) {
                     let pending = change_log::Entity::find()
                         .filter(change_log::Column::TableName.eq("devices"))
+                        .filter(change_log::Column::Origin.eq(own))
                         .filter(change_log::Column::RowId.eq(device))
                         .filter(change_log::Column::Seq.gt(merged))
                         .one(&*txn)
@@ -345,6 +400,19 @@ impl Link {
             .await
     }
 
+    /// Stores how far the peer acknowledged this node's log, if that moved.
+    async fn store_ack(&self, acked: &mut Acked) -> Result<(), Ended> {
+        if acked.heard <= acked.stored {
+            return Ok(());
+        }
+        let (peer, upto) = (self.peer, acked.heard);
+        self.node
+            .transact(|txn| async move { link_cursors::set_acked(&*txn, peer, upto).await })
+            .await?;
+        acked.stored = upto;
+        Ok(())
+    }
+
     async fn take<S>(&self, ws: &mut WebSocketStream<S>, pdu: LinkPdu) -> Result<(), Ended>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -354,15 +422,8 @@ impl Link {
                 self.merge(&batch).await?;
                 send(ws, &LinkPdu::Ack(Ack { upto: batch.upto })).await
             }
-            LinkPdu::Ack(ack) => {
-                let peer = self.peer;
-                self.node
-                    .transact(
-                        |txn| async move { link_cursors::set_acked(&*txn, peer, ack.upto).await },
-                    )
-                    .await?;
-                Ok(())
-            }
+            // Gathered by the run loop (`Acked`).
+            LinkPdu::Ack(_) => Ok(()),
             LinkPdu::SnapshotEnd(end) => {
                 // Exactly, not the larger: after a restore the sender's log is
                 // shorter than what this end remembered of it.
@@ -461,11 +522,6 @@ impl Link {
             link_cursors::set_applied(txn, self.peer, batch.upto).await?;
         }
         let merged = commands_of(txn, &touched).await?;
-        for c in merged.iter().filter(|c| ended(c)) {
-            // Announced before the commit: whoever waits for this result answers
-            // now. Should the commit fail, the peer sends the batch again.
-            let _ = self.node.finished.send(c.clone());
-        }
         Ok((
             touched,
             merged,
@@ -524,6 +580,10 @@ impl Link {
         merged: Vec<commands::Model>,
     ) -> Result<(), DbErr> {
         let db = &self.node.db;
+        // After the commit, so whoever is answered reads the same from here on.
+        for c in merged.iter().filter(|c| ended(c)) {
+            let _ = self.node.finished.send(c.clone());
+        }
         let queued: Vec<commands::Model> = merged
             .into_iter()
             .filter(|c| !c.deleted && State::parse(&c.state) == Some(State::Queued))

@@ -130,7 +130,15 @@ async fn commit_moves(node: Arc<Node>) {
                 }
                 taken.iter().map(|m| m.step.clone()).collect()
             };
-            apply_moves(core, &*txn, &steps).await
+            let outcomes = apply_moves(core, &*txn, &steps).await?;
+            // Told to the peers before the commit (`Node::ending`); should the commit
+            // fail, the device is told to send its result again.
+            for (step, outcome) in steps.iter().zip(&outcomes) {
+                if let (true, Reported::Saved(done)) = (step.state.is_final(), outcome) {
+                    let _ = core.ending.send((**done).clone());
+                }
+            }
+            Ok::<_, DbErr>(outcomes)
         })
         .await;
     let mut group = group.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -405,8 +413,6 @@ pub async fn wait_for_end(
                 }
             };
             match announced {
-                // As it ended: a result that came over the federation link is
-                // answered before the merge that stores it commits.
                 Ok(done) if done.id == id => return Some(done),
                 Ok(_) => {}
                 // Missed announcements: look at the row instead.

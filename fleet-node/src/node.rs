@@ -29,6 +29,11 @@ pub struct Node {
     pub dispatch: Option<Arc<dyn Dispatch>>,
     /// Announces every command that reached a final state, as it ended.
     pub finished: broadcast::Sender<fleet_store::commands::Model>,
+    /// Announces every command a device ended here, inside the transaction that
+    /// stores it, before its commit: for a peer that merges it like any change and
+    /// answers its own waiters at once (an edge's uplink to the center). A failed
+    /// commit is repaired by the device sending its result again, with a later stamp.
+    pub ending: broadcast::Sender<fleet_store::commands::Model>,
     /// Woken after every write transaction, so federation links push new change-log
     /// entries at once instead of polling for them.
     pub changed: Arc<Notify>,
@@ -54,6 +59,7 @@ impl Node {
             presence: None,
             dispatch: None,
             finished: broadcast::channel(1024).0,
+            ending: broadcast::channel(1024).0,
             changed,
             moves: std::sync::Mutex::new(Vec::new()),
         }

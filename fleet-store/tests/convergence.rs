@@ -566,3 +566,68 @@ async fn a_serial_number_registered_on_two_nodes_apart_ends_with_one_holder_ever
         assert_eq!(holder(n).await, expected, "the next row took the key over");
     }
 }
+
+#[tokio::test]
+async fn a_peer_reads_every_position_but_only_the_payloads_it_gets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b) = (
+        fresh_node(dir.path(), 1).await,
+        fresh_node(dir.path(), 2).await,
+    );
+    let now = fleet_store::now_ms();
+    let group = |replica: &Replica, name: &str| groups::Model {
+        id: replica.new_id(),
+        name: name.into(),
+        description: String::new(),
+        live_name: Some(name.into()),
+        created_at: now,
+        updated_at: now,
+        hlc: 0,
+        origin: 0,
+        deleted: false,
+        field_stamps: String::new(),
+    };
+    // a's log: its own write, one merged from b, its own again.
+    a.replica
+        .insert(&a.db, group(&a.replica, "a1"))
+        .await
+        .expect("insert");
+    b.replica
+        .insert(&b.db, group(&b.replica, "b1"))
+        .await
+        .expect("insert");
+    for c in sync::read(&b.db, 0, 10).await.expect("read") {
+        sync::apply(&a.db, &a.replica, &c).await.expect("apply");
+    }
+    a.replica
+        .insert(&a.db, group(&a.replica, "a2"))
+        .await
+        .expect("insert");
+    let all = sync::read(&a.db, 0, 10).await.expect("read");
+    assert_eq!(all.len(), 3);
+
+    let to_b = sync::read_for(&a.db, 0, 10, sync::Origins::AllBut(2))
+        .await
+        .expect("read");
+    let seqs = |v: &[Change]| v.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&to_b), seqs(&all), "no position is skipped");
+    let names: Vec<Option<&Value>> = to_b.iter().map(|c| c.fields.get("name")).collect();
+    assert_eq!(
+        names,
+        [Some(&json!("a1")), None, Some(&json!("a2"))],
+        "b's own write comes without its payload"
+    );
+    assert_eq!(
+        to_b.iter()
+            .filter(|c| sync::Origins::AllBut(2).includes(c))
+            .count(),
+        2
+    );
+
+    let only_b = sync::read_for(&a.db, 1, 10, sync::Origins::Only(2))
+        .await
+        .expect("read");
+    assert_eq!(seqs(&only_b), seqs(&all[1..]));
+    assert_eq!(only_b[0].fields.get("name"), Some(&json!("b1")));
+    assert!(only_b[1].fields.is_empty());
+}

@@ -117,13 +117,6 @@ impl Hub {
         (config.version > applied).then_some(config)
     }
 
-    pub(super) async fn still_queued(&self, id: i64) -> bool {
-        matches!(
-            commands::Entity::find_by_id(id).one(&self.node.db).await,
-            Ok(Some(c)) if c.state == State::Queued.as_str()
-        )
-    }
-
     pub(super) async fn deliver<S>(
         &self,
         ws: &mut WebSocketStream<S>,

@@ -66,8 +66,12 @@ impl Hub {
             next_id += 1;
             let _ = send(&mut ws, next_id, config_pdu(&config)).await;
         }
+        // A command offered while this session was opening may go out with the
+        // pending ones already; it is not sent twice.
+        let mut opened_with = std::collections::HashSet::new();
         for command in self.pending(device).await {
             next_id += 1;
+            opened_with.insert(command.id);
             if self.deliver(&mut ws, next_id, &command).await.is_err() {
                 break;
             }
@@ -85,9 +89,7 @@ impl Hub {
                 Some(outgoing) = commands_in.recv() => {
                     next_id += 1;
                     let sent = match outgoing {
-                        // A command offered while this session was starting may have
-                        // gone out with the pending ones already.
-                        Outgoing::Command(command) if !self.still_queued(command.id).await => Ok(()),
+                        Outgoing::Command(command) if opened_with.remove(&command.id) => Ok(()),
                         Outgoing::Command(command) => self.deliver(&mut ws, next_id, &command).await,
                         Outgoing::Config(config) => {
                             let pdu = config_pdu(&config);
