@@ -49,8 +49,10 @@ async fn main() -> anyhow::Result<()> {
             operator_api::server::announce(&mut out, "center", &settings.node, &app.served)?;
             drop(out);
             let links = app.links.clone();
-            app.served.run_until_stopped().await.context("serving")?;
-            links.shutdown();
+            app.served
+                .run_until_signal(|| async move { links.shutdown() })
+                .await
+                .context("serving")?;
             tracing::info!("center stopped");
             Ok(())
         }

@@ -38,6 +38,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::uplink::Uplink;
 
@@ -69,6 +71,9 @@ pub struct Hub {
     event_queue: std::sync::Mutex<Option<mpsc::Receiver<NewEvent>>>,
     /// Turns true when the edge stops: the listener closes and every session ends.
     stop: watch::Sender<bool>,
+    /// The device connections, so a stop can wait until every session has ended
+    /// (and queued its last event).
+    connections: TaskTracker,
     metrics: HubMetrics,
     node: Arc<Node>,
     sessions: Arc<Sessions>,
@@ -158,6 +163,7 @@ impl Hub {
             events,
             event_queue: std::sync::Mutex::new(Some(event_queue)),
             stop: watch::channel(false).0,
+            connections: TaskTracker::new(),
             metrics,
             node,
             sessions,
@@ -173,6 +179,12 @@ impl Hub {
     /// Closes the device endpoint and ends every session.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+        self.connections.close();
+    }
+
+    /// Waits until every device connection has ended, after [`Hub::shutdown`].
+    pub async fn connections_ended(&self) {
+        self.connections.wait().await;
     }
 
     /// Connections accepted and not yet logged in.
@@ -204,9 +216,8 @@ impl Hub {
                         continue;
                     };
                     let hub = self.clone();
-                    tokio::spawn(
-                        async move { hub.connection(stream, peer, permit, deadline).await },
-                    );
+                    self.connections
+                        .spawn(async move { hub.connection(stream, peer, permit, deadline).await });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
@@ -315,8 +326,9 @@ impl Hub {
         }
     }
 
-    /// Writes queued device events in batches, for as long as the process runs.
-    pub async fn write_events(self: Arc<Self>) {
+    /// Writes queued device events in batches until `stop`, then writes what is
+    /// still queued and returns.
+    pub async fn write_events(self: Arc<Self>, stop: CancellationToken) {
         let Some(mut queue) = self
             .event_queue
             .lock()
@@ -325,13 +337,21 @@ impl Hub {
         else {
             return;
         };
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
+        loop {
+            let mut batch = tokio::select! {
+                biased;
+                Some(first) = queue.recv() => vec![first],
+                () = stop.cancelled() => Vec::new(),
+                else => return,
+            };
             while batch.len() < EVENT_BATCH {
                 match queue.try_recv() {
                     Ok(e) => batch.push(e),
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                return;
             }
             let (replica, batch) = (&self.node.replica, &batch);
             let stored = self

@@ -48,12 +48,19 @@ async fn main() -> anyhow::Result<()> {
                 app.device_port
             )?;
             drop(out);
-            let hub = app.hub.clone();
-            app.served.run_until_stopped().await.context("serving")?;
-            // The last statuses reported before the stop are not lost.
-            hub.flush_statuses()
+            let stopper = app.stopper.clone();
+            let timeout_s = settings.shutdown_timeout.as_secs();
+            app.served
+                .run_until_signal(|| async move {
+                    if !stopper.stop().await {
+                        tracing::warn!(
+                            timeout_s,
+                            "stopping before everything was written: the shutdown timeout passed"
+                        );
+                    }
+                })
                 .await
-                .context("writing the last device statuses")?;
+                .context("serving")?;
             tracing::info!("edge stopped");
             Ok(())
         }

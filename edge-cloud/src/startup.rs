@@ -11,6 +11,8 @@ use operator_api::devices;
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::hub::{Hub, HubMetrics, Sessions, UploadTarget};
@@ -24,17 +26,10 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
 }
 
 impl Edge {
-    /// Stops the device endpoint and the site API gracefully, then writes the last
-    /// statuses.
-    pub async fn stop(&self) {
-        if let Some(uplink) = &self.uplink {
-            uplink.shutdown();
-        }
-        self.hub.shutdown();
+    /// Stops the site API gracefully, then everything else ([`Stopper::stop`]).
+    pub async fn stop(&self) -> bool {
         self.served.handle().stop(true).await;
-        if let Err(e) = self.hub.flush_statuses().await {
-            tracing::error!(error = %e, "writing the last device statuses failed");
-        }
+        self.stopper.stop().await
     }
 }
 
@@ -47,6 +42,39 @@ pub struct Edge {
     pub hub: Arc<Hub>,
     /// The link to the center, when the edge joined one.
     pub uplink: Option<Arc<Uplink>>,
+    pub stopper: Stopper,
+}
+
+/// What a stop winds down besides the site API: the device hub, the center link and
+/// the loops behind them (command sweep, status and event writers), in that order, so
+/// that nothing a session queues on its way out is lost.
+#[derive(Clone)]
+pub struct Stopper {
+    hub: Arc<Hub>,
+    uplink: Option<Arc<Uplink>>,
+    loops: CancellationToken,
+    tasks: TaskTracker,
+    deadline: Duration,
+}
+
+impl Stopper {
+    /// Closes the device endpoint and ends every session (each device is told the edge
+    /// is stopping), closes the center link, then lets the loops write what is queued
+    /// (device events, the last statuses) and waits for every one of them. Answers
+    /// whether all of it ended within the shutdown deadline.
+    pub async fn stop(&self) -> bool {
+        let work = async {
+            if let Some(uplink) = &self.uplink {
+                uplink.shutdown();
+            }
+            self.hub.shutdown();
+            self.hub.connections_ended().await;
+            self.loops.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
+        };
+        tokio::time::timeout(self.deadline, work).await.is_ok()
+    }
 }
 
 pub struct Application;
@@ -87,6 +115,7 @@ impl Application {
         let (listener, device_port, tls) = served
             .bind_beside(settings.device_listen, "device endpoint")
             .await?;
+        let (loops, tasks) = (CancellationToken::new(), TaskTracker::new());
         let uplink = match settings.center.clone() {
             Some(center) => {
                 let uplink = Arc::new(
@@ -98,7 +127,7 @@ impl Application {
                     )
                     .map_err(|e| StartupError::Config(e.to_string()))?,
                 );
-                tokio::spawn(uplink.clone().run());
+                tasks.spawn(uplink.clone().run());
                 Some(uplink)
             }
             None => None,
@@ -116,16 +145,24 @@ impl Application {
             },
             uplink.clone(),
         ));
-        tokio::spawn(hub.clone().sweep(Duration::from_secs(1)));
-        tokio::spawn(hub.clone().write_events());
-        tokio::spawn(hub.clone().persist(settings.status_flush));
-        tokio::spawn(hub.clone().serve(listener));
+        tasks.spawn(hub.clone().sweep(Duration::from_secs(1), loops.clone()));
+        tasks.spawn(hub.clone().write_events(loops.clone()));
+        tasks.spawn(hub.clone().persist(settings.status_flush, loops.clone()));
+        tasks.spawn(hub.clone().serve(listener));
+        let stopper = Stopper {
+            hub: hub.clone(),
+            uplink: uplink.clone(),
+            loops,
+            tasks,
+            deadline: settings.shutdown_timeout,
+        };
         Ok(Edge {
             served,
             device_port,
             sessions,
             hub,
             uplink,
+            stopper,
         })
     }
 }

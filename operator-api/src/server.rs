@@ -118,6 +118,28 @@ impl Served {
         Ok((listener, port, tls))
     }
 
+    /// Serves until SIGTERM or SIGINT (or until the server stops on its own), then
+    /// runs `wind_down` and only then stops the HTTP server gracefully. What the node
+    /// must end cleanly goes in `wind_down`: it runs while the HTTP workers still do,
+    /// and database connections a worker opened die with it.
+    pub async fn run_until_signal<F, Fut>(self, wind_down: F) -> std::io::Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let handle = self.handle();
+        let run = self.run_until_stopped();
+        tokio::pin!(run);
+        tokio::select! {
+            served = &mut run => return served,
+            () = stop_signal() => {}
+        }
+        wind_down().await;
+        // The server future handles the stop, so it is polled meanwhile.
+        let ((), served) = tokio::join!(handle.stop(true), run);
+        served
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         if let Some(lease) = &self.lease {
@@ -234,7 +256,8 @@ where
             .configure(|cfg| docs::configure(cfg, api.clone()))
             .default_service(web::to(docs::not_found))
     })
-    .shutdown_timeout(30);
+    .shutdown_timeout(30)
+    .disable_signals();
     if let Some(workers) = settings.workers {
         http = http.workers(workers);
     }
@@ -332,4 +355,23 @@ pub fn print_schema(
 "
     )?;
     out.write_all(fleet_store::schema::ddl(backend, tables).as_bytes())
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; stopping"),
+    }
 }

@@ -13,6 +13,7 @@ use shared_proto::southbound::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 
 use super::{send, Hub};
 
@@ -183,11 +184,14 @@ impl Hub {
     }
 
     /// Expires commands nobody picked up in time and times out those that never
-    /// reported back. Runs until the process ends.
-    pub async fn sweep(self: Arc<Self>, every: Duration) {
+    /// reported back, until `stop`.
+    pub async fn sweep(self: Arc<Self>, every: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
             let now = fleet_store::now_ms();
             let stale = commands::Entity::find()
                 .filter(commands::Column::State.is_in([

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fleet_store::device_status;
 use sea_orm::EntityTrait;
 use shared_proto::southbound::{Pdu, Status, StatusAck, StatusReport, StatusResync};
+use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Sessions};
 
@@ -133,12 +134,22 @@ impl Hub {
         Ok(written)
     }
 
-    /// Writes changed statuses every `every` until the process ends.
-    pub async fn persist(self: Arc<Self>, every: Duration) {
+    /// Writes changed statuses every `every` until `stop`, and once more then.
+    pub async fn persist(self: Arc<Self>, every: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
-            if let Err(e) = self.flush_statuses().await {
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                () = stop.cancelled() => true,
+            };
+            let flushed = self.flush_statuses().await;
+            if last {
+                if let Err(e) = flushed {
+                    tracing::error!(error = %e, "writing the last device statuses failed");
+                }
+                return;
+            }
+            if let Err(e) = flushed {
                 tracing::error!(error = %e, "writing device statuses failed; retrying next round");
             }
         }

@@ -99,6 +99,7 @@ pub(crate) async fn spawn_edge_at(
         uplink,
         device_port,
         sessions,
+        ..
     } = edge_cloud::Application::build(settings)
         .await
         .expect("edge starts");

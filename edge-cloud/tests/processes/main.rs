@@ -14,8 +14,8 @@
 //! test's own binaries (`cargo build --workspace` builds it).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use api_harness::fault_proxy::FaultProxy;
@@ -26,153 +26,10 @@ use reqwest::Method;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "process-test-pw";
+mod node;
+mod shutdown;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A binary built next to this crate's own (the target directory of this build).
-fn binary(name: &str) -> PathBuf {
-    let own = PathBuf::from(env!("CARGO_BIN_EXE_edge-cloud"));
-    let path = own.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
-/// One node as a child process, restartable with the same data and ports.
-struct Node {
-    name: String,
-    bin: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    client: Option<reqwest::Client>,
-    token: String,
-    database_url: String,
-}
-
-impl Node {
-    /// Starts the node for the first time and waits until it answers.
-    async fn launched(mut self) -> Self {
-        self.start();
-        self.ready().await;
-        self
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("process.log"))
-            .expect("log file");
-        let err = log.try_clone().expect("log file");
-        let mut command = Command::new(&self.bin);
-        command
-            .args(&self.args)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err));
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        self.child = Some(command.spawn().expect("the binary starts"));
-    }
-
-    /// SIGKILL: no shutdown, no flush, whatever it was doing.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn ready(&mut self) {
-        let ca = self.dir.join("data/tls/ca.crt");
-        for _ in 0..300 {
-            if self.client.is_none() {
-                if let Ok(pem) = std::fs::read(&ca) {
-                    let cert = reqwest::Certificate::from_pem(&pem).expect("CA parses");
-                    self.client = Some(
-                        reqwest::Client::builder()
-                            .add_root_certificate(cert)
-                            .use_rustls_tls()
-                            .timeout(Duration::from_secs(10))
-                            .build()
-                            .expect("client"),
-                    );
-                }
-            }
-            if let Some(client) = &self.client {
-                let url = format!("https://localhost:{}/readyz", self.port);
-                if client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    if self.token.is_empty() {
-                        let (status, body) = self
-                            .call(
-                                Method::POST,
-                                "/api/v1/auth/login",
-                                Some(json!({"username": "admin", "password": PASSWORD})),
-                            )
-                            .await;
-                        assert_eq!(status, 200, "{}: {body}", self.name);
-                        self.token = body["data"]["token"].as_str().expect("token").into();
-                    }
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "{} did not become ready; see {}",
-            self.name,
-            self.dir.display()
-        );
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let client = self.client.as_ref().expect("started");
-        let mut req = client
-            .request(method, format!("https://localhost:{}{path}", self.port))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.send().await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let text = res.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            // Not acknowledged: the test counts only what a node confirmed.
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    async fn db(&self) -> DatabaseConnection {
-        fleet_store::connect(&self.database_url, 2)
-            .await
-            .expect("database")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use node::{binary, free_port, Node, PASSWORD};
 
 /// Center replica `n` (from 1). The first makes a fresh database and the TLS
 /// identity; the others run over the same database (on MariaDB through the second
