@@ -22,6 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -52,6 +53,8 @@ pub enum AgentError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     Lost,
+    /// The edge said it is going away (it is stopping): dial again at once.
+    Away,
     Shutdown,
     /// A `reboot` without a hook: the caller restarts the agent.
     Restart,
@@ -143,7 +146,12 @@ impl Agent {
             Duration::from_secs(self.config.backoff_cap_s),
         );
         let mut rng = rand::rngs::StdRng::from_entropy();
+        // Whether the last round skipped its pause: an edge saying "going away" earns
+        // one new round at once (the stopped edge no longer answers, so it sorts last),
+        // never two in a row.
+        let mut rushed = false;
         loop {
+            let mut away = false;
             for target in self.nearest_first().await {
                 if *shutdown.borrow() {
                     return End::Shutdown;
@@ -151,6 +159,11 @@ impl Agent {
                 let Some((end, lasted)) = self.attempt(&target, &mut shutdown).await else {
                     continue;
                 };
+                if end == End::Away {
+                    tracing::info!(edge = %target.url, "edge stopping; dialling again at once");
+                    away = true;
+                    continue;
+                }
                 if end != End::Lost {
                     return end;
                 }
@@ -159,6 +172,11 @@ impl Agent {
                     backoff.reset();
                 }
             }
+            if away && !rushed {
+                rushed = true;
+                continue;
+            }
+            rushed = false;
             let delay = backoff.next_delay(&mut rng);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -371,6 +389,7 @@ impl Agent {
                             last_heard = Instant::now();
                             continue;
                         }
+                        Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Away => return End::Away,
                         _ => return End::Lost,
                     };
                     last_heard = Instant::now();

@@ -179,6 +179,6 @@ async fn main() -> anyhow::Result<()> {
                 .exec();
             Err(err).context("restarting the agent")
         }
-        End::Shutdown | End::Lost => Ok(()),
+        End::Shutdown | End::Lost | End::Away => Ok(()),
     }
 }

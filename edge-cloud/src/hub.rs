@@ -35,7 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +118,26 @@ impl End {
             End::MovedAway => "device moved to another edge",
             End::Unconfirmed => "credentials could not be confirmed",
         }
+    }
+
+    /// The close frame the device gets, with why as its reason: "going away" when
+    /// the edge stops, so an agent dials again at once, its other edges first.
+    fn close_frame(self) -> Option<CloseFrame> {
+        let code = match self {
+            End::Closed => return None,
+            End::EdgeStopping => CloseCode::Away,
+            End::HeartbeatLost => CloseCode::Normal,
+            End::Replaced
+            | End::TooManyBadFrames
+            | End::Revoked
+            | End::Deleted
+            | End::MovedAway
+            | End::Unconfirmed => CloseCode::Policy,
+        };
+        Some(CloseFrame {
+            code,
+            reason: self.reason().into(),
+        })
     }
 
     /// The metric label, for ends the edge chose.

@@ -154,7 +154,7 @@ impl Hub {
                 }
             }
         };
-        let _ = ws.close(None).await;
+        let _ = ws.close(end.close_frame()).await;
         self.metrics.sessions.dec();
         if let Some(label) = end.label() {
             self.metrics.closed(label);

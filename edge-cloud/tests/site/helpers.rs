@@ -9,6 +9,7 @@ use edge_cloud::{Application, Settings};
 use futures_util::{SinkExt, StreamExt};
 use shared_proto::southbound::{Envelope, Login, Pdu};
 use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 pub struct TestEdge {
@@ -118,6 +119,20 @@ impl DeviceClient {
                     return Some(env);
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads on until the edge closes the session; the close frame it sent, if any.
+    pub async fn close_frame(&mut self) -> Option<CloseFrame> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("the edge closes within 10 s");
+            match frame {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
                 _ => return None,
             }
         }

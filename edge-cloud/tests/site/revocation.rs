@@ -92,6 +92,35 @@ async fn deleting_a_device_closes_its_live_session() {
 }
 
 #[tokio::test]
+async fn a_session_ends_with_a_close_frame_that_says_why() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (other_id, other_secret) = registered(&edge, "SN-2").await;
+    let (mut deleted, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let (mut staying, _) = DeviceClient::login(&edge, &other_id, &other_secret).await;
+
+    let (status, body) = edge
+        .api
+        .delete(&format!("/api/v1/devices/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let frame = deleted.close_frame().await.expect("a close frame");
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::Policy, "device deleted")
+    );
+
+    // A stopping edge says it is going away, which agents take as "dial again now".
+    edge.hub.shutdown();
+    let frame = staying.close_frame().await.expect("a close frame");
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::Away, "edge stopping")
+    );
+}
+
+#[tokio::test]
 async fn an_edit_that_keeps_secret_and_home_keeps_the_session() {
     let edge = spawn_edge().await;
     let (id, secret) = registered(&edge, "SN-1").await;
