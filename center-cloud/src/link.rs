@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::task::TaskTracker;
 
 use crate::presence::Elsewhere;
 use crate::roaming;
@@ -99,6 +100,9 @@ pub struct Links {
     elsewhere: Elsewhere,
     serial: AtomicU64,
     stop: watch::Sender<bool>,
+    /// The edge connections, so a stop can wait until every link has ended (and
+    /// given its lease back).
+    connections: TaskTracker,
     throttle: LoginThrottle,
     admission: Admission,
     heartbeat: Duration,
@@ -118,6 +122,7 @@ impl Links {
             elsewhere: Elsewhere::default(),
             serial: AtomicU64::new(0),
             stop: watch::channel(false).0,
+            connections: TaskTracker::new(),
             throttle: LoginThrottle::default(),
             admission: Admission::new(UNAUTHENTICATED_PER_SOURCE, UNAUTHENTICATED_TOTAL),
             heartbeat,
@@ -268,6 +273,12 @@ impl Links {
     /// Closes the endpoint and every link.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+        self.connections.close();
+    }
+
+    /// Waits until every edge link has ended, after [`Links::shutdown`].
+    pub async fn ended(&self) {
+        self.connections.wait().await;
     }
 
     pub async fn serve(
@@ -287,7 +298,8 @@ impl Links {
                 Ok((tcp, peer)) => {
                     let links = self.clone();
                     let (node, tls) = (node.clone(), tls.clone());
-                    tokio::spawn(async move { links.connection(node, tcp, peer, tls).await });
+                    self.connections
+                        .spawn(async move { links.connection(node, tcp, peer, tls).await });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an edge link failed");

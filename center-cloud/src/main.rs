@@ -50,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
             drop(out);
             let links = app.links.clone();
             app.served
-                .run_until_signal(|| async move { links.shutdown() })
+                .run_until_signal(|| async move {
+                    links.shutdown();
+                    links.ended().await;
+                })
                 .await
                 .context("serving")?;
             tracing::info!("center stopped");

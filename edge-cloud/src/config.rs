@@ -178,9 +178,6 @@ pub struct ServeArgs {
     /// Milliseconds between writes of changed device statuses to the database [default: 2000].
     #[arg(long)]
     pub status_flush_ms: Option<u64>,
-    /// Seconds a stop (SIGTERM, SIGINT) has to end device sessions, close the center link and write what is queued [default: 10].
-    #[arg(long)]
-    pub shutdown_timeout_s: Option<u64>,
     /// Largest log a device may upload for `pull_logs`, in bytes (at most 16 MiB) [default: 1048576].
     #[arg(long)]
     pub log_upload_max_bytes: Option<u64>,
@@ -213,8 +210,6 @@ pub struct Settings {
     pub hub: HubSettings,
     /// How often changed device statuses are written, as one batch.
     pub status_flush: Duration,
-    /// How long a stop may take (`Edge::stop`).
-    pub shutdown_timeout: Duration,
     pub log_upload_max_bytes: u64,
     /// The center to join; `None` runs the edge standalone.
     pub center: Option<CenterLink>,
@@ -233,7 +228,6 @@ impl Settings {
                 max_unauthenticated: admission::DEFAULT_TOTAL,
             },
             status_flush: Duration::from_secs(2),
-            shutdown_timeout: Duration::from_secs(10),
             log_upload_max_bytes: 1024 * 1024,
             center: None,
         }
@@ -269,9 +263,6 @@ impl Settings {
         }
         if let Some(v) = args.status_flush_ms.or(file.status_flush_ms) {
             out.status_flush = Duration::from_millis(v.max(10));
-        }
-        if let Some(v) = args.shutdown_timeout_s.or(file.shutdown_timeout_s) {
-            out.shutdown_timeout = Duration::from_secs(v.max(1));
         }
         if let Some(v) = args.log_upload_max_bytes.or(file.log_upload_max_bytes) {
             // The column holds 16 MiB on MySQL (MEDIUMBLOB).

@@ -49,16 +49,8 @@ async fn main() -> anyhow::Result<()> {
             )?;
             drop(out);
             let stopper = app.stopper.clone();
-            let timeout_s = settings.shutdown_timeout.as_secs();
             app.served
-                .run_until_signal(|| async move {
-                    if !stopper.stop().await {
-                        tracing::warn!(
-                            timeout_s,
-                            "stopping before everything was written: the shutdown timeout passed"
-                        );
-                    }
-                })
+                .run_until_signal(|| async move { stopper.stop().await })
                 .await
                 .context("serving")?;
             tracing::info!("edge stopped");

@@ -26,10 +26,10 @@ pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
 }
 
 impl Edge {
-    /// Stops the site API gracefully, then everything else ([`Stopper::stop`]).
-    pub async fn stop(&self) -> bool {
+    /// Stops everything but the site API ([`Stopper::stop`]), then the site API.
+    pub async fn stop(&self) {
+        self.stopper.stop().await;
         self.served.handle().stop(true).await;
-        self.stopper.stop().await
     }
 }
 
@@ -54,26 +54,21 @@ pub struct Stopper {
     uplink: Option<Arc<Uplink>>,
     loops: CancellationToken,
     tasks: TaskTracker,
-    deadline: Duration,
 }
 
 impl Stopper {
     /// Closes the device endpoint and ends every session (each device is told the edge
     /// is stopping), closes the center link, then lets the loops write what is queued
-    /// (device events, the last statuses) and waits for every one of them. Answers
-    /// whether all of it ended within the shutdown deadline.
-    pub async fn stop(&self) -> bool {
-        let work = async {
-            if let Some(uplink) = &self.uplink {
-                uplink.shutdown();
-            }
-            self.hub.shutdown();
-            self.hub.connections_ended().await;
-            self.loops.cancel();
-            self.tasks.close();
-            self.tasks.wait().await;
-        };
-        tokio::time::timeout(self.deadline, work).await.is_ok()
+    /// (device events, the last statuses) and waits for every one of them.
+    pub async fn stop(&self) {
+        if let Some(uplink) = &self.uplink {
+            uplink.shutdown();
+        }
+        self.hub.shutdown();
+        self.hub.connections_ended().await;
+        self.loops.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -154,7 +149,6 @@ impl Application {
             uplink: uplink.clone(),
             loops,
             tasks,
-            deadline: settings.shutdown_timeout,
         };
         Ok(Edge {
             served,

@@ -78,6 +78,8 @@ pub struct Served {
     pub node: Arc<Node>,
     /// The worker id this replica leased, when it leases one.
     lease: Option<Lease>,
+    /// How long winding down may take on a stop (`Served::run_until_signal`).
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Served {
@@ -85,7 +87,7 @@ impl Served {
         self.port
     }
 
-    /// Stops the server gracefully when asked (SIGINT/SIGTERM are handled already).
+    /// Stops the server gracefully when asked (`run_until_signal` does on SIGINT/SIGTERM).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
@@ -119,22 +121,31 @@ impl Served {
     }
 
     /// Serves until SIGTERM or SIGINT (or until the server stops on its own), then
-    /// runs `wind_down` and only then stops the HTTP server gracefully. What the node
-    /// must end cleanly goes in `wind_down`: it runs while the HTTP workers still do,
-    /// and database connections a worker opened die with it.
+    /// runs `wind_down` (for at most `--shutdown-timeout-s`) and only then stops the
+    /// HTTP server gracefully. What the node must end cleanly goes in `wind_down`: it
+    /// runs while the HTTP workers still do, and database connections a worker opened
+    /// die with it.
     pub async fn run_until_signal<F, Fut>(self, wind_down: F) -> std::io::Result<()>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let handle = self.handle();
+        let (handle, self_timeout) = (self.handle(), self.shutdown_timeout);
         let run = self.run_until_stopped();
         tokio::pin!(run);
         tokio::select! {
             served = &mut run => return served,
             () = stop_signal() => {}
         }
-        wind_down().await;
+        if tokio::time::timeout(self_timeout, wind_down())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_s = self_timeout.as_secs(),
+                "the shutdown timeout passed before the node wound down; stopping anyway"
+            );
+        }
         // The server future handles the stop, so it is polled meanwhile.
         let ((), served) = tokio::join!(handle.stop(true), run);
         served
@@ -284,6 +295,7 @@ where
         tls_files,
         node,
         lease,
+        shutdown_timeout: settings.shutdown_timeout,
     })
 }
 

@@ -101,6 +101,9 @@ pub struct NodeArgs {
     /// Days events are kept before a background job deletes them [default: 90].
     #[arg(long)]
     pub event_retain_days: Option<u64>,
+    /// Seconds a stop (SIGTERM, SIGINT) has to wind the node down before its API stops: an edge ends device sessions and its center link and writes what is queued, a center ends its edge links [default: 10].
+    #[arg(long)]
+    pub shutdown_timeout_s: Option<u64>,
 }
 
 /// Names every argument's environment variable `PREFIX_ARG_ID` (for all subcommands),
@@ -203,6 +206,7 @@ pub struct NodeSettings {
     pub change_log_retain: std::time::Duration,
     pub max_clock_skew_ms: i64,
     pub event_retain: std::time::Duration,
+    pub shutdown_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +251,7 @@ impl NodeSettings {
             change_log_retain: std::time::Duration::from_secs(168 * 3600),
             max_clock_skew_ms: 60_000,
             event_retain: std::time::Duration::from_secs(90 * 86_400),
+            shutdown_timeout: std::time::Duration::from_secs(10),
         }
     }
 
@@ -332,6 +337,15 @@ impl NodeSettings {
             }
             out.event_retain = std::time::Duration::from_secs(v.saturating_mul(86_400));
         }
+        if let Some(v) = s.shutdown_timeout_s {
+            if !(1..=3_600).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    field: "shutdown_timeout_s",
+                    message: "must be between 1 and 3600".into(),
+                });
+            }
+            out.shutdown_timeout = std::time::Duration::from_secs(v);
+        }
         Ok(out)
     }
 }
@@ -357,5 +371,6 @@ fn merge(high: NodeArgs, low: NodeArgs) -> NodeArgs {
         change_log_retain_h: high.change_log_retain_h.or(low.change_log_retain_h),
         max_clock_skew_ms: high.max_clock_skew_ms.or(low.max_clock_skew_ms),
         event_retain_days: high.event_retain_days.or(low.event_retain_days),
+        shutdown_timeout_s: high.shutdown_timeout_s.or(low.shutdown_timeout_s),
     }
 }
