@@ -383,14 +383,24 @@ impl Envelope {
         Self { id, pdu }
     }
 
+    /// The frame's text, written straight from the types (no intermediate JSON tree:
+    /// heartbeats and status acks are most of what an edge sends).
     pub fn encode(&self) -> String {
-        let mut frame = serde_json::Map::new();
-        frame.insert("v".into(), VERSION.into());
-        frame.insert("id".into(), self.id.into());
-        if let Ok(serde_json::Value::Object(tagged)) = serde_json::to_value(&self.pdu) {
-            frame.extend(tagged);
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            v: u16,
+            id: u64,
+            #[serde(flatten)]
+            pdu: &'a Pdu,
         }
-        serde_json::Value::Object(frame).to_string()
+        let frame = Frame {
+            v: VERSION,
+            id: self.id,
+            pdu: &self.pdu,
+        };
+        // Serializing plain data to a string cannot fail; an empty frame would be
+        // refused by the peer as malformed, never misread.
+        serde_json::to_string(&frame).unwrap_or_default()
     }
 
     pub fn decode(frame: &str) -> Result<Self, DecodeError> {
