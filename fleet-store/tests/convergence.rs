@@ -412,6 +412,23 @@ async fn three_nodes_converge_whatever_the_links_do() {
     }
 }
 
+/// A group not written yet, with an id from `replica`.
+fn new_group(replica: &Replica, name: &str, description: &str) -> groups::Model {
+    let now = fleet_store::now_ms();
+    groups::Model {
+        id: replica.new_id(),
+        name: name.into(),
+        description: description.into(),
+        live_name: Some(name.into()),
+        created_at: now,
+        updated_at: now,
+        hlc: 0,
+        origin: 0,
+        deleted: false,
+        field_stamps: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn a_change_applied_twice_or_out_of_order_changes_nothing_more() {
     let dir = tempfile::tempdir().expect("dir");
@@ -419,19 +436,7 @@ async fn a_change_applied_twice_or_out_of_order_changes_nothing_more() {
         fresh_node(dir.path(), 1).await,
         fresh_node(dir.path(), 2).await,
     );
-    let now = fleet_store::now_ms();
-    let group = groups::Model {
-        id: a.replica.new_id(),
-        name: "g".into(),
-        description: "first".into(),
-        live_name: Some("g".into()),
-        created_at: now,
-        updated_at: now,
-        hlc: 0,
-        origin: 0,
-        deleted: false,
-        field_stamps: String::new(),
-    };
+    let group = new_group(&a.replica, "g", "first");
     let created = a.replica.insert(&a.db, group).await.expect("insert");
     let mut renamed = created.clone();
     renamed.description = "second".into();
@@ -574,19 +579,7 @@ async fn a_peer_reads_every_position_but_only_the_payloads_it_gets() {
         fresh_node(dir.path(), 1).await,
         fresh_node(dir.path(), 2).await,
     );
-    let now = fleet_store::now_ms();
-    let group = |replica: &Replica, name: &str| groups::Model {
-        id: replica.new_id(),
-        name: name.into(),
-        description: String::new(),
-        live_name: Some(name.into()),
-        created_at: now,
-        updated_at: now,
-        hlc: 0,
-        origin: 0,
-        deleted: false,
-        field_stamps: String::new(),
-    };
+    let group = |replica: &Replica, name: &str| new_group(replica, name, "");
     // a's log: its own write, one merged from b, its own again.
     a.replica
         .insert(&a.db, group(&a.replica, "a1"))
