@@ -58,7 +58,7 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
         .status()
         .expect("device-agent runs");
     assert!(provisioned.success(), "devices provisioned");
-    let mut simulator = Command::new(binary("device-agent"))
+    let simulator = Command::new(binary("device-agent"))
         .arg("simulate")
         .arg("--credentials")
         .arg(&credentials)
@@ -69,6 +69,7 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
         .stderr(Stdio::null())
         .spawn()
         .expect("simulator starts");
+    let mut simulator = Stopped(simulator);
 
     // Every device is online and has reported a status, held in memory only.
     let ids: Vec<String> = std::fs::read_to_string(&credentials)
@@ -108,8 +109,7 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
     );
 
     let exited = edge.terminate().await;
-    let _ = simulator.kill();
-    let _ = simulator.wait();
+    simulator.stop();
     assert!(exited.success(), "a clean exit: {exited}");
 
     let stored = device_status::Entity::find()
@@ -124,4 +124,20 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
         .await
         .expect("count");
     assert_eq!(offline, DEVICES as u64, "every session end was recorded");
+}
+
+/// A child process stopped when the test ends, however it ends.
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
