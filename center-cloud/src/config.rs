@@ -161,6 +161,30 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_timeout_is_read_and_out_of_range_is_refused_by_name() {
+        let mut args = ServeArgs::default();
+        assert_eq!(
+            Settings::resolve(args.clone())
+                .expect("resolves")
+                .node
+                .shutdown_timeout
+                .as_secs(),
+            10
+        );
+        args.node.shutdown_timeout_s = Some(3);
+        let s = Settings::resolve(args).expect("resolves");
+        assert_eq!(s.node.shutdown_timeout.as_secs(), 3);
+        for bad_value in [0, 3_601] {
+            let mut bad = ServeArgs::default();
+            bad.node.shutdown_timeout_s = Some(bad_value);
+            match Settings::resolve(bad) {
+                Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "shutdown_timeout_s"),
+                other => panic!("expected shutdown_timeout_s refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("center.toml");

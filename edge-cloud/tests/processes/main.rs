@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 mod node;
 mod shutdown;
 
-use node::{binary, free_port, Node, PASSWORD};
+use node::{binary, free_port, Launch, Node, PASSWORD};
 
 /// Center replica `n` (from 1). The first makes a fresh database and the TLS
 /// identity; the others run over the same database (on MariaDB through the second
@@ -49,7 +49,7 @@ async fn center(root: &Path, n: usize, first: Option<&Node>) -> Node {
         }
     };
     let (port, link) = (free_port(), free_port());
-    Node {
+    Launch {
         name: format!("center-{n}"),
         bin: binary("center-cloud"),
         args: vec![
@@ -67,9 +67,6 @@ async fn center(root: &Path, n: usize, first: Option<&Node>) -> Node {
         ],
         dir,
         port,
-        child: None,
-        client: None,
-        token: String::new(),
         database_url,
     }
     .launched()
@@ -111,7 +108,7 @@ async fn edge(root: &Path, name: &str, center: &Node, proxies: &[FaultProxy]) ->
         .map(|p| format!("wss://localhost:{}/link", p.addr().port()))
         .collect::<Vec<_>>()
         .join(",");
-    let node = Node {
+    let node = Launch {
         name: name.into(),
         bin: binary("edge-cloud"),
         args: vec![
@@ -141,9 +138,6 @@ async fn edge(root: &Path, name: &str, center: &Node, proxies: &[FaultProxy]) ->
         ],
         dir,
         port,
-        child: None,
-        client: None,
-        token: String::new(),
         database_url,
     }
     .launched()

@@ -44,14 +44,39 @@ pub(crate) struct Node {
     pub(crate) database_url: String,
 }
 
-impl Node {
-    /// Starts the node for the first time and waits until it answers.
-    pub(crate) async fn launched(mut self) -> Self {
-        self.start();
-        self.ready().await;
-        self
-    }
+/// What a node is started with.
+pub(crate) struct Launch {
+    pub(crate) name: String,
+    pub(crate) bin: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) database_url: String,
+}
 
+impl Launch {
+    /// Starts the node for the first time and waits until it answers.
+    pub(crate) async fn launched(self) -> Node {
+        let mut node = Node {
+            name: self.name,
+            bin: self.bin,
+            args: self.args,
+            env: self.env,
+            dir: self.dir,
+            port: self.port,
+            child: None,
+            client: None,
+            token: String::new(),
+            database_url: self.database_url,
+        };
+        node.start();
+        node.ready().await;
+        node
+    }
+}
+
+impl Node {
     pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

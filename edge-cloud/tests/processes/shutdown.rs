@@ -9,7 +9,7 @@ use std::time::Duration;
 use fleet_store::{device_status, events};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
-use super::node::{binary, free_port, Node, PASSWORD};
+use super::node::{binary, free_port, Launch, PASSWORD};
 
 const DEVICES: usize = 20;
 
@@ -20,7 +20,7 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
     std::fs::create_dir_all(&dir).expect("dir");
     let database_url = api_harness::fresh_database(&dir).await;
     let (port, device_port) = (free_port(), free_port());
-    let mut edge = Node {
+    let mut edge = Launch {
         name: "edge".into(),
         bin: binary("edge-cloud"),
         args: vec![
@@ -38,9 +38,6 @@ async fn sigterm_ends_every_session_and_writes_what_was_queued() {
         ],
         dir: dir.clone(),
         port,
-        child: None,
-        client: None,
-        token: String::new(),
         database_url,
     }
     .launched()
