@@ -118,7 +118,7 @@ fi
 
 # --- build -------------------------------------------------------------------------
 
-cargo build --release --quiet -p edge-cloud -p device-agent
+cargo build --release --quiet -p center-cloud -p edge-cloud -p device-agent
 edge_bin="$root/target/release/edge-cloud"
 agent_bin="$root/target/release/device-agent"
 rtt_bin=$(cargo build --release --quiet -p edge-cloud --bench command_rtt --message-format=json |

@@ -34,7 +34,8 @@ cleanup() {
 trap cleanup EXIT
 install_missing
 command -v wrk >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-cargo build --release --quiet -p center-cloud
+# The same package set as the other benches, so none rebuilds what another built.
+cargo build --release --quiet -p center-cloud -p edge-cloud -p device-agent
 start_mariadb
 
 # Each wrk thread numbers its own creates, and each wrk process has its own PREFIX, so

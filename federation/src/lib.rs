@@ -5,7 +5,6 @@
 //! run once the link is up lives here, once.
 
 pub mod authoring;
-pub mod outbox;
 pub mod protocol;
 pub mod scope;
 pub mod session;

@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::authoring::{self, Author, Refusal, Rule};
-use crate::outbox::Outbox;
 use crate::protocol::{Ack, Beat, Changes, LinkPdu, SnapshotEnd, BATCH, MAX_FRAME_BYTES};
 use crate::snapshot::Snapshot;
 use crate::Scope;
+use fleet_store::outbox::Outbox;
 
 /// Bytes of pulled logs one frame carries before the rest wait for the next; a
 /// single upload (16 MiB at most, a third more in base64) still fits a frame.
@@ -397,7 +397,11 @@ impl Link {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        // Dropping a device that left is not in the change log, which the device
+        // cache follows.
+        self.node.device_cache.forget_all();
+        Ok(())
     }
 
     /// Stores how far the peer acknowledged this node's log, if that moved.

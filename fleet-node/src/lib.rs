@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod actor;
 pub mod admission;
 pub mod commands;
+pub mod device_cache;
 pub mod devices;
 pub mod error;
 pub mod events;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use fleet_store::write::{Contended, Turn};
-use fleet_store::Replica;
+use fleet_store::{devices, Replica};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use tokio::sync::{broadcast, Notify};
 
@@ -22,6 +22,8 @@ pub struct Node {
     pub login_throttle: LoginThrottle,
     /// The accounts behind tokens, cached (`accounts`).
     pub accounts: crate::accounts::Accounts,
+    /// Devices read by id, cached (`device_cache`): read them with [`Node::device`].
+    pub device_cache: crate::device_cache::DeviceCache,
     pub home_edges: HomeEdges,
     /// Who is connected, where this node holds device connections.
     pub presence: Option<Arc<dyn Presence>>,
@@ -45,8 +47,17 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(db: DatabaseConnection, replica: Replica, tokens: Tokens, metrics: Metrics) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        replica: Replica,
+        tokens: Tokens,
+        mut metrics: Metrics,
+    ) -> Self {
         let changed = Arc::new(Notify::new());
+        let device_cache = crate::device_cache::DeviceCache::new(
+            crate::device_cache::CAPACITY,
+            &mut metrics.registry,
+        );
         Self {
             writer: fleet_store::write::Writer::new(db.clone(), changed.clone()),
             db,
@@ -55,6 +66,7 @@ impl Node {
             metrics,
             login_throttle: LoginThrottle::default(),
             accounts: crate::accounts::Accounts::default(),
+            device_cache,
             home_edges: HomeEdges::Registry,
             presence: None,
             dispatch: None,
@@ -79,6 +91,15 @@ impl Node {
                 return Ok(total);
             }
         }
+    }
+
+    /// Device `id` as the database holds it now, tombstone or not (`None`: no row),
+    /// from the cache when it holds it; a write this process committed before the
+    /// call is always seen.
+    pub async fn device(&self, id: i64) -> Result<Option<Arc<devices::Model>>, DbErr> {
+        self.device_cache
+            .get(&self.db, self.writer.commits(), id)
+            .await
     }
 
     /// Begins a transaction that will write, not run again if it loses a race with
@@ -121,13 +142,17 @@ pub async fn compact_forever(node: Arc<Node>, retain: std::time::Duration) {
 const LOG_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Wakes this node's links when another process over the same database (a center
-/// replica) commits to the change log: a node's own commits wake them at once, and
-/// this brings the others within [`LOG_WATCH_EVERY`]. One indexed read per tick.
+/// replica) commits to the change log, and forgets the devices it changed: a node's
+/// own commits do both at once, and this brings the others within [`LOG_WATCH_EVERY`].
+/// Two indexed reads per tick.
 pub async fn watch_shared_log(node: Arc<Node>) {
     let mut tick = tokio::time::interval(LOG_WATCH_EVERY);
     let mut seen = 0;
     loop {
         tick.tick().await;
+        if let Err(e) = node.device_cache.catch_up(&node.db, None).await {
+            tracing::debug!(error = %e, "reading the change log for the device cache failed");
+        }
         match fleet_store::sync::head(&node.db).await {
             Ok(head) if head > seen => {
                 seen = head;

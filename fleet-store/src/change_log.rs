@@ -2,6 +2,7 @@
 //! transaction as the write. `seq` is the cursor peers acknowledge.
 
 use sea_orm::entity::prelude::*;
+use sea_orm::{Condition, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
@@ -47,4 +48,31 @@ pub fn entry(
         created_at: sea_orm::Set(crate::now_ms()),
         ..Default::default()
     }
+}
+
+/// Which rows the log says changed: `(position, table, row)` of up to `limit` entries
+/// after position `after`, and of those at the skipped positions `gaps` that have
+/// appeared since, oldest first. Payloads are not read.
+pub async fn touched<C: ConnectionTrait>(
+    db: &C,
+    after: i64,
+    gaps: &[i64],
+    limit: u64,
+) -> Result<Vec<(i64, String, i64)>, DbErr> {
+    let mut wanted = Condition::any().add(Column::Seq.gt(after));
+    if !gaps.is_empty() {
+        wanted = wanted.add(Column::Seq.is_in(gaps.iter().copied()));
+    }
+    let gaps = u64::try_from(gaps.len()).unwrap_or(u64::MAX);
+    Entity::find()
+        .select_only()
+        .column(Column::Seq)
+        .column(Column::TableName)
+        .column(Column::RowId)
+        .filter(wanted)
+        .order_by_asc(Column::Seq)
+        .limit(limit.saturating_add(gaps))
+        .into_tuple()
+        .all(db)
+        .await
 }

@@ -24,6 +24,7 @@ pub mod link_refusals;
 pub mod memberships;
 pub mod merge;
 pub mod migrations;
+pub mod outbox;
 pub mod pulled_logs;
 pub mod replica;
 pub mod schema;

@@ -13,6 +13,7 @@
 //! the start by [`Writer::transact`], a bounded number of times.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,17 +33,21 @@ pub struct Writer {
     /// SQLite's writers, one at a time; `None` on MySQL.
     queue: Option<Arc<Mutex<()>>>,
     changed: Arc<Notify>,
+    commits: Arc<AtomicU64>,
 }
 
 /// A write transaction's place: in SQLite's queue (if it has one) for as long as it
-/// lives. Dropped after the commit, it wakes whoever waits for new changes.
+/// lives. Dropped after the commit, it counts the commit and wakes whoever waits for
+/// new changes.
 pub struct Turn {
     _queue: Option<OwnedMutexGuard<()>>,
     changed: Arc<Notify>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 }
@@ -86,7 +91,18 @@ pub fn contended(e: &DbErr) -> bool {
 impl Writer {
     pub fn new(db: DatabaseConnection, changed: Arc<Notify>) -> Self {
         let queue = (db.get_database_backend() == DbBackend::Sqlite).then(Arc::default);
-        Self { db, queue, changed }
+        Self {
+            db,
+            queue,
+            changed,
+            commits: Arc::default(),
+        }
+    }
+
+    /// How many write transactions have ended here (a rolled-back one may count):
+    /// whoever saw a smaller count has not seen every commit of this process since.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
     }
 
     /// Woken after every committed write transaction.
@@ -114,6 +130,7 @@ impl Writer {
             Turn {
                 _queue: guard,
                 changed: self.changed.clone(),
+                commits: self.commits.clone(),
             },
             txn,
         ))

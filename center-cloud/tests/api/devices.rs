@@ -369,3 +369,45 @@ async fn names_in_any_script_round_trip_and_differ_by_case() {
         .await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// Reads of one device by id are answered from the node's cache, yet a read that
+/// begins after a write returned sees it, however many reads race the writes.
+#[tokio::test]
+async fn a_cached_device_read_sees_every_write_that_returned_before_it() {
+    let app = spawn_app().await;
+    let id = app.device("cached", "SN-CACHED").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let path = format!("/api/v1/devices/{id}");
+    let hits = async || {
+        crate::auth::metric(
+            &app.metrics().await,
+            r#"device_cache_reads_total{outcome="hit"}"#,
+        )
+    };
+    let before = hits().await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&path).await.0, 200);
+    }
+    assert!(
+        hits().await >= before + 2.0,
+        "repeated reads are served from the cache"
+    );
+
+    for n in 0..20 {
+        let name = format!("renamed-{n}");
+        let readers = futures_util::future::join_all((0..4).map(|_| app.get(&path)));
+        let ((status, body), read) =
+            tokio::join!(app.patch(&path, json!({ "name": name })), readers);
+        assert_eq!(status, 200, "{body}");
+        assert!(read.iter().all(|(status, _)| *status == 200));
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["name"], json!(name), "the write that returned");
+    }
+    let (status, body) = app.delete(&path, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(&path).await;
+    assert_error(status, &body, 404, "NOT_FOUND", None);
+}

@@ -171,3 +171,42 @@ async fn edits_of_one_device_through_two_replicas_at_once_all_hold() {
         .collect();
     assert_eq!(memberships.len(), 1, "{memberships:?}");
 }
+
+/// Each replica caches the devices it reads by id; a write through the other replica
+/// reaches that cache through the shared change log, without a restart or a wait
+/// for the entry to age out.
+#[tokio::test]
+async fn a_device_read_through_one_replica_follows_writes_through_the_other() {
+    let a = spawn_app().await;
+    let b = replica_of(&a).await;
+    let id = a.device("shared", "SN-SHARED").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let path = format!("/api/v1/devices/{id}");
+    let name_at_b = async || {
+        let (status, body) = b.get(&path).await;
+        (status, body["data"]["name"].clone())
+    };
+    assert_eq!(name_at_b().await, (200, json!("shared")));
+    assert_eq!(name_at_b().await, (200, json!("shared")), "now cached at b");
+
+    let (status, body) = a.patch(&path, json!({"name": "renamed-at-a"})).await;
+    assert_eq!(status, 200, "{body}");
+    until_seen(async || name_at_b().await == (200, json!("renamed-at-a"))).await;
+
+    let (status, body) = a.delete(&path, None).await;
+    assert_eq!(status, 200, "{body}");
+    until_seen(async || name_at_b().await.0 == 404).await;
+}
+
+/// Waits (10 s at most) until `seen` holds.
+async fn until_seen(seen: impl AsyncFn() -> bool) {
+    for _ in 0..200 {
+        if seen().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("not seen through the other replica within 10 s");
+}

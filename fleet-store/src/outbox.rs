@@ -1,11 +1,13 @@
-//! How far this end has sent its change log, and what a peer may safely acknowledge.
+//! How far a reader of the change log has read, and which skipped positions it must
+//! look at again: a link pushing its log to a peer, and a node's device cache
+//! forgetting the rows that changed.
 //!
 //! On MySQL, change-log positions are handed out when a transaction inserts, but
 //! transactions commit in their own order: a reader can see entry 11 while entry 10
-//! is still uncommitted. Moving the peer's cursor past 10 would lose it for good. So
-//! positions skipped over are remembered as gaps: the entries after a gap are sent at
-//! once (no stall), gaps are looked for again on every push and sent when they
-//! appear, and the cursor the peer stores (`upto`) stops before the oldest open gap.
+//! is still uncommitted. Moving a cursor past 10 would lose it for good. So
+//! positions skipped over are remembered as gaps: the entries after a gap are read at
+//! once (no stall), gaps are looked for again on every read and taken when they
+//! appear, and the cursor a peer stores (`upto`) stops before the oldest open gap.
 //! A gap still open after [`GAP_GRACE`] was a rolled-back transaction (or positions
 //! the database skipped) and is let go. On SQLite, with one writer, there are none.
 
