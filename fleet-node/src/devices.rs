@@ -139,6 +139,9 @@ pub async fn writable_groups<C: ConnectionTrait>(
     raw: &[serde_json::Value],
 ) -> Result<Vec<i64>, Error> {
     let ids = ids_from_json(field, raw)?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
     let live: Vec<i64> = groups::Entity::find()
         .filter(groups::Column::Id.is_in(ids.clone()))
         .filter(groups::Column::Deleted.eq(false))
@@ -183,10 +186,9 @@ pub async fn create_device<C: ConnectionTrait>(
         ));
     }
     let edge_id = check_edge(conn, node.home_edges, draft.edge_id.as_deref()).await?;
+    // A live device with this (model, sn) fails the insert on the unique live key,
+    // answered 409 below: asking first would cost a round trip on every create.
     let key = devices::live_key(&draft.hardware.model, &draft.hardware.sn);
-    if live_key_taken(conn, &key, None).await? {
-        return Err(duplicate(&draft.hardware.model, &draft.hardware.sn));
-    }
     let id = match id {
         Some(id) => {
             if devices::Entity::find_by_id(id).one(conn).await?.is_some() {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use fleet_store::{events, Replica};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TryIntoModel,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TryIntoModel,
 };
+
+use tokio::sync::oneshot;
 
 use crate::Node;
 
@@ -50,8 +52,87 @@ pub async fn record<C: ConnectionTrait>(
     replica: &Replica,
     e: NewEvent,
 ) -> Result<(), DbErr> {
-    row(replica, e).insert(db).await?;
+    events::Entity::insert(row(replica, e))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
+}
+
+/// Rows one multi-row insert of events carries at most (SQLite caps a statement's
+/// parameters, nine to an event).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Events recorded through [`Node::record`] and not yet written.
+#[derive(Default)]
+pub struct Queue {
+    pending: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: Vec<(NewEvent, oneshot::Sender<bool>)>,
+    /// A writer is at work: what is queued meanwhile goes with its next turn.
+    writing: bool,
+}
+
+impl Node {
+    /// Records an event and answers once it is committed (`false`: writing it failed,
+    /// which is logged). Events recorded while a write is under way are written
+    /// together in the next one (group commit), so a burst of operator calls costs a
+    /// few transactions, not one each.
+    pub async fn record(self: &Arc<Self>, event: NewEvent) -> bool {
+        let (done, written) = oneshot::channel();
+        let lead = {
+            let mut pending = self
+                .events
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.events.push((event, done));
+            !std::mem::replace(&mut pending.writing, true)
+        };
+        if lead {
+            // In a task of its own: the waiting caller may go away, the others may not.
+            tokio::spawn(write_queued(self.clone()));
+        }
+        written.await.unwrap_or(false)
+    }
+}
+
+/// Writes what is queued, turn after turn, until nothing is.
+async fn write_queued(node: Arc<Node>) {
+    loop {
+        let batch = {
+            let mut pending = node
+                .events
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pending.events.is_empty() {
+                pending.writing = false;
+                return;
+            }
+            std::mem::take(&mut pending.events)
+        };
+        let (events, waiters): (Vec<NewEvent>, Vec<_>) = batch.into_iter().unzip();
+        let (events, replica) = (&events, &node.replica);
+        let written = node
+            .transact(|txn| async move {
+                for chunk in events.chunks(ROWS_PER_INSERT) {
+                    events::Entity::insert_many(chunk.iter().map(|e| row(replica, e.clone())))
+                        .exec_without_returning(&*txn)
+                        .await?;
+                }
+                Ok::<_, DbErr>(())
+            })
+            .await;
+        if let Err(e) = &written {
+            tracing::error!(error = %e, events = events.len(), "recording events failed");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(written.is_ok());
+        }
+    }
 }
 
 /// Records device events in one statement (they come in storms) and queues them for

@@ -42,6 +42,8 @@ pub struct Node {
     /// Begins write transactions, one at a time on SQLite, at once on MySQL with the
     /// database keeping them correct (`fleet_store::write`).
     writer: fleet_store::write::Writer,
+    /// Events waiting to be written together (`Node::record`).
+    pub(crate) events: crate::events::Queue,
     /// Command moves waiting to be committed together (`commands::advance`).
     pub(crate) moves: std::sync::Mutex<Vec<crate::commands::Move>>,
 }
@@ -73,6 +75,7 @@ impl Node {
             finished: broadcast::channel(1024).0,
             ending: broadcast::channel(1024).0,
             changed,
+            events: crate::events::Queue::default(),
             moves: std::sync::Mutex::new(Vec::new()),
         }
     }

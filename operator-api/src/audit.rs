@@ -91,17 +91,9 @@ pub async fn middleware(
         detail,
     };
     let deferred = request.extensions().get::<AuditDeferred>().is_some();
-    let node = node.clone();
+    let node = node.clone().into_inner();
     let recorded = async move {
-        let (core, event) = (&*node, &event);
-        let written = node
-            .transact(
-                |txn| async move { events::record(&*txn, &core.replica, event.clone()).await },
-            )
-            .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, "recording an audit event failed");
-        }
+        node.record(event).await;
     };
     if deferred {
         actix_web::rt::spawn(recorded);
