@@ -93,7 +93,51 @@ pub async fn report(
     queue_move(node, step).await
 }
 
+/// Like [`report`], but the move is queued before this returns, so it goes before
+/// any move queued after it; the answer comes when its group commits. A device's
+/// session queues its reports this way and goes on reading, so a progress report and
+/// the result right behind it commit together.
+pub fn report_queued(
+    node: &Arc<Node>,
+    device: i64,
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
+    let step = Step {
+        id,
+        device: Some(device),
+        state,
+        progress,
+        result,
+    };
+    answer(enqueue(node, step))
+}
+
+/// Like [`advance`], queued as [`report_queued`] is.
+pub fn advance_queued(
+    node: &Arc<Node>,
+    id: i64,
+    state: State,
+) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
+    let step = Step {
+        id,
+        device: None,
+        state,
+        progress: None,
+        result: None,
+    };
+    answer(enqueue(node, step))
+}
+
 async fn queue_move(node: &Arc<Node>, step: Step) -> Result<Reported, DbErr> {
+    answer(enqueue(node, step)).await
+}
+
+type Answer = tokio::sync::oneshot::Receiver<Result<Reported, DbErr>>;
+
+fn enqueue(node: &Arc<Node>, step: Step) -> Answer {
     let (done, answer) = tokio::sync::oneshot::channel();
     let mv = Move { step, done };
     let first = {
@@ -107,6 +151,10 @@ async fn queue_move(node: &Arc<Node>, step: Step) -> Result<Reported, DbErr> {
         // hanging up) must not strand the others.
         tokio::spawn(commit_moves(node.clone()));
     }
+    answer
+}
+
+async fn answer(answer: Answer) -> Result<Reported, DbErr> {
     answer.await.unwrap_or_else(|_| {
         Err(sea_orm::DbErr::Custom(
             "the command move was dropped".into(),

@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
+use sea_orm::sqlx::sqlite::SqliteSynchronous;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL scheme in {0:?}: use sqlite:// or mysql://")]
     UnsupportedUrl(String),
+    #[error("bad database URL parameter {0}")]
+    BadParameter(String),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -33,10 +36,59 @@ impl Backend {
     }
 }
 
+/// How an SQLite commit reaches the disk, from the URL's `synchronous` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// The default: in WAL mode a commit is written but the log is flushed to disk
+    /// only at checkpoints. A commit survives the process being killed; a power loss
+    /// or a crash of the machine may undo the last ones.
+    Normal,
+    /// Every commit waits for the disk (`synchronous=full`): it survives a power
+    /// loss, at the cost of a flush per commit.
+    Full,
+}
+
+/// Takes the `synchronous` parameter out of an SQLite URL (the driver does not know
+/// it). Anything but `normal` or `full` is refused by name.
+fn synchronous_of(url: &str) -> Result<(String, Synchronous), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), Synchronous::Normal));
+    };
+    let mut level = Synchronous::Normal;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                level = match value.to_ascii_lowercase().as_str() {
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    _ => {
+                        return Err(StoreError::BadParameter(
+                            "synchronous: must be normal or full".into(),
+                        ))
+                    }
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, level))
+}
+
 /// Opens a pool. SQLite files are created if missing and put in WAL mode so readers
-/// never wait on the writer.
+/// never wait on the writer, with the URL's `synchronous` level ([`Synchronous`]).
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {
     let backend = Backend::of_url(url)?;
+    let (url, synchronous) = match backend {
+        Backend::Sqlite => synchronous_of(url)?,
+        Backend::MySql => (url.to_string(), Synchronous::Full),
+    };
+    let url = url.as_str();
     let url = match backend {
         Backend::MySql => url.replacen("mariadb://", "mysql://", 1),
         Backend::Sqlite if !url.contains("mode=") => {
@@ -54,7 +106,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |o| {
+            o.synchronous(match synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            })
+        });
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         wal(&db).await?;
@@ -102,5 +160,29 @@ async fn wal(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_synchronous_level_is_taken_out_of_the_url() {
+        let level = |url: &str| synchronous_of(url).map_err(|e| e.to_string());
+        assert_eq!(
+            level("sqlite:///d/f.db").expect("plain"),
+            ("sqlite:///d/f.db".into(), Synchronous::Normal)
+        );
+        assert_eq!(
+            level("sqlite:///d/f.db?synchronous=FULL&mode=rwc").expect("full"),
+            ("sqlite:///d/f.db?mode=rwc".into(), Synchronous::Full)
+        );
+        assert_eq!(
+            level("sqlite:///d/f.db?mode=rwc&synchronous=normal").expect("normal"),
+            ("sqlite:///d/f.db?mode=rwc".into(), Synchronous::Normal)
+        );
+        let refused = level("sqlite:///d/f.db?synchronous=off").expect_err("off");
+        assert!(refused.contains("synchronous"), "{refused}");
     }
 }

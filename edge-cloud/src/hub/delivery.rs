@@ -1,21 +1,28 @@
 //! Commands and desired configuration on their way to a device, and a device's word
 //! on its own commands coming back. A device acts only on commands addressed to it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_node::commands::{advance, report, Reported};
+use fleet_node::commands::{advance, advance_queued, report_queued, Reported};
 use fleet_store::commands::{self, State};
 use fleet_store::desired_configs;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
-    Command, CommandName, CommandResult, DesiredConfig, LogUpload, Outcome, Pdu,
+    Command, CommandName, CommandResult, DesiredConfig, ErrorCode, LogUpload, Outcome, Pdu,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::session::error_pdu;
 use super::{send, Hub};
+
+/// What the edge still has to say about a frame once the moves it queued have
+/// committed: an answer to the device, or nothing.
+pub(super) type Pending = Pin<Box<dyn Future<Output = Option<Pdu>> + Send>>;
 
 /// Where devices upload what `pull_logs` collects: the site API of this edge, reached
 /// at the host the device already dials (so no public URL has to be configured).
@@ -118,12 +125,14 @@ impl Hub {
         (config.version > applied).then_some(config)
     }
 
+    /// Sends a command to the device and queues its move to `sent`; the session
+    /// waits for that move among its pending answers, not before reading on.
     pub(super) async fn deliver<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         id: u64,
         command: &commands::Model,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    ) -> Result<Option<Pending>, tokio_tungstenite::tungstenite::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -136,51 +145,59 @@ impl Hub {
                 Some(serde_json::json!({"error": "unknown command name"})),
             )
             .await;
-            return Ok(());
+            return Ok(None);
         };
         self.metrics.message("out", &pdu);
         send(ws, id, pdu).await?;
-        if let Err(e) = advance(&self.node, command.id, State::Sent, None, None).await {
-            tracing::error!(error = %e, command = command.id, "marking a command sent failed");
-        }
-        Ok(())
+        let (sent, command) = (
+            advance_queued(&self.node, command.id, State::Sent),
+            command.id,
+        );
+        Ok(Some(Box::pin(async move {
+            if let Err(e) = sent.await {
+                tracing::error!(error = %e, command, "marking a command sent failed");
+            }
+            None
+        })))
     }
 
-    /// A device's result for one of its commands; `Some(message)` when it cannot apply.
-    pub(super) async fn command_result(&self, device: i64, r: CommandResult) -> Option<String> {
+    /// A device's result for one of its commands, queued ([`Hub::command_moved`]).
+    pub(super) fn command_result(&self, device: i64, r: CommandResult, frame: u64) -> Pending {
         let result = stored_result(&r);
-        self.command_moved(
-            device,
-            &r.command_id,
-            final_state(r.outcome),
-            None,
-            Some(result),
-        )
-        .await
+        let word = (final_state(r.outcome), None, Some(result));
+        self.command_moved(device, &r.command_id, word, frame)
     }
 
-    /// Records a device's word on a command; `Some(message)` when it cannot apply.
-    /// Another device's command reads as unknown, so a device learns nothing of it.
-    pub(super) async fn command_moved(
+    /// Queues a device's word on a command (state, progress, result), said in frame
+    /// `frame`; the pending answer refuses it when it cannot apply. Another device's
+    /// command reads as unknown, so a device learns nothing of it.
+    pub(super) fn command_moved(
         &self,
         device: i64,
         command_id: &str,
-        state: State,
-        progress: Option<i32>,
-        result: Option<serde_json::Value>,
-    ) -> Option<String> {
+        (state, progress, result): (State, Option<i32>, Option<serde_json::Value>),
+        frame: u64,
+    ) -> Pending {
+        let refusal = move |message: String| error_pdu(ErrorCode::BadRequest, message, frame);
+        let unknown = format!("unknown command {command_id:?}");
         let Ok(id) = command_id.parse::<i64>() else {
-            return Some(format!("unknown command {command_id:?}"));
+            return Box::pin(std::future::ready(Some(refusal(unknown))));
         };
-        // A report that would move a finished command back is a late duplicate: ignore it.
-        match report(&self.node, device, id, state, progress, result).await {
-            Ok(Reported::Unknown) => Some(format!("unknown command {command_id:?}")),
-            Ok(Reported::Saved(_) | Reported::Ignored) => None,
-            Err(e) => {
-                tracing::error!(error = %e, command = id, "recording command progress failed");
-                Some("the edge could not record the report; send it again".into())
+        let reported = report_queued(&self.node, device, id, state, progress, result);
+        Box::pin(async move {
+            // A report that would move a finished command back is a late duplicate:
+            // ignored.
+            match reported.await {
+                Ok(Reported::Unknown) => Some(refusal(unknown)),
+                Ok(Reported::Saved(_) | Reported::Ignored) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, command = id, "recording command progress failed");
+                    Some(refusal(
+                        "the edge could not record the report; send it again".into(),
+                    ))
+                }
             }
-        }
+        })
     }
 
     /// Expires commands nobody picked up in time and times out those that never

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fleet_store::commands::State;
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use shared_proto::southbound::{DecodeError, Envelope, ErrorCode, ErrorPdu, Pdu, Ping};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,15 +14,21 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::delivery::config_pdu;
+use super::delivery::{config_pdu, Pending};
 use super::login::Opened;
 use super::sessions::{Closer, Live, Outgoing};
 use super::{send, End, Hub};
 
+/// What a session says back to one frame: now, or once the moves it queued commit.
+enum Reply {
+    Now(Option<Pdu>),
+    Later(Pending),
+}
+
 /// Bad frames a session may send before it is closed.
 const MAX_BAD_FRAMES: u32 = 20;
 
-fn error_pdu(code: ErrorCode, message: String, in_reply_to: u64) -> Pdu {
+pub(super) fn error_pdu(code: ErrorCode, message: String, in_reply_to: u64) -> Pdu {
     Pdu::Error(ErrorPdu {
         code,
         message,
@@ -69,11 +76,14 @@ impl Hub {
         // A command offered while this session was opening may go out with the
         // pending ones already; it is not sent twice.
         let mut opened_with = std::collections::HashSet::new();
+        // Answers waiting for queued command moves, given in the order of the frames.
+        let mut answers: FuturesOrdered<Pending> = FuturesOrdered::new();
         for command in self.pending(device).await {
             next_id += 1;
             opened_with.insert(command.id);
-            if self.deliver(&mut ws, next_id, &command).await.is_err() {
-                break;
+            match self.deliver(&mut ws, next_id, &command).await {
+                Ok(pending) => answers.extend(pending),
+                Err(_) => break,
             }
         }
         let mut stopped = self.stop.subscribe();
@@ -90,7 +100,9 @@ impl Hub {
                     next_id += 1;
                     let sent = match outgoing {
                         Outgoing::Command(command) if opened_with.remove(&command.id) => Ok(()),
-                        Outgoing::Command(command) => self.deliver(&mut ws, next_id, &command).await,
+                        Outgoing::Command(command) => {
+                            self.deliver(&mut ws, next_id, &command).await.map(|pending| answers.extend(pending))
+                        }
                         Outgoing::Config(config) => {
                             let pdu = config_pdu(&config);
                             self.metrics.message("out", &pdu);
@@ -99,6 +111,15 @@ impl Hub {
                     };
                     if sent.is_err() {
                         break End::Closed;
+                    }
+                }
+                Some(answer) = answers.next(), if !answers.is_empty() => {
+                    if let Some(pdu) = answer {
+                        next_id += 1;
+                        self.metrics.message("out", &pdu);
+                        if send(&mut ws, next_id, pdu).await.is_err() {
+                            break End::Closed;
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -139,7 +160,13 @@ impl Hub {
                         }
                         Ok(env) => {
                             self.metrics.message("in", &env.pdu);
-                            self.handle(device, env).await
+                            match self.handle(device, env) {
+                                Reply::Now(reply) => reply,
+                                Reply::Later(pending) => {
+                                    answers.push_back(pending);
+                                    None
+                                }
+                            }
                         }
                     };
                     if let Some(pdu) = reply {
@@ -154,6 +181,9 @@ impl Hub {
                 }
             }
         };
+        // What the device said is stored before the session counts as ended (an edge
+        // stopping waits for its sessions), though the answers no longer go out.
+        while answers.next().await.is_some() {}
         let _ = ws.close(end.close_frame()).await;
         self.metrics.sessions.dec();
         if let Some(label) = end.label() {
@@ -172,7 +202,7 @@ impl Hub {
 
     /// The answer to one decoded frame, if any. Everything a device says applies to
     /// itself only: commands are looked up as its own, statuses are filed under it.
-    async fn handle(&self, device: i64, env: Envelope) -> Option<Pdu> {
+    fn handle(&self, device: i64, env: Envelope) -> Reply {
         let refuse = |message: &str| {
             Some(Pdu::Error(ErrorPdu {
                 code: ErrorCode::BadRequest,
@@ -180,27 +210,16 @@ impl Hub {
                 in_reply_to: Some(env.id),
             }))
         };
-        match env.pdu {
+        let now = match env.pdu {
             Pdu::Ping(p) => Some(Pdu::Pong(p)),
             Pdu::Pong(_) => None,
             Pdu::StatusReport(report) => Some(self.sessions.apply_report(device, report)),
             Pdu::Login(_) => refuse("already logged in"),
             Pdu::CommandProgress(p) => {
-                let reply = self
-                    .command_moved(
-                        device,
-                        &p.command_id,
-                        State::Running,
-                        Some(i32::from(p.progress.min(100))),
-                        None,
-                    )
-                    .await;
-                reply.map(|m| error_pdu(ErrorCode::BadRequest, m, env.id))
+                let word = (State::Running, Some(i32::from(p.progress.min(100))), None);
+                return Reply::Later(self.command_moved(device, &p.command_id, word, env.id));
             }
-            Pdu::CommandResult(r) => {
-                let reply = self.command_result(device, r).await;
-                reply.map(|m| error_pdu(ErrorCode::BadRequest, m, env.id))
-            }
+            Pdu::CommandResult(r) => return Reply::Later(self.command_result(device, r, env.id)),
             Pdu::ConfigApplied(applied) => {
                 match applied.error {
                     None => self.sessions.config_applied(device, applied.version),
@@ -219,6 +238,7 @@ impl Hub {
                 tracing::debug!(device, code = ?e.code, message = %e.message, "device reported an error");
                 None
             }
-        }
+        };
+        Reply::Now(now)
     }
 }
