@@ -143,6 +143,12 @@ impl Application {
         tasks.spawn(hub.clone().sweep(Duration::from_secs(1), loops.clone()));
         tasks.spawn(hub.clone().write_events(loops.clone()));
         tasks.spawn(hub.clone().persist(settings.status_flush, loops.clone()));
+        // Before the first device gets in: a restarted edge is met by every device
+        // at once, and their logins then read no row from the database.
+        match served.node.preload_devices().await {
+            Ok(n) => tracing::info!(devices = n, "device rows cached for logins"),
+            Err(e) => tracing::warn!(error = %e, "caching device rows failed; logins read them"),
+        }
         tasks.spawn(hub.clone().serve(listener));
         let stopper = Stopper {
             hub: hub.clone(),

@@ -21,7 +21,9 @@ use fleet_store::{change_log, devices, sync};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 /// How long an entry is served without being read again.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
@@ -106,6 +108,41 @@ impl DeviceCache {
         let device = Arc::new(device);
         self.fill(generation, read_at, device.clone());
         Ok(Some(device))
+    }
+
+    /// Reads every device into the cache (up to its capacity), so that what asks for
+    /// devices in bulk right after a start (a storm of device logins) finds them
+    /// there. Answers how many were read.
+    pub async fn preload<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        commits: u64,
+        capacity: usize,
+    ) -> Result<usize, DbErr> {
+        self.catch_up(db, Some(commits)).await?;
+        let mut after = i64::MIN;
+        let mut read = 0;
+        while read < capacity {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let read_at = Instant::now();
+            let page = devices::Entity::find()
+                .filter(devices::Column::Id.gt(after))
+                .order_by_asc(devices::Column::Id)
+                .limit(PAGE)
+                .all(db)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            read += page.len();
+            let full = u64::try_from(page.len()).unwrap_or(u64::MAX) >= PAGE;
+            for device in page {
+                self.fill(generation, read_at, Arc::new(device));
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(read)
     }
 
     /// Forgets the devices the change log names since the last look. With

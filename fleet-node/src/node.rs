@@ -105,6 +105,17 @@ impl Node {
             .await
     }
 
+    /// Reads every device into the device cache (`DeviceCache::preload`).
+    pub async fn preload_devices(&self) -> Result<usize, DbErr> {
+        self.device_cache
+            .preload(
+                &self.db,
+                self.writer.commits(),
+                crate::device_cache::CAPACITY,
+            )
+            .await
+    }
+
     /// Begins a transaction that will write, not run again if it loses a race with
     /// another writer: for writes that cannot (a test's) or whose caller retries
     /// anyway. Keep the turn until after the commit.

@@ -185,7 +185,7 @@ impl Hub {
             return Err(Unopened::BadLogin);
         };
         drop(frame);
-        let row = match authenticate(&self.node.db, &login).await {
+        let row = match self.authenticate(&login).await {
             Ok(Some(row)) => Some(row),
             Ok(None) => self.roam(&login).await,
             Err(e) => {
@@ -220,6 +220,19 @@ impl Hub {
         ))
     }
 
+    /// [`authenticate`], with a device that names itself by id read from the node's
+    /// device cache: a storm of returning devices then costs no database round trip.
+    async fn authenticate(&self, login: &Login) -> Result<Option<devices::Model>, sea_orm::DbErr> {
+        let Some(devices::LoginName::Id(id)) = login_name(login) else {
+            return authenticate(&self.node.db, login).await;
+        };
+        Ok(self.node.device(id).await?.and_then(|device| {
+            let valid = !device.deleted
+                && fleet_store::credentials::verify_secret(&login.secret, &device.secret_hash);
+            valid.then(|| devices::Model::clone(&device))
+        }))
+    }
+
     /// A login this edge cannot check because the device is not one of its own:
     /// with the center reachable, the center checks it and moves the device here.
     async fn roam(&self, login: &Login) -> Option<devices::Model> {
@@ -234,7 +247,7 @@ impl Hub {
                 self.metrics.login("roamed");
                 tracing::info!(device, "device roamed here; the center re-homed it");
                 // Checked once more against the row that arrived.
-                authenticate(&self.node.db, login).await.ok().flatten()
+                self.authenticate(login).await.ok().flatten()
             }
             Err(why) => {
                 tracing::info!(reason = %why, "a roaming device was not taken in");
