@@ -7,7 +7,7 @@
 #                                            processes, each below the open-file limit
 #
 # For each size, over plain WebSocket and over TLS, it prints: the time for all devices
-# to log in; the edge's resident memory per session (above a baseline taken after a
+# to log in, first and after the edge is killed (-9) and started again; the edge's resident memory per session (above a baseline taken after a
 # warm-up); the edge's CPU use, in % of one core, while every session idles but
 # heartbeats; and the command round trip p50/p99 from the site API to a device and
 # back (get_status, sequential, one kept-alive connection, different devices).
@@ -286,7 +286,7 @@ percentiles() { # file of ms samples -> "p50 p99"
     i50 = int(NR * 0.50 + 0.999); i99 = int(NR * 0.99 + 0.999)
     printf "%8.2f %8.2f", v[i50], v[i99] }'
 }
-row() { printf '%-6s %-6s %9s %9s %12s %9s %9s %8s %8s\n' "$@"; }
+row() { printf '%-6s %-6s %9s %9s %10s %12s %9s %9s %8s %8s\n' "$@"; }
 
 measure() { # size
   local n=$1 i p base=() rss=() e0=() e1=() s0=() s1=() got=() out fails=()
@@ -332,10 +332,26 @@ measure() { # size
     fi
   done
 
+  # A restart: every edge killed (-9) and started again over its database, while the
+  # simulators redial with their backoff; timed from the start until each edge holds
+  # its share again.
+  local back=() started
+  for ((i = 0; i < edges; i++)); do kill -9 "${edge_pids[i]}" 2>/dev/null || true; done
+  for ((i = 0; i < edges; i++)); do wait "${edge_pids[i]}" 2>/dev/null || true; done
+  started=$(now)
+  start_edges
+  for ((i = 0; i < edges; i++)); do
+    if wait_for $((60 + want[i] / 200)) holds_its_share "$i"; then
+      back+=("$(since "$started")")
+    else
+      back+=("timeout($(sessions "$i")/${want[i]})")
+    fi
+  done
+
   local tb=0 tr=0 tg=0 te0=0 te1=0 ts0=0 ts1=0
   for ((i = 0; i < edges; i++)); do
     # shellcheck disable=SC2046 # two numbers
-    row "$mode" "edge$i" "${got[i]}" "${login_s[i]}" \
+    row "$mode" "edge$i" "${got[i]}" "${login_s[i]}" "${back[i]}" \
       "$(awk -v r="${rss[i]}" -v b="${base[i]}" -v n="${got[i]}" 'BEGIN { if (n > 0) printf "%.2f", (r - b) / n; else print "-" }')" \
       "$(cpu_pct "${e0[i]}" "${e1[i]}")" "$(cpu_pct "${s0[i]}" "${s1[i]}")" $(percentiles "$work/rtt-$i")
     tb=$((tb + base[i])) tr=$((tr + rss[i])) tg=$((tg + got[i]))
@@ -343,7 +359,7 @@ measure() { # size
   done
   if ((edges > 1)); then
     # shellcheck disable=SC2046
-    row "$mode" total "$tg" "$login_total" \
+    row "$mode" total "$tg" "$login_total" "${back[$((edges - 1))]}" \
       "$(awk -v r="$tr" -v b="$tb" -v n="$tg" 'BEGIN { if (n > 0) printf "%.2f", (r - b) / n; else print "-" }')" \
       "$(cpu_pct "$te0" "$te1")" "$(cpu_pct "$ts0" "$ts1")" $(percentiles "$work/rtt-all")
   fi
@@ -354,10 +370,10 @@ measure() { # size
 
 echo
 echo "login: until every device is logged in (several edges: filled one after another, the total"
-echo "for all); RSS: edge memory per session above a baseline"
+echo "for all); restart: from starting the edges again after kill -9 until every device is back; RSS: edge memory per session above a baseline"
 echo "after $warmup warm-up sessions; CPU: % of one core over ${cpu_s} s of idle, heartbeating"
 echo "sessions (edge and its simulators); RTT: $commands get_status commands per edge, site API -> device -> site API"
-row mode edge sessions "login s" "KiB/session" "edge CPU%" "sims CPU%" "p50 ms" "p99 ms"
+row mode edge sessions "login s" "restart s" "KiB/session" "edge CPU%" "sims CPU%" "p50 ms" "p99 ms"
 for mode in "${modes[@]}"; do
   for n in "${sizes[@]}"; do measure "$n"; done
 done
