@@ -83,14 +83,7 @@ pub async fn report(
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> Result<Reported, sea_orm::DbErr> {
-    let step = Step {
-        id,
-        device: Some(device),
-        state,
-        progress,
-        result,
-    };
-    queue_move(node, step).await
+    report_queued(node, device, id, state, progress, result).await
 }
 
 /// Like [`report`], but the move is queued before this returns, so it goes before
