@@ -187,10 +187,15 @@ pub async fn create_device<C: ConnectionTrait>(
     }
     let edge_id = check_edge(conn, node.home_edges, draft.edge_id.as_deref()).await?;
     // A live device with this (model, sn) fails the insert on the unique live key,
-    // answered 409 below: asking first would cost a round trip on every create.
+    // answered 409 below: asking first would cost a round trip on every create. An
+    // import naming an id asks first all the same, so that a line clashing on both
+    // is refused for its serial number, the one a person fixes.
     let key = devices::live_key(&draft.hardware.model, &draft.hardware.sn);
     let id = match id {
         Some(id) => {
+            if live_key_taken(conn, &key, None).await? {
+                return Err(duplicate(&draft.hardware.model, &draft.hardware.sn));
+            }
             if devices::Entity::find_by_id(id).one(conn).await?.is_some() {
                 return Err(Error::exists("id", format!("device id {id} is taken")));
             }
