@@ -112,7 +112,7 @@ pub(super) enum Unopened {
     BadLogin,
     /// Wrong credentials, or a device neither this edge nor the center takes.
     Refused,
-    /// The edge could not check (its database failed).
+    /// The edge could not check (its database failed), or it is stopping.
     Unavailable,
 }
 
@@ -200,6 +200,11 @@ impl Hub {
             return Err(Unopened::Refused);
         };
         self.throttle.succeeded(peer.ip());
+        if *self.stop.borrow() {
+            // A device told this edge is stopping dials again at once, maybe here
+            // before the endpoint has closed: it is sent on, not let in.
+            return Err(Unopened::Unavailable);
+        }
         let status_version = self.sessions.status(row.id).map_or(0, |h| h.version);
         let ok = Pdu::LoginOk(LoginOk {
             device_id: row.id.to_string(),
