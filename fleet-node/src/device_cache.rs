@@ -44,8 +44,6 @@ struct Entry {
 struct Reader {
     /// `None` until the first look.
     log: Option<Outbox>,
-    /// This process's commit count the last look began after.
-    caught: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -60,6 +58,10 @@ pub struct DeviceCache {
     generation: AtomicU64,
     fence: Mutex<()>,
     reader: tokio::sync::Mutex<Reader>,
+    /// One more than this process's commit count the last look began after (0: no
+    /// look yet), read without the reader's lock: a read with no commit since it
+    /// takes no lock at all.
+    caught: AtomicU64,
     reads: Family<ReadLabels, Counter>,
 }
 
@@ -76,10 +78,8 @@ impl DeviceCache {
             entries: quick_cache::sync::Cache::new(capacity),
             generation: AtomicU64::new(0),
             fence: Mutex::new(()),
-            reader: tokio::sync::Mutex::new(Reader {
-                log: None,
-                caught: 0,
-            }),
+            reader: tokio::sync::Mutex::new(Reader { log: None }),
+            caught: AtomicU64::new(0),
             reads,
         }
     }
@@ -153,15 +153,18 @@ impl DeviceCache {
         db: &C,
         commits: Option<u64>,
     ) -> Result<(), DbErr> {
+        let seen = |commits: u64| self.caught.load(Ordering::SeqCst) > commits;
+        if commits.is_some_and(seen) {
+            return Ok(());
+        }
         let mut reader = self.reader.lock().await;
-        if let Some(commits) = commits {
-            if reader.log.is_some() && reader.caught >= commits {
-                return Ok(());
-            }
+        if commits.is_some_and(seen) {
+            return Ok(());
         }
         self.read_log(db, &mut reader.log).await?;
         if let Some(commits) = commits {
-            reader.caught = reader.caught.max(commits);
+            self.caught
+                .fetch_max(commits.saturating_add(1), Ordering::SeqCst);
         }
         Ok(())
     }
