@@ -50,17 +50,12 @@ pub async fn advance(
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> Result<Option<commands::Model>, sea_orm::DbErr> {
-    let step = Step {
-        id,
-        device: None,
-        state,
-        progress,
-        result,
-    };
-    Ok(match queue_move(node, step).await? {
-        Reported::Saved(saved) => Some(*saved),
-        Reported::Ignored | Reported::Unknown => None,
-    })
+    Ok(
+        match advance_queued(node, id, state, progress, result).await? {
+            Reported::Saved(saved) => Some(*saved),
+            Reported::Ignored | Reported::Unknown => None,
+        },
+    )
 }
 
 /// How a device's word on a command ended.
@@ -108,24 +103,22 @@ pub fn report_queued(
     answer(enqueue(node, step))
 }
 
-/// Like [`advance`], queued as [`report_queued`] is.
+/// Like [`advance`], queued as [`report_queued`] is; [`advance`] awaits it.
 pub fn advance_queued(
     node: &Arc<Node>,
     id: i64,
     state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
 ) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
     let step = Step {
         id,
         device: None,
         state,
-        progress: None,
-        result: None,
+        progress,
+        result,
     };
     answer(enqueue(node, step))
-}
-
-async fn queue_move(node: &Arc<Node>, step: Step) -> Result<Reported, DbErr> {
-    answer(enqueue(node, step)).await
 }
 
 type Answer = tokio::sync::oneshot::Receiver<Result<Reported, DbErr>>;

@@ -150,7 +150,7 @@ impl Hub {
         self.metrics.message("out", &pdu);
         send(ws, id, pdu).await?;
         let (sent, command) = (
-            advance_queued(&self.node, command.id, State::Sent),
+            advance_queued(&self.node, command.id, State::Sent, None, None),
             command.id,
         );
         Ok(Some(Box::pin(async move {
