@@ -25,6 +25,10 @@ enum Reply {
     Later(Pending),
 }
 
+/// Answers a session holds for queued command moves before it stops reading the
+/// device's frames until some are given.
+const MAX_PENDING_ANSWERS: usize = 32;
+
 /// Bad frames a session may send before it is closed.
 const MAX_BAD_FRAMES: u32 = 20;
 
@@ -132,7 +136,9 @@ impl Hub {
                         break End::Closed;
                     }
                 }
-                frame = ws.next() => {
+                // A device does not get ahead of its own stored word: past this many
+                // answers pending, its frames wait in the socket (backpressure).
+                frame = ws.next(), if answers.len() < MAX_PENDING_ANSWERS => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {

@@ -217,3 +217,34 @@ async fn a_device_cannot_act_for_another_device() {
     );
     assert_eq!(edge.sessions.online(), 2, "both sessions carried on");
 }
+
+/// A device that floods reports is read no faster than its reports are stored, and
+/// every report still gets its answer, in order: a burst far past the answers a
+/// session holds pending is refused report by report, and the session goes on.
+#[tokio::test]
+async fn a_flood_of_command_reports_is_answered_report_by_report() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-FLOOD").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    for n in 0..200 {
+        device
+            .send(Pdu::CommandProgress(CommandProgress {
+                command_id: format!("{}", 1_000_000 + n),
+                progress: 1,
+                message: String::new(),
+            }))
+            .await;
+    }
+    for n in 0..200 {
+        refused(
+            &mut device,
+            &format!("report {n} on a command that is not its own"),
+        )
+        .await;
+    }
+    device.send(Pdu::Ping(Ping { sent_ms: 7 })).await;
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::Pong(p)) => assert_eq!(p.sent_ms, 7),
+        other => panic!("the session goes on: expected a pong, got {other:?}"),
+    }
+}
