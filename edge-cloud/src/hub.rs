@@ -156,9 +156,11 @@ impl End {
 }
 
 fn ws_config() -> WebSocketConfig {
-    // Small eager buffers: most sessions are idle, and frames are capped anyway.
+    // Small buffers: most sessions are idle, and heartbeats are tens of bytes. The
+    // read buffer grows to hold a larger frame when one arrives (it does not shrink
+    // back: tungstenite keeps it), and nothing waits in a write buffer.
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_message_size(Some(4 * MAX_FRAME_BYTES))
         .max_frame_size(Some(4 * MAX_FRAME_BYTES))
@@ -266,7 +268,9 @@ impl Hub {
     }
 
     /// One admitted connection: opened by `deadline` (counted from accept), then the
-    /// session. The permit is held until the login is through.
+    /// session, as a task of its own so that nothing of the opening stays with it
+    /// (a future that awaits another keeps room for both). The permit is held until
+    /// the login is through.
     async fn connection(
         self: Arc<Self>,
         tcp: TcpStream,
@@ -291,7 +295,8 @@ impl Hub {
                 };
                 drop(permit);
                 ws.get_mut().get_mut().0.lift();
-                self.session(ws, opened, since).await;
+                self.connections
+                    .spawn(self.clone().session(ws, opened, since));
             }
             None => {
                 let opening = Box::pin(self.open(tcp, peer));
@@ -300,7 +305,8 @@ impl Hub {
                 };
                 drop(permit);
                 ws.get_mut().lift();
-                self.session(ws, opened, since).await;
+                self.connections
+                    .spawn(self.clone().session(ws, opened, since));
             }
         }
     }

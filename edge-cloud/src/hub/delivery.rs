@@ -1,6 +1,7 @@
 //! Commands and desired configuration on their way to a device, and a device's word
 //! on its own commands coming back. A device acts only on commands addressed to it.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +24,41 @@ use super::{send, Hub};
 /// What the edge still has to say about a frame once the moves it queued have
 /// committed: an answer to the device, or nothing.
 pub(super) type Pending = Pin<Box<dyn Future<Output = Option<Pdu>> + Send>>;
+
+/// The answers a session owes for frames whose moves are queued, given in the order
+/// of the frames. Each move is queued before its answer is pushed, so waiting on the
+/// oldest alone delays none of them; an empty queue holds no allocation.
+#[derive(Default)]
+pub(super) struct Answers(VecDeque<Pending>);
+
+impl Answers {
+    pub fn push(&mut self, answer: Pending) {
+        self.0.push_back(answer);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The oldest answer, once it is ready; never ready while none is owed. Safe to
+    /// drop at any await: the answer is taken out in the same step it is ready.
+    pub async fn next(&mut self) -> Option<Pdu> {
+        let Some(oldest) = self.0.front_mut() else {
+            return std::future::pending().await;
+        };
+        let answer = oldest.await;
+        self.0.pop_front();
+        if self.0.is_empty() {
+            // A burst is over: give its memory back rather than keep it while idle.
+            self.0 = VecDeque::new();
+        }
+        answer
+    }
+}
 
 /// Where devices upload what `pull_logs` collects: the site API of this edge, reached
 /// at the host the device already dials (so no public URL has to be configured).
@@ -125,40 +161,39 @@ impl Hub {
         (config.version > applied).then_some(config)
     }
 
-    /// Sends a command to the device and queues its move to `sent`; the session
-    /// waits for that move among its pending answers, not before reading on.
+    /// Sends a command to the device and queues its move to `sent` (to `failed` if
+    /// the edge cannot name it); the session waits for that move among its pending
+    /// answers, not before reading on.
     pub(super) async fn deliver<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         id: u64,
         command: &commands::Model,
-    ) -> Result<Option<Pending>, tokio_tungstenite::tungstenite::Error>
+    ) -> Result<Pending, tokio_tungstenite::tungstenite::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(pdu) = command_pdu(command, &self.upload) else {
-            let _ = advance(
-                &self.node,
-                command.id,
-                State::Failed,
-                None,
-                Some(serde_json::json!({"error": "unknown command name"})),
-            )
-            .await;
-            return Ok(None);
+        let (moved, what) = match command_pdu(command, &self.upload) {
+            Some(pdu) => {
+                self.metrics.message("out", &pdu);
+                send(ws, id, pdu).await?;
+                let sent = advance_queued(&self.node, command.id, State::Sent, None, None);
+                (sent, "marking a command sent failed")
+            }
+            None => {
+                let error = serde_json::json!({"error": "unknown command name"});
+                let failed =
+                    advance_queued(&self.node, command.id, State::Failed, None, Some(error));
+                (failed, "failing a command of unknown name failed")
+            }
         };
-        self.metrics.message("out", &pdu);
-        send(ws, id, pdu).await?;
-        let (sent, command) = (
-            advance_queued(&self.node, command.id, State::Sent, None, None),
-            command.id,
-        );
-        Ok(Some(Box::pin(async move {
-            if let Err(e) = sent.await {
-                tracing::error!(error = %e, command, "marking a command sent failed");
+        let command = command.id;
+        Ok(Box::pin(async move {
+            if let Err(e) = moved.await {
+                tracing::error!(error = %e, command, "{what}");
             }
             None
-        })))
+        }))
     }
 
     /// A device's result for one of its commands, queued ([`Hub::command_moved`]).

@@ -11,7 +11,7 @@ use fleet_node::commands::Dispatch;
 use fleet_node::devices::Presence;
 use fleet_store::{commands, desired_configs, devices};
 use sea_orm::{DatabaseConnection, EntityTrait};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::statuses::Held;
 use super::End;
@@ -40,8 +40,7 @@ pub(super) enum Outgoing {
 
 pub(super) struct Live {
     pub serial: u64,
-    pub close: Arc<Closer>,
-    pub outbox: mpsc::Sender<Outgoing>,
+    pub mailbox: Arc<Mailbox>,
     /// What the session logged in with; a row that says otherwise ends it.
     pub credentials: Credentials,
 }
@@ -82,22 +81,71 @@ impl Credentials {
     }
 }
 
-/// Ends one session, saying why.
+/// Items a session's mailbox holds before offers to it are refused (the command then
+/// waits in the database for the session's next login or the sweep).
+const MAILBOX_CAP: usize = 16;
+
+/// What the rest of the edge says to one live session: items to send, or the word to
+/// end. It is one lock and one `Notify`, and an empty mailbox holds no allocation, so
+/// tens of thousands of idle sessions pay next to nothing for it.
 #[derive(Default)]
-pub(super) struct Closer {
+pub(super) struct Mailbox {
     notify: Notify,
-    why: OnceLock<End>,
+    inbox: std::sync::Mutex<Inbox>,
 }
 
-impl Closer {
+#[derive(Default)]
+struct Inbox {
+    items: Vec<Outgoing>,
+    closed: Option<End>,
+}
+
+/// What a session finds in its mailbox.
+pub(super) enum Mail {
+    Close(End),
+    Send(Vec<Outgoing>),
+}
+
+impl Mailbox {
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the session, saying why; the first reason given stands.
     pub fn close(&self, why: End) {
-        let _ = self.why.set(why);
+        self.inbox().closed.get_or_insert(why);
         self.notify.notify_one();
     }
 
-    pub async fn closed(&self) -> End {
-        self.notify.notified().await;
-        self.why.get().copied().unwrap_or(End::Replaced)
+    /// Queues an item; false when the session is ending or its mailbox is full.
+    fn post(&self, item: Outgoing) -> bool {
+        {
+            let mut inbox = self.inbox();
+            if inbox.closed.is_some() || inbox.items.len() >= MAILBOX_CAP {
+                return false;
+            }
+            inbox.items.push(item);
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    /// The word to end if there is one, else everything queued, in order; waits for
+    /// either. A post between the look and the wait leaves `notify` a permit, so
+    /// nothing is missed, and a wait dropped by the session's `select!` costs nothing.
+    pub async fn next(&self) -> Mail {
+        loop {
+            {
+                let mut inbox = self.inbox();
+                if let Some(why) = inbox.closed {
+                    return Mail::Close(why);
+                }
+                if !inbox.items.is_empty() {
+                    return Mail::Send(std::mem::take(&mut inbox.items));
+                }
+            }
+            self.notify.notified().await;
+        }
     }
 }
 
@@ -109,19 +157,15 @@ impl Presence for Sessions {
 
 impl Dispatch for Sessions {
     fn offer(&self, command: &commands::Model) -> bool {
-        self.live.get(&command.device_id).is_some_and(|live| {
-            live.outbox
-                .try_send(Outgoing::Command(command.clone()))
-                .is_ok()
-        })
+        self.live
+            .get(&command.device_id)
+            .is_some_and(|live| live.mailbox.post(Outgoing::Command(command.clone())))
     }
 
     fn configure(&self, config: &desired_configs::Model) -> bool {
-        self.live.get(&config.device_id).is_some_and(|live| {
-            live.outbox
-                .try_send(Outgoing::Config(config.clone()))
-                .is_ok()
-        })
+        self.live
+            .get(&config.device_id)
+            .is_some_and(|live| live.mailbox.post(Outgoing::Config(config.clone())))
     }
 
     /// Re-reads the device's row and ends its live session if the row no longer
@@ -147,7 +191,7 @@ async fn recheck(db: DatabaseConnection, live: Arc<DashMap<i64, Live>>, device: 
             // device logs in again, which checks afresh.
             tracing::warn!(device, error = %e, "a device row could not be re-read; closing its session");
             if let Some(l) = live.get(&device) {
-                l.close.close(End::Unconfirmed);
+                l.mailbox.close(End::Unconfirmed);
             }
             return;
         }
@@ -156,7 +200,7 @@ async fn recheck(db: DatabaseConnection, live: Arc<DashMap<i64, Live>>, device: 
     if let Some(l) = live.get(&device) {
         if let Some(why) = l.credentials.judge(row.as_ref()) {
             tracing::info!(device, reason = why.reason(), "closing a device session");
-            l.close.close(why);
+            l.mailbox.close(why);
         }
     }
 }
@@ -191,5 +235,74 @@ impl Sessions {
     /// The devices connected now.
     pub fn online_ids(&self) -> HashSet<i64> {
         self.live.iter().map(|e| *e.key()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: i64) -> Outgoing {
+        Outgoing::Config(desired_configs::Model {
+            id: version,
+            device_id: 1,
+            version,
+            report_interval_s: 30,
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+            hlc: 0,
+            origin: 0,
+            deleted: false,
+            field_stamps: String::new(),
+        })
+    }
+
+    fn versions(mail: Mail) -> Vec<i64> {
+        match mail {
+            Mail::Send(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Outgoing::Config(c) => c.version,
+                    Outgoing::Command(c) => c.id,
+                })
+                .collect(),
+            Mail::Close(why) => panic!("expected items, got a close: {why:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_hands_over_in_order_and_refuses_past_its_cap() {
+        let mailbox = Mailbox::default();
+        for v in 0..MAILBOX_CAP {
+            assert!(mailbox.post(config(i64::try_from(v).expect("small"))));
+        }
+        assert!(!mailbox.post(config(99)), "one past the cap is refused");
+        let expected: Vec<i64> = (0..16).collect();
+        assert_eq!(versions(mailbox.next().await), expected);
+        assert!(mailbox.post(config(7)), "taking the items makes room");
+        assert_eq!(versions(mailbox.next().await), vec![7]);
+    }
+
+    #[tokio::test]
+    async fn a_close_goes_before_queued_items_and_later_posts_are_refused() {
+        let mailbox = Arc::new(Mailbox::default());
+        assert!(mailbox.post(config(1)));
+        mailbox.close(End::Revoked);
+        mailbox.close(End::Replaced);
+        assert!(!mailbox.post(config(2)));
+        assert!(matches!(mailbox.next().await, Mail::Close(End::Revoked)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_wakes_for_a_post() {
+        let mailbox = Arc::new(Mailbox::default());
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { versions(mailbox.next().await) }
+        });
+        tokio::task::yield_now().await;
+        assert!(mailbox.post(config(5)));
+        assert_eq!(waiting.await.expect("joined"), vec![5]);
     }
 }
