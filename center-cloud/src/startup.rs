@@ -64,13 +64,19 @@ impl Application {
         routing.attach(served.node.clone());
         // Replicas over one database: a change committed through another replica
         // wakes the links this one holds.
-        tokio::spawn(fleet_node::node::watch_shared_log(served.node.clone()));
+        served
+            .loops
+            .spawn(fleet_node::node::watch_shared_log(served.node.clone()));
         // Who is online at edges other replicas hold.
-        tokio::spawn(links.clone().watch_presence(served.node.clone()));
+        served
+            .loops
+            .spawn(links.clone().watch_presence(served.node.clone()));
         let (listener, link_port, tls) = served
             .bind_beside(settings.link_listen, "edge link endpoint")
             .await?;
-        tokio::spawn(links.clone().serve(served.node.clone(), listener, tls));
+        served
+            .loops
+            .spawn(links.clone().serve(served.node.clone(), listener, tls));
         Ok(Center {
             served,
             link_port,

@@ -394,14 +394,15 @@ impl Hub {
     }
 }
 
-async fn send<S>(
+/// Sends one frame. The frame is encoded before the send is awaited, so the future
+/// holds the encoded text alone and an idle session's task stays small.
+fn send<S>(
     ws: &mut WebSocketStream<S>,
     id: u64,
     pdu: Pdu,
-) -> Result<(), tokio_tungstenite::tungstenite::Error>
+) -> futures_util::sink::Send<'_, WebSocketStream<S>, Message>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     ws.send(Message::Text(Envelope::new(id, pdu).encode().into()))
-        .await
 }

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use actix_web::web;
 use fleet_node::devices::HomeEdges;
+use fleet_node::loops::Loops;
 use fleet_store::schema::{self, TableSpec};
 use operator_api::devices;
 use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::hub::{Hub, HubMetrics, Sessions, UploadTarget};
@@ -52,8 +51,7 @@ pub struct Edge {
 pub struct Stopper {
     hub: Arc<Hub>,
     uplink: Option<Arc<Uplink>>,
-    loops: CancellationToken,
-    tasks: TaskTracker,
+    loops: Loops,
 }
 
 impl Stopper {
@@ -66,9 +64,7 @@ impl Stopper {
         }
         self.hub.shutdown();
         self.hub.connections_ended().await;
-        self.loops.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.loops.stop().await;
     }
 }
 
@@ -110,7 +106,7 @@ impl Application {
         let (listener, device_port, tls) = served
             .bind_beside(settings.device_listen, "device endpoint")
             .await?;
-        let (loops, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let loops = served.loops.clone();
         let uplink = match settings.center.clone() {
             Some(center) => {
                 let uplink = Arc::new(
@@ -122,7 +118,7 @@ impl Application {
                     )
                     .map_err(|e| StartupError::Config(e.to_string()))?,
                 );
-                tasks.spawn(uplink.clone().run());
+                loops.spawn(uplink.clone().run());
                 Some(uplink)
             }
             None => None,
@@ -140,21 +136,20 @@ impl Application {
             },
             uplink.clone(),
         ));
-        tasks.spawn(hub.clone().sweep(Duration::from_secs(1), loops.clone()));
-        tasks.spawn(hub.clone().write_events(loops.clone()));
-        tasks.spawn(hub.clone().persist(settings.status_flush, loops.clone()));
+        loops.track(hub.clone().sweep(Duration::from_secs(1), loops.stopping()));
+        loops.track(hub.clone().write_events(loops.stopping()));
+        loops.track(hub.clone().persist(settings.status_flush, loops.stopping()));
         // Before the first device gets in: a restarted edge is met by every device
         // at once, and their logins then read no row from the database.
         match served.node.preload_devices().await {
             Ok(n) => tracing::info!(devices = n, "device rows cached for logins"),
             Err(e) => tracing::warn!(error = %e, "caching device rows failed; logins read them"),
         }
-        tasks.spawn(hub.clone().serve(listener));
+        loops.spawn(hub.clone().serve(listener));
         let stopper = Stopper {
             hub: hub.clone(),
             uplink: uplink.clone(),
             loops,
-            tasks,
         };
         Ok(Edge {
             served,

@@ -11,6 +11,7 @@ pub mod device_cache;
 pub mod devices;
 pub mod error;
 pub mod events;
+pub mod loops;
 pub mod metrics;
 pub mod node;
 pub mod passwords;

@@ -21,6 +21,7 @@ use sea_orm::DbBackend;
 use crate::lease::Lease;
 use crate::settings::{NodeSettings, TlsSettings};
 use crate::{audit, docs, events, health, metrics, users, ApiError, Node};
+use fleet_node::loops::Loops;
 use fleet_node::metrics::Metrics;
 use fleet_node::tls::{self, CertFiles, TlsError};
 use fleet_node::tokens::Tokens;
@@ -78,6 +79,8 @@ pub struct Served {
     pub node: Arc<Node>,
     /// The worker id this replica leased, when it leases one.
     lease: Option<Lease>,
+    /// The node's long-running tasks; they stop once the API has.
+    pub loops: Loops,
     /// How long winding down may take on a stop (`Served::run_until_signal`).
     shutdown_timeout: std::time::Duration,
 }
@@ -151,8 +154,11 @@ impl Served {
         served
     }
 
+    /// Serves until the server stops, then stops the node's loops and gives back
+    /// its worker id.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.loops.stop().await;
         if let Some(lease) = &self.lease {
             lease.release(&self.node.db).await;
         }
@@ -205,12 +211,13 @@ where
     node.presence = service.presence;
     node.dispatch = service.dispatch;
     let node = Arc::new(node);
-    tokio::spawn(fleet_node::accounts::watch(node.clone()));
-    tokio::spawn(fleet_node::node::compact_forever(
+    let loops = Loops::default();
+    loops.spawn(fleet_node::accounts::watch(node.clone()));
+    loops.spawn(fleet_node::node::compact_forever(
         node.clone(),
         settings.change_log_retain,
     ));
-    tokio::spawn(fleet_node::events::expire_forever(
+    loops.spawn(fleet_node::events::expire_forever(
         node.clone(),
         settings.event_retain,
     ));
@@ -267,7 +274,7 @@ where
             .configure(|cfg| docs::configure(cfg, api.clone()))
             .default_service(web::to(docs::not_found))
     })
-    .shutdown_timeout(30)
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .disable_signals();
     if let Some(workers) = settings.workers {
         http = http.workers(workers);
@@ -284,7 +291,7 @@ where
     }
     .run();
     if let Some(lease) = &lease {
-        tokio::spawn(lease.clone().keep(node.clone(), server.handle()));
+        loops.spawn(lease.clone().keep(node.clone(), server.handle()));
     }
     Ok(Served {
         server,
@@ -295,6 +302,7 @@ where
         tls_files,
         node,
         lease,
+        loops,
         shutdown_timeout: settings.shutdown_timeout,
     })
 }

@@ -189,3 +189,27 @@ fn environment_variables_are_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("worker id 0"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stopped_center_leaves_no_task_of_its_own_running() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = center_cloud::Settings::with_data_dir(dir.path());
+    settings.node.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.node.database_url = crate::helpers::fresh_database(dir.path()).await;
+    settings.node.admin_password = Some(crate::helpers::ADMIN_PASSWORD.into());
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
+    let app = center_cloud::Application::build(settings)
+        .await
+        .expect("starts");
+    let loops = app.served.loops.clone();
+    // Account watch, compaction, event expiry, the worker id lease, the shared log
+    // and presence watchers, and the edge link endpoint.
+    assert_eq!(loops.running(), 7);
+    let (links, handle) = (app.links.clone(), app.served.handle());
+    let served = tokio::spawn(app.served.run_until_stopped());
+    links.shutdown();
+    links.ended().await;
+    handle.stop(true).await;
+    served.await.expect("joined").expect("served");
+    assert_eq!(loops.running(), 0, "every loop ended with the center");
+}
