@@ -4,7 +4,8 @@
 //! WebSocket handshake and the login run boxed, so their state is freed once the
 //! session is open, and the WebSocket buffers are sized for many quiet sessions.
 //! Who is connected lives in memory (device id -> session); heartbeats never touch
-//! the database. Logins and disconnects are recorded as events; refused and abandoned
+//! the database, and neither does a login, unless the device has commands or a
+//! configuration waiting (credentials come from the device cache). Logins and disconnects are recorded as events; refused and abandoned
 //! connections only count in metrics, so a flood of them writes nothing.
 //!
 //! - [`login`]: admission, the login deadline, credentials;

@@ -588,13 +588,16 @@ impl Link {
         for c in merged.iter().filter(|c| ended(c)) {
             let _ = self.node.finished.send(c.clone());
         }
-        let queued: Vec<commands::Model> = merged
-            .into_iter()
-            .filter(|c| !c.deleted && State::parse(&c.state) == Some(State::Queued))
-            .collect();
         let Some(dispatch) = &self.node.dispatch else {
             return Ok(());
         };
+        let (queued, unfinished): (Vec<commands::Model>, Vec<commands::Model>) = merged
+            .into_iter()
+            .filter(|c| !c.deleted && !ended(c))
+            .partition(|c| State::parse(&c.state) == Some(State::Queued));
+        for c in &unfinished {
+            dispatch.expect(c.device_id);
+        }
         if !queued.is_empty() {
             dispatch.offer_many(&queued);
         }

@@ -28,6 +28,9 @@ pub trait Dispatch: Send + Sync {
     }
     /// Pushes a new desired configuration to the device's live session, if any.
     fn configure(&self, config: &fleet_store::desired_configs::Model) -> bool;
+    /// A command for `device` not yet finished came by sync without being offered
+    /// (one already sent elsewhere): its next session must look in the database.
+    fn expect(&self, _device: i64) {}
     /// The device's row changed (its secret, its home, or it was deleted): a live
     /// session it opened with what no longer holds must end now.
     fn recheck(&self, _device: i64) {}

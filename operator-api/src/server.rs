@@ -49,6 +49,9 @@ pub enum StartupError {
     Config(String),
 }
 
+/// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
 /// Registers a binary's own metrics in the node's registry.
 pub type RegisterMetrics = Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>;
 
@@ -98,17 +101,28 @@ impl Served {
     /// Binds another endpoint of this node (devices', or edge links') and makes the
     /// TLS configuration it serves with, the API's own (none without TLS). Answers the
     /// listener, its port and the TLS configuration.
+    ///
+    /// The listen backlog is as long as the system allows (`net.core.somaxconn`):
+    /// when every device of a site dials a restarted edge at once, a connection the
+    /// backlog cannot hold is dropped, and its device only tries again a second later.
     pub async fn bind_beside(
         &self,
         addr: std::net::SocketAddr,
         what: &str,
     ) -> Result<(tokio::net::TcpListener, u16, Option<rustls::ServerConfig>), StartupError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Io {
-                context: format!("binding the {what} {addr}"),
-                source,
-            })?;
+        let bind = || {
+            let socket = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        };
+        let listener = bind().map_err(|source| StartupError::Io {
+            context: format!("binding the {what} {addr}"),
+            source,
+        })?;
         let port = listener
             .local_addr()
             .map_err(|source| StartupError::Io {

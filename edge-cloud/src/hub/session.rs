@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use fleet_node::commands::Dispatch;
 use fleet_store::commands::State;
 use futures_util::StreamExt;
 use shared_proto::southbound::{DecodeError, Envelope, ErrorCode, ErrorPdu, Pdu, Ping};
@@ -121,7 +122,8 @@ impl Hub {
     }
 
     /// Sends what waited for the device: its desired configuration if newer than
-    /// what it runs, then its pending commands.
+    /// what it runs, then its pending commands. Most devices have nothing waiting,
+    /// and their login reads nothing from the database (`Sessions::take_waiting`).
     async fn greet<S>(&self, ws: &mut WebSocketStream<S>, device: i64) -> Open
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -131,11 +133,20 @@ impl Hub {
             opened_with: HashSet::new(),
             answers: Answers::default(),
         };
-        if let Some(config) = self.desired(device).await {
+        if !self.sessions.take_waiting(device) {
+            return open;
+        }
+        let config = self.desired(device).await;
+        let pending = self.pending(device).await;
+        if config.is_some() || !pending.is_empty() {
+            // Until the device confirms (a later login looks again).
+            self.sessions.expect(device);
+        }
+        if let Some(config) = config {
             let id = open.id();
             let _ = send(ws, id, config_pdu(&config)).await;
         }
-        for command in self.pending(device).await {
+        for command in pending {
             let id = open.id();
             open.opened_with.insert(command.id);
             match self.deliver(ws, id, &command).await {

@@ -9,8 +9,9 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use fleet_node::commands::Dispatch;
 use fleet_node::devices::Presence;
+use fleet_store::commands::State;
 use fleet_store::{commands, desired_configs, devices};
-use sea_orm::{DatabaseConnection, EntityTrait};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use tokio::sync::Notify;
 
 use super::statuses::Held;
@@ -23,6 +24,9 @@ pub struct Sessions {
     pub(super) statuses: DashMap<i64, Held>,
     /// Devices whose status changed since the last write to the database.
     pub(super) dirty: std::sync::Mutex<HashSet<i64>>,
+    /// Devices that may have commands or a configuration waiting in the database;
+    /// a login of any other device reads nothing there (see [`Sessions::take_waiting`]).
+    waiting: DashMap<i64, ()>,
     pub(super) serial: AtomicU64,
     /// Bumped by every recheck. A login that overlapped one (it read the device row
     /// before the change, its session was not live yet when the recheck looked)
@@ -155,17 +159,26 @@ impl Presence for Sessions {
     }
 }
 
+/// Each offer marks the device as waiting before it looks for a live session, and
+/// a session goes live before it takes the mark: whichever comes second sees the
+/// other, so nothing offered is missed by both.
 impl Dispatch for Sessions {
     fn offer(&self, command: &commands::Model) -> bool {
+        self.expect(command.device_id);
         self.live
             .get(&command.device_id)
             .is_some_and(|live| live.mailbox.post(Outgoing::Command(command.clone())))
     }
 
     fn configure(&self, config: &desired_configs::Model) -> bool {
+        self.expect(config.device_id);
         self.live
             .get(&config.device_id)
             .is_some_and(|live| live.mailbox.post(Outgoing::Config(config.clone())))
+    }
+
+    fn expect(&self, device: i64) {
+        self.waiting.insert(device, ());
     }
 
     /// Re-reads the device's row and ends its live session if the row no longer
@@ -212,7 +225,40 @@ impl Sessions {
         let _ = self
             .backing
             .set((db.clone(), tokio::runtime::Handle::current()));
+        self.restore_waiting(db).await?;
         self.restore_statuses(db).await
+    }
+
+    /// Marks every device with an unfinished command or a desired configuration as
+    /// waiting, so that its first login after a start looks in the database.
+    async fn restore_waiting(&self, db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+        let commanded: Vec<i64> = commands::Entity::find()
+            .select_only()
+            .column(commands::Column::DeviceId)
+            .distinct()
+            .filter(commands::Column::State.is_in([State::Queued.as_str(), State::Sent.as_str()]))
+            .filter(commands::Column::Deleted.eq(false))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let configured: Vec<i64> = desired_configs::Entity::find()
+            .select_only()
+            .column(desired_configs::Column::DeviceId)
+            .filter(desired_configs::Column::Deleted.eq(false))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for device in commanded.into_iter().chain(configured) {
+            self.waiting.insert(device, ());
+        }
+        Ok(())
+    }
+
+    /// Whether a device logging in may have something waiting in the database; the
+    /// mark is taken, and the greeting puts it back if something is still owed. Call
+    /// only once the device's session is live.
+    pub(super) fn take_waiting(&self, device: i64) -> bool {
+        self.waiting.remove(&device).is_some()
     }
 
     /// The recheck count now; see [`Sessions::went_live`].

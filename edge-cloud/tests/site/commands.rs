@@ -134,6 +134,60 @@ async fn a_queued_command_is_delivered_when_the_device_returns() {
     }
 }
 
+/// The command a device gets first after its login.
+async fn first_command(device: &mut DeviceClient) -> String {
+    match device.recv().await.map(|e| e.pdu) {
+        Some(Pdu::Command(c)) => c.command_id,
+        other => panic!("expected a command, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_command_sent_but_never_answered_is_sent_again_at_the_next_login() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-1").await;
+    let (_, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "get_status", "timeout_s": 60}),
+        )
+        .await;
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    for login in 1..=3 {
+        let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+        assert_eq!(first_command(&mut device).await, command, "login {login}");
+        drop(device);
+        assert!(
+            eventually(10, || !edge
+                .sessions
+                .online_ids()
+                .contains(&id.parse().expect("id")))
+            .await,
+            "the session ended"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_stored_before_the_edge_started_reaches_the_device_at_its_login() {
+    let first = spawn_edge().await;
+    let (id, secret) = registered(&first, "SN-1").await;
+    let (_, body) = first
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "get_status", "timeout_s": 60}),
+        )
+        .await;
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    // A second edge process over the same database knows nothing of it in memory.
+    let url = first.api.database_url.clone();
+    let restarted = spawn_edge_with(|s| s.node.database_url = url).await;
+    let (mut device, _) = DeviceClient::login(&restarted, &id, &secret).await;
+    assert_eq!(first_command(&mut device).await, command);
+}
+
 #[tokio::test]
 async fn an_expired_command_is_never_delivered() {
     let edge = spawn_edge().await;
