@@ -134,6 +134,18 @@ async fn a_queued_command_is_delivered_when_the_device_returns() {
     }
 }
 
+/// Queues a `get_status` for a device not connected; answers the command's id.
+async fn queued_status_request(edge: &TestEdge, device: &str) -> String {
+    let (_, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            json!({"name": "get_status", "timeout_s": 60}),
+        )
+        .await;
+    body["data"]["id"].as_str().expect("id").to_string()
+}
+
 /// The command a device gets first after its login.
 async fn first_command(device: &mut DeviceClient) -> String {
     match device.recv().await.map(|e| e.pdu) {
@@ -146,14 +158,7 @@ async fn first_command(device: &mut DeviceClient) -> String {
 async fn a_command_sent_but_never_answered_is_sent_again_at_the_next_login() {
     let edge = spawn_edge().await;
     let (id, secret) = registered(&edge, "SN-1").await;
-    let (_, body) = edge
-        .api
-        .post(
-            &format!("/api/v1/devices/{id}/commands"),
-            json!({"name": "get_status", "timeout_s": 60}),
-        )
-        .await;
-    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let command = queued_status_request(&edge, &id).await;
     for login in 1..=3 {
         let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
         assert_eq!(first_command(&mut device).await, command, "login {login}");
@@ -173,14 +178,7 @@ async fn a_command_sent_but_never_answered_is_sent_again_at_the_next_login() {
 async fn a_command_stored_before_the_edge_started_reaches_the_device_at_its_login() {
     let first = spawn_edge().await;
     let (id, secret) = registered(&first, "SN-1").await;
-    let (_, body) = first
-        .api
-        .post(
-            &format!("/api/v1/devices/{id}/commands"),
-            json!({"name": "get_status", "timeout_s": 60}),
-        )
-        .await;
-    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let command = queued_status_request(&first, &id).await;
     // A second edge process over the same database knows nothing of it in memory.
     let url = first.api.database_url.clone();
     let restarted = spawn_edge_with(|s| s.node.database_url = url).await;
