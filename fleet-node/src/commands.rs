@@ -96,14 +96,7 @@ pub fn report_queued(
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
-    let step = Step {
-        id,
-        device: Some(device),
-        state,
-        progress,
-        result,
-    };
-    answer(enqueue(node, step))
+    queued(node, Some(device), id, state, progress, result)
 }
 
 /// Like [`advance`], queued as [`report_queued`] is; [`advance`] awaits it.
@@ -114,9 +107,22 @@ pub fn advance_queued(
     progress: Option<i32>,
     result: Option<serde_json::Value>,
 ) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
+    queued(node, None, id, state, progress, result)
+}
+
+/// Queues a move, by `device` when one reports it (it must be the command's own),
+/// and answers when its group commits.
+fn queued(
+    node: &Arc<Node>,
+    device: Option<i64>,
+    id: i64,
+    state: State,
+    progress: Option<i32>,
+    result: Option<serde_json::Value>,
+) -> impl std::future::Future<Output = Result<Reported, DbErr>> + Send + 'static {
     let step = Step {
         id,
-        device: None,
+        device,
         state,
         progress,
         result,
