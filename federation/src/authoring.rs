@@ -81,12 +81,25 @@ impl Rule {
 pub struct Refusal {
     pub rule: Rule,
     pub detail: String,
+    /// The device the change was about when the center homes it at another edge or
+    /// at none: the edge holds a copy it missed the move of, and is told the home.
+    pub elsewhere: Option<i64>,
 }
 
 fn refuse(rule: Rule, detail: impl Into<String>) -> Result<Verdict, DbErr> {
     Ok(Err(Refusal {
         rule,
         detail: detail.into(),
+        elsewhere: None,
+    }))
+}
+
+/// A change about a device the center knows but homes away from this edge.
+fn homed_elsewhere(device: i64) -> Result<Verdict, DbErr> {
+    Ok(Err(Refusal {
+        rule: Rule::NotHome,
+        detail: format!("device {device}"),
+        elsewhere: Some(device),
     }))
 }
 
@@ -110,10 +123,12 @@ pub fn clock(replica: &Replica, change: &Change) -> Verdict {
         Err(StampError::Ahead { ahead_ms }) => Err(Refusal {
             rule: Rule::ClockAhead,
             detail: format!("{ahead_ms} ms ahead"),
+            elsewhere: None,
         }),
         Err(StampError::Invalid(stamp)) => Err(Refusal {
             rule: Rule::BadStamp,
             detail: stamp.to_string(),
+            elsewhere: None,
         }),
     }
 }
@@ -267,26 +282,15 @@ pub async fn check<C: ConnectionTrait>(
     }
 }
 
-/// The home edge of a device as the center records it (deleted or not).
-async fn home_of<C: ConnectionTrait>(
-    db: &Record<'_, C>,
-    device: i64,
-) -> Result<Option<i64>, DbErr> {
-    Ok(db
-        .row::<devices::Entity>(device)
-        .await?
-        .and_then(|d| d.get("edge_id").and_then(Value::as_i64)))
-}
-
 async fn homed_here<C: ConnectionTrait>(
     db: &Record<'_, C>,
     author: Author,
     device: i64,
 ) -> Result<Verdict, DbErr> {
-    if home_of(db, device).await? == Some(author.edge) {
-        Ok(Ok(()))
-    } else {
-        refuse(Rule::NotHome, format!("device {device}"))
+    match db.row::<devices::Entity>(device).await? {
+        Some(row) if int(&row, "edge_id") == Some(Some(author.edge)) => Ok(Ok(())),
+        Some(_) => homed_elsewhere(device),
+        None => refuse(Rule::NotHome, format!("device {device}")),
     }
 }
 
@@ -322,6 +326,7 @@ fn shaped<E: EntityTrait>(change: &Change) -> Verdict {
             return Err(Refusal {
                 rule: Rule::BadValue,
                 detail: format!("field {}", column.as_str()),
+                elsewhere: None,
             });
         }
     }
@@ -337,6 +342,7 @@ fn bounded(
         Some(Some(v)) if !range.contains(&v) => Err(Refusal {
             rule: Rule::BadValue,
             detail: format!("field {name} out of {}..={}", range.start(), range.end()),
+            elsewhere: None,
         }),
         _ => Ok(()),
     }
@@ -356,7 +362,7 @@ async fn device<C: ConnectionTrait>(
     match db.row::<devices::Entity>(c.id).await? {
         Some(row) => {
             if int(&row, "edge_id") != Some(Some(author.edge)) {
-                return refuse(Rule::NotHome, format!("device {}", c.id));
+                return homed_elsewhere(c.id);
             }
             if home.is_some_and(|h| h != Some(author.edge)) {
                 return refuse(Rule::MovesDevice, format!("device {}", c.id));

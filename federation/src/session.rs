@@ -77,11 +77,16 @@ pub struct Link {
     pub on_refusal: Option<std::sync::Arc<dyn Fn(Rule) + Send + Sync>>,
 }
 
-/// A change that was not merged, and why.
-/// What a merge changed: the rows, the commands among them, the rules changes were
-/// refused by.
-type Merged = (Vec<(String, i64)>, Vec<commands::Model>, Vec<Rule>);
+/// What a merge did: the rows it changed, the commands among them, the rules
+/// changes were refused by, and the devices the peer wrote to that live elsewhere.
+struct Merged {
+    touched: Vec<(String, i64)>,
+    commands: Vec<commands::Model>,
+    refused: Vec<Rule>,
+    elsewhere: Vec<i64>,
+}
 
+/// A change that was not merged, and why.
 struct Refused<'a> {
     change: &'a sync::Change,
     refusal: Refusal,
@@ -423,7 +428,8 @@ impl Link {
     {
         match pdu {
             LinkPdu::Changes(batch) => {
-                self.merge(&batch).await?;
+                let elsewhere = self.merge(&batch).await?;
+                self.tell_homes(ws, &elsewhere).await?;
                 send(ws, &LinkPdu::Ack(Ack { upto: batch.upto })).await
             }
             // Gathered by the run loop (`Acked`).
@@ -457,18 +463,64 @@ impl Link {
     }
 
     /// Merges a batch and stores the new cursor in one transaction, then lets the
-    /// rest of the node act on what changed.
-    pub async fn merge(&self, batch: &Changes) -> Result<(), DbErr> {
-        let (touched, merged, refused) = self
+    /// rest of the node act on what changed. Answers the devices the peer wrote to
+    /// that live at another edge.
+    pub async fn merge(&self, batch: &Changes) -> Result<Vec<i64>, DbErr> {
+        let merged = self
             .node
             .transact(|txn| async move { self.merge_in(&txn, batch).await })
             .await?;
         if let Some(count) = &self.on_refusal {
-            for rule in refused {
+            for rule in merged.refused {
                 count(rule);
             }
         }
-        self.changed(&touched, merged).await
+        self.changed(&merged.touched, merged.commands).await?;
+        Ok(merged.elsewhere)
+    }
+
+    /// Tells an edge the home of devices it wrote to that the center homes
+    /// elsewhere. It holds a copy whose move it missed (the move and its own write
+    /// crossed in two snapshots, say), and nothing else it receives names that
+    /// device again. The home goes with the stamp the center holds for it, which
+    /// the edge takes: only the center ever moves a device.
+    async fn tell_homes<S>(&self, ws: &mut WebSocketStream<S>, ids: &[i64]) -> Result<(), Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(author) = self.author else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        for chunk in ids.chunks(500) {
+            let rows = devices::Entity::find()
+                .filter(devices::Column::Id.is_in(chunk.to_vec()))
+                .all(&self.node.db)
+                .await?;
+            for row in rows.into_iter().filter(|d| d.edge_id != Some(author.edge)) {
+                let stamps: std::collections::BTreeMap<String, i64> =
+                    serde_json::from_str(&row.field_stamps).unwrap_or_default();
+                let mut fields = serde_json::Map::new();
+                fields.insert("edge_id".into(), serde_json::Value::from(row.edge_id));
+                changes.push(sync::Change {
+                    seq: 0,
+                    table: "devices".into(),
+                    id: row.id,
+                    hlc: stamps.get("edge_id").copied().unwrap_or(row.hlc),
+                    fields,
+                });
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            edge = author.edge,
+            devices = changes.len(),
+            "told an edge where devices it still holds live now"
+        );
+        // A cursor of 0 moves nothing at the edge: these rows are not from the log.
+        send(ws, &LinkPdu::Changes(Changes { changes, upto: 0 })).await
     }
 
     /// The merge's transaction: checks, merges, records refusals, drops what left
@@ -525,12 +577,16 @@ impl Link {
         if batch.upto > cursor.applied {
             link_cursors::set_applied(txn, self.peer, batch.upto).await?;
         }
-        let merged = commands_of(txn, &touched).await?;
-        Ok((
+        let commands = commands_of(txn, &touched).await?;
+        let mut elsewhere: Vec<i64> = refused.iter().filter_map(|r| r.refusal.elsewhere).collect();
+        elsewhere.sort_unstable();
+        elsewhere.dedup();
+        Ok(Merged {
             touched,
-            merged,
-            refused.iter().map(|r| r.refusal.rule).collect(),
-        ))
+            commands,
+            refused: refused.iter().map(|r| r.refusal.rule).collect(),
+            elsewhere,
+        })
     }
 
     /// Makes refusals visible, in the merge's transaction: one event each, naming

@@ -655,7 +655,8 @@ async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
     );
 
     // While the edge is away: the center moves one device elsewhere, deletes the
-    // other and registers a third; the site registers one of its own.
+    // other and registers a third; the site registers one of its own and edits the
+    // one that moved, so its write and the move cross.
     proxy.cut();
     until(10, "the link is down", async || !edge.uplink.is_online()).await;
     let patched = center
@@ -693,6 +694,15 @@ async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
         .expect("id")
         .parse()
         .expect("num");
+    let (status, edited) = edge
+        .site
+        .api
+        .patch(
+            &format!("/api/v1/devices/{moving}"),
+            json!({"description": "edited-at-site"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
     // The log of all that is gone too: the edge can only be caught up by a snapshot.
     fleet_store::sync::compact(&center_db, 0)
         .await
@@ -715,6 +725,12 @@ async fn an_edge_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
             "device {id} is the same on both sides"
         );
     }
+    let moved = device_row(&center.api, moving).await.expect("row");
+    assert_ne!(
+        moved["description"],
+        json!("edited-at-site"),
+        "the site's write was refused"
+    );
     edge.stop();
     center.links.shutdown();
 }

@@ -504,3 +504,85 @@ async fn a_hostile_edge_with_real_credentials_changes_nothing_outside_its_site()
     b.stop();
     center.links.shutdown();
 }
+
+/// An edge that writes to a device the center moved away while their snapshots
+/// crossed holds a copy nothing else would ever name again: the center answers the
+/// refused write with the device's home, stamped so the edge takes it.
+#[tokio::test]
+async fn an_edge_writing_to_a_device_that_moved_away_is_told_its_home() {
+    let center = spawn_center().await;
+    let mut edges = Vec::new();
+    for name in ["left-a", "new-home-b"] {
+        let (status, reg) = center
+            .api
+            .post("/api/v1/edges", json!({"name": name, "site": name}))
+            .await;
+        assert_eq!(status, 201, "{reg}");
+        edges.push(reg["data"].clone());
+    }
+    let (a_id, b_id) = (
+        edges[0]["id"].as_str().expect("id").to_string(),
+        edges[1]["id"].as_str().expect("id").to_string(),
+    );
+    let mut body = device_json("gw-moving", "SN-MOVE1");
+    body["edge_id"] = json!(a_id);
+    let (_, made) = center.api.post("/api/v1/devices", body).await;
+    let dev = num(made["data"]["id"].as_str().expect("id"));
+    let (status, moved) = center
+        .api
+        .patch(&format!("/api/v1/devices/{dev}"), json!({"edge_id": b_id}))
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    let center_row = device_row(&center.api, dev).await.expect("row");
+
+    let secret = edges[0]["secret"].as_str().expect("secret");
+    let worker = edges[0]["worker_id"].as_i64().expect("worker");
+    let (mut a, _) = Hostile::login(&center, &a_id, secret, worker, 0).await;
+    let rename = a.change("devices", dev, json!({"name": "renamed-at-a"}));
+    a.sent += 1;
+    let upto = a.sent;
+    let pdu = LinkPdu::Changes(Changes {
+        changes: vec![rename],
+        upto,
+    });
+    send(&mut a.ws, &pdu).await.expect("send");
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match recv(&mut a.ws).await {
+                Some(Ok(LinkPdu::Changes(batch))) if batch.changes.iter().any(|c| c.id == dev) => {
+                    return batch;
+                }
+                Some(Ok(LinkPdu::Ack(ack))) if ack.upto >= upto => {
+                    panic!("acknowledged without naming the device's home")
+                }
+                Some(Ok(LinkPdu::Ping(beat))) => {
+                    send(&mut a.ws, &LinkPdu::Pong(beat)).await.expect("pong");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the link ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the home within 10 s");
+    let home = told
+        .changes
+        .iter()
+        .find(|c| c.id == dev)
+        .expect("the device");
+    assert_eq!(home.table, "devices");
+    assert_eq!(home.fields.get("edge_id"), Some(&json!(num(&b_id))));
+    assert_eq!(home.fields.len(), 1, "only the home: {:?}", home.fields);
+    let stamps: Map<String, Value> =
+        serde_json::from_str(center_row["field_stamps"].as_str().expect("stamps"))
+            .expect("stamps json");
+    assert_eq!(Some(home.hlc), stamps["edge_id"].as_i64());
+    assert_eq!(told.upto, 0, "a home told moves no cursor");
+    a.until_acked(upto).await;
+
+    // The write itself changed nothing.
+    let after = device_row(&center.api, dev).await.expect("row");
+    assert_eq!(after["name"], json!("gw-moving"));
+    assert_eq!(after["edge_id"], json!(num(&b_id)));
+    center.links.shutdown();
+}
