@@ -348,6 +348,15 @@ measure() { # size
     fi
   done
 
+  local handshakes=()
+  if [[ $mode == tls ]]; then
+    for ((i = 0; i < edges; i++)); do
+      handshakes+=("edge$i after the restart, TLS handshakes: $({ api "$i" /metrics || true; } |
+        awk '/^device_tls_handshakes_total/ { match($0, /kind="[a-z]+"/)
+          printf "%s %s  ", substr($0, RSTART + 6, RLENGTH - 7), $2 }')")
+    done
+  fi
+
   local tb=0 tr=0 tg=0 te0=0 te1=0 ts0=0 ts1=0
   for ((i = 0; i < edges; i++)); do
     # shellcheck disable=SC2046 # two numbers
@@ -363,6 +372,7 @@ measure() { # size
       "$(awk -v r="$tr" -v b="$tb" -v n="$tg" 'BEGIN { if (n > 0) printf "%.2f", (r - b) / n; else print "-" }')" \
       "$(cpu_pct "$te0" "$te1")" "$(cpu_pct "$ts0" "$ts1")" $(percentiles "$work/rtt-all")
   fi
+  for p in "${handshakes[@]}"; do echo "  $p"; done
   for p in "${fails[@]}"; do echo "  ! $p"; done
   stop_sims
   stop_edges

@@ -128,7 +128,7 @@ impl Simulation {
         for (n, config) in configs.into_iter().enumerate() {
             let agent = Agent::simulated(
                 config,
-                tls.clone(),
+                tls.as_ref().map(own_sessions),
                 sources.next(),
                 n as u64,
                 logins.clone(),
@@ -242,4 +242,13 @@ pub async fn provision(
         source,
     })?;
     Ok(lines.len() - 1)
+}
+
+/// A simulated device's TLS settings: the shared trust with a memory of sessions of
+/// its own, as a real device has, so each one resumes its own session after its edge
+/// restarts.
+fn own_sessions(shared: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut own = (**shared).clone();
+    own.resumption = rustls::client::Resumption::in_memory_sessions(1);
+    Arc::new(own)
 }

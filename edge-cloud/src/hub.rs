@@ -289,6 +289,7 @@ impl Hub {
                         .accept(tcp)
                         .await
                         .map_err(|_| Unopened::Handshake)?;
+                    self.metrics.handshake(tls.get_ref().1.handshake_kind());
                     self.open(tls, peer).await
                 });
                 let Some((mut ws, opened)) = self.opened(deadline, opening).await else {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod passwords;
 pub mod throttle;
+pub mod tickets;
 pub mod tls;
 pub mod tokens;
 

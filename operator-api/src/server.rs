@@ -245,6 +245,7 @@ where
                 ca: None,
                 cert: cert.clone(),
                 key: key.clone(),
+                tickets: settings.data_dir.join("tls/ticket.key"),
             }),
             None,
         ),

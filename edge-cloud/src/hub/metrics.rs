@@ -18,6 +18,12 @@ pub struct HubMetrics {
     accept_paused: Counter,
     closed: Family<ReasonLabel, Counter>,
     messages: Family<MessageLabels, Counter>,
+    handshakes: Family<KindLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +82,19 @@ impl HubMetrics {
             "Southbound messages by direction (in, out) and type",
             self.messages.clone(),
         );
+        registry.register(
+            "device_tls_handshakes",
+            "Completed TLS handshakes of device connections by kind (full, resumed)",
+            self.handshakes.clone(),
+        );
+    }
+
+    pub(super) fn handshake(&self, kind: Option<rustls::HandshakeKind>) {
+        let kind = match kind {
+            Some(rustls::HandshakeKind::Resumed) => "resumed",
+            _ => "full",
+        };
+        self.handshakes.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub(super) fn login(&self, outcome: &'static str) {
