@@ -30,6 +30,11 @@ pub struct AgentConfig {
     /// Largest command output returned, in bytes.
     #[serde(default = "default_output_cap")]
     pub output_cap_bytes: usize,
+    /// Longest wait before the first reconnect attempt after every edge failed, in
+    /// milliseconds (the wait is random below it, doubling each round). An edge that
+    /// says it is stopping is redialled at once, without it.
+    #[serde(default = "default_backoff_first")]
+    pub backoff_first_ms: u64,
     /// Longest backoff between reconnect attempts, in seconds.
     #[serde(default = "default_backoff_cap")]
     pub backoff_cap_s: u64,
@@ -50,6 +55,9 @@ fn default_state_dir() -> PathBuf {
 }
 fn default_output_cap() -> usize {
     64 * 1024
+}
+fn default_backoff_first() -> u64 {
+    500
 }
 fn default_backoff_cap() -> u64 {
     60
@@ -119,6 +127,13 @@ impl AgentConfig {
         if self.report_interval_s == 0 {
             return invalid("report_interval_s", "must be at least 1");
         }
+        // Both are bounded so a typo cannot silence a device for years.
+        if !(1..=3_600_000).contains(&self.backoff_first_ms) {
+            return invalid("backoff_first_ms", "must be between 1 and 3600000");
+        }
+        if !(1..=3_600).contains(&self.backoff_cap_s) {
+            return invalid("backoff_cap_s", "must be between 1 and 3600");
+        }
         if self.device_id.is_empty() || self.secret.is_empty() {
             return invalid("device_id", "device_id and secret are required");
         }
@@ -127,5 +142,41 @@ impl AgentConfig {
 
     pub fn report_interval(&self) -> Duration {
         Duration::from_secs(self.report_interval_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(extra: &str) -> AgentConfig {
+        let text = format!(
+            "device_id = \"1\"\nsecret = \"s\"\nedges = [\"ws://edge:9444/devices\"]\nca_file = \"\"\n{extra}"
+        );
+        toml::from_str(&text).expect("parses")
+    }
+
+    #[test]
+    fn reconnect_delays_default_and_stay_within_their_bounds() {
+        let defaults = parsed("");
+        assert_eq!(
+            (defaults.backoff_first_ms, defaults.backoff_cap_s),
+            (500, 60)
+        );
+        assert!(defaults.validate().is_ok());
+        for (extra, field) in [
+            ("backoff_first_ms = 0", "backoff_first_ms"),
+            ("backoff_first_ms = 3600001", "backoff_first_ms"),
+            ("backoff_cap_s = 0", "backoff_cap_s"),
+            ("backoff_cap_s = 86400", "backoff_cap_s"),
+        ] {
+            match parsed(extra).validate() {
+                Err(ConfigError::Invalid { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        assert!(parsed("backoff_first_ms = 3600000\nbackoff_cap_s = 3600")
+            .validate()
+            .is_ok());
     }
 }

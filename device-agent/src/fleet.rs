@@ -107,6 +107,7 @@ impl Simulation {
                 scripts: Default::default(),
                 reboot_hook: None,
                 output_cap_bytes: 4096,
+                backoff_first_ms: 500,
                 backoff_cap_s: 30,
                 log_path: None,
                 log_max_bytes: 0,

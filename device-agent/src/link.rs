@@ -142,7 +142,7 @@ impl Agent {
     /// Runs until `shutdown` turns true (or a `reboot` asks for a restart).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> End {
         let mut backoff = Backoff::new(
-            Duration::from_millis(500),
+            Duration::from_millis(self.config.backoff_first_ms),
             Duration::from_secs(self.config.backoff_cap_s),
         );
         let mut rng = rand::rngs::StdRng::from_entropy();
