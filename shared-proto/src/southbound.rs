@@ -6,9 +6,12 @@
 //! Each maps to an [`ErrorCode`] that the receiver answers with an `error` PDU while
 //! keeping the session (a flood of them closes it; that policy is the receiver's).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 
 /// The protocol version this build speaks.
 pub const VERSION: u16 = 1;
@@ -403,6 +406,8 @@ impl Envelope {
         serde_json::to_string(&frame).unwrap_or_default()
     }
 
+    /// Reads a frame: the envelope's fields are located without building a JSON tree,
+    /// and the body is parsed straight into its message type.
     pub fn decode(frame: &str) -> Result<Self, DecodeError> {
         if frame.len() > MAX_FRAME_BYTES {
             return Err(DecodeError::new(
@@ -411,62 +416,86 @@ impl Envelope {
                 None,
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(frame)
-            .map_err(|e| DecodeError::new(ErrorCode::Malformed, format!("not JSON: {e}"), None))?;
-        let serde_json::Value::Object(mut map) = value else {
-            return Err(DecodeError::new(
-                ErrorCode::Malformed,
-                "a frame is a JSON object",
-                None,
-            ));
-        };
-        let id = map.remove("id").and_then(|v| v.as_u64());
+        let malformed = |message: String, id| DecodeError::new(ErrorCode::Malformed, message, id);
+        let head: Head<'_> = serde_json::from_str(frame).map_err(|e| match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                malformed(format!("not JSON: {e}"), None)
+            }
+            Category::Data => malformed(format!("a frame is a JSON object: {e}"), None),
+        })?;
+        let id = head.id.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
         let Some(id) = id else {
-            return Err(DecodeError::new(
-                ErrorCode::Malformed,
-                "`id` must be an unsigned integer",
-                None,
-            ));
+            return Err(malformed("`id` must be an unsigned integer".into(), None));
         };
-        match map.remove("v").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
-            Some(v) => {
+        match head.v.map(|raw| serde_json::from_str::<u64>(raw.get())) {
+            Some(Ok(v)) if v == u64::from(VERSION) => {}
+            Some(Ok(v)) => {
                 return Err(DecodeError::new(
                     ErrorCode::UnsupportedVersion,
                     format!("version {v} is not spoken here; this side speaks {VERSION}"),
                     Some(id),
                 ))
             }
-            None => {
-                return Err(DecodeError::new(
-                    ErrorCode::Malformed,
-                    "`v` is required",
-                    Some(id),
-                ))
-            }
+            Some(Err(_)) | None => return Err(malformed("`v` is required".into(), Some(id))),
         }
-        let kind = match map.get("type") {
-            Some(serde_json::Value::String(k)) => k.clone(),
-            _ => {
-                return Err(DecodeError::new(
-                    ErrorCode::Malformed,
-                    "`type` must be a string",
-                    Some(id),
-                ))
-            }
+        let kind = head
+            .kind
+            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok());
+        let Some(kind) = kind else {
+            return Err(malformed("`type` must be a string".into(), Some(id)));
         };
-        if !KINDS.contains(&kind.as_str()) {
-            return Err(DecodeError::new(
-                ErrorCode::UnknownType,
-                format!("unknown message type {kind:?}"),
-                Some(id),
-            ));
-        }
-        map.entry("body").or_insert(serde_json::Value::Null);
-        let pdu = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
-            DecodeError::new(ErrorCode::Malformed, format!("{kind} body: {e}"), Some(id))
-        })?;
+        let body = head.body.map_or("null", RawValue::get);
+        let pdu = Pdu::read(&kind, body)
+            .ok_or_else(|| {
+                DecodeError::new(
+                    ErrorCode::UnknownType,
+                    format!("unknown message type {kind:?}"),
+                    Some(id),
+                )
+            })?
+            .map_err(|e| malformed(format!("{kind} body: {e}"), Some(id)))?;
         Ok(Self { id, pdu })
+    }
+}
+
+/// A frame's envelope, each field left unparsed until it is checked.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    v: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    body: Option<&'a RawValue>,
+}
+
+impl Pdu {
+    /// The message of type `kind` with the JSON `body`; `None` for an unknown type.
+    fn read(kind: &str, body: &str) -> Option<serde_json::Result<Self>> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            body: &str,
+            pdu: fn(T) -> Pdu,
+        ) -> serde_json::Result<Pdu> {
+            serde_json::from_str(body).map(pdu)
+        }
+        Some(match kind {
+            "login" => parse(body, Pdu::Login),
+            "login_ok" => parse(body, Pdu::LoginOk),
+            "ping" => parse(body, Pdu::Ping),
+            "pong" => parse(body, Pdu::Pong),
+            "status_report" => parse(body, Pdu::StatusReport),
+            "status_ack" => parse(body, Pdu::StatusAck),
+            "status_resync" => parse(body, Pdu::StatusResync),
+            "desired_config" => parse(body, Pdu::DesiredConfig),
+            "config_applied" => parse(body, Pdu::ConfigApplied),
+            "command" => parse(body, Pdu::Command),
+            "command_progress" => parse(body, Pdu::CommandProgress),
+            "command_result" => parse(body, Pdu::CommandResult),
+            "error" => parse(body, Pdu::Error),
+            _ => return None,
+        })
     }
 }
 
@@ -537,6 +566,21 @@ mod tests {
             code(r#"{"v":1,"id":5,"type":"ping","body":{"sent_ms":"x"}}"#),
             Some((ErrorCode::Malformed, Some(5)))
         );
+        for frame in [
+            r#"{"id":5,"type":"ping","body":{"sent_ms":1}}"#,
+            r#"{"v":"1","id":5,"type":"ping","body":{"sent_ms":1}}"#,
+            r#"{"v":1,"id":5,"type":7,"body":{"sent_ms":1}}"#,
+            r#"{"v":1,"id":5,"type":"ping"}"#,
+        ] {
+            assert_eq!(code(frame), Some((ErrorCode::Malformed, Some(5))), "{frame}");
+        }
+        assert_eq!(
+            code(r#"{"v":1,"id":-5,"type":"ping","body":{"sent_ms":1}}"#),
+            Some((ErrorCode::Malformed, None))
+        );
+        // Unknown envelope fields are ignored, as a newer peer may add some.
+        let extra = r#"{"v":1,"id":5,"type":"ping","body":{"sent_ms":1},"trace":"t"}"#;
+        assert!(Envelope::decode(extra).is_ok());
         let big = format!(
             r#"{{"v":1,"id":1,"type":"ping","body":{{"sent_ms":1}},"pad":"{}"}}"#,
             "x".repeat(MAX_FRAME_BYTES)
