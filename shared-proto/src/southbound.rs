@@ -423,7 +423,9 @@ impl Envelope {
             }
             Category::Data => malformed(format!("a frame is a JSON object: {e}"), None),
         })?;
-        let id = head.id.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+        let id = head
+            .id
+            .and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
         let Some(id) = id else {
             return Err(malformed("`id` must be an unsigned integer".into(), None));
         };
@@ -572,7 +574,11 @@ mod tests {
             r#"{"v":1,"id":5,"type":7,"body":{"sent_ms":1}}"#,
             r#"{"v":1,"id":5,"type":"ping"}"#,
         ] {
-            assert_eq!(code(frame), Some((ErrorCode::Malformed, Some(5))), "{frame}");
+            assert_eq!(
+                code(frame),
+                Some((ErrorCode::Malformed, Some(5))),
+                "{frame}"
+            );
         }
         assert_eq!(
             code(r#"{"v":1,"id":-5,"type":"ping","body":{"sent_ms":1}}"#),
