@@ -17,22 +17,22 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use federation::authoring::{Author, Rule};
-use federation::protocol::{Changes, Hello, Roamed, Welcome, VERSION};
+use federation::protocol::{Changes, Hello, Welcome, VERSION};
 use federation::session::{recv, send, ws_config};
 use federation::{Ended, Link, LinkPdu, Scope};
 use fleet_node::admission::Admission;
 use fleet_node::throttle::LoginThrottle;
 use fleet_node::Node;
 use fleet_store::sync::Change;
-use fleet_store::{credentials, device_presence, device_status, edges, link_cursors, link_leases};
+use fleet_store::{credentials, device_presence, edges, link_cursors, link_leases};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::EntityTrait;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -40,17 +40,27 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
 use crate::presence::Elsewhere;
-use crate::roaming;
+
+mod inbox;
+mod lease;
 
 /// From accept to a logged-in edge: TLS, the WebSocket upgrade and the login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest login frame: an edge id, a secret and a few numbers fit many times over.
 const LOGIN_FRAME_BYTES: usize = 4 * 1024;
-/// Roaming requests of one edge checked at once; more are answered "refused" at once.
-const ROAMS_IN_FLIGHT: usize = 32;
 /// Unauthenticated link connections: few edges dial a center, so the caps are low.
 const UNAUTHENTICATED_PER_SOURCE: usize = 16;
 const UNAUTHENTICATED_TOTAL: usize = 1024;
+
+/// An edge that logged in and was welcomed.
+struct Up {
+    edge: edges::Model,
+    /// The link lease this replica holds for it.
+    lease: i64,
+    skew_ms: i64,
+    /// How far the edge has merged the center's log.
+    applied: i64,
+}
 
 /// The live link of one edge.
 struct Live {
@@ -193,77 +203,6 @@ impl Links {
             .is_some_and(|l| l.fast.try_send(pdu).is_ok())
     }
 
-    /// Takes in an edge's live view: who is online there, and their latest statuses
-    /// (written as one batch).
-    async fn take_live(&self, node: &Node, edge: i64, mut live: federation::protocol::Live) {
-        let claimed: Vec<i64> = live
-            .online
-            .iter()
-            .copied()
-            .chain(live.statuses.iter().map(|s| s.device_id))
-            .collect();
-        let homed = match homed_at(node, edge, claimed).await {
-            Ok(homed) => homed,
-            Err(e) => {
-                tracing::warn!(edge, error = %e, "reading the homes of an edge's live view failed");
-                return;
-            }
-        };
-        let before = live.online.len() + live.statuses.len();
-        live.online.retain(|d| homed.contains(d));
-        live.statuses.retain(|s| homed.contains(&s.device_id));
-        let foreign = before - live.online.len() - live.statuses.len();
-        if foreign > 0 {
-            // Devices that just moved away are a normal race; counted, not stored.
-            self.count_refused(edge, "live_not_home", foreign as u64);
-            tracing::debug!(
-                edge,
-                entries = foreign,
-                "live-view entries for devices not homed at the edge dropped"
-            );
-        }
-        if live.full {
-            self.online.retain(|_, at| *at != edge);
-        }
-        for device in &live.offline {
-            self.online.remove_if(device, |_, at| *at == edge);
-        }
-        for device in &live.online {
-            self.online.insert(*device, edge);
-        }
-        let now = fleet_store::now_ms();
-        let rows: Vec<device_status::Model> = live
-            .statuses
-            .iter()
-            .map(|s| device_status::Model {
-                device_id: s.device_id,
-                version: s.version,
-                config_version: s.config_version,
-                status: s.status.to_string(),
-                updated_at: now,
-            })
-            .collect();
-        let (full, arrived, left) = (live.full, &live.online, &live.offline);
-        // Most frames say nothing new: no write turn for them.
-        if !full && arrived.is_empty() && left.is_empty() && rows.is_empty() {
-            return;
-        }
-        let rows = &rows;
-        let written = node
-            .transact(|txn| async move {
-                if full {
-                    device_presence::all_left(&*txn, edge, now).await?;
-                }
-                device_presence::set(&*txn, edge, left, false, now).await?;
-                device_presence::set(&*txn, edge, arrived, true, now).await?;
-                device_status::upsert_many(&*txn, rows.clone()).await
-            })
-            .await;
-        if let Err(e) = written {
-            tracing::warn!(edge, error = %e, "storing an edge's live view failed");
-        }
-    }
-
     /// Reads who is online at edges other replicas hold, for as long as the process
     /// runs.
     pub async fn watch_presence(self: Arc<Self>, node: Arc<Node>) {
@@ -376,6 +315,7 @@ impl Links {
         Ok((ws, edge, hello))
     }
 
+    /// A connection from login to the end of its link.
     async fn link<S>(
         self: Arc<Self>,
         node: Arc<Node>,
@@ -424,210 +364,99 @@ impl Links {
         if send(&mut ws, &welcome).await.is_err() {
             return;
         }
+        let up = Up {
+            edge,
+            lease,
+            skew_ms,
+            applied: hello.applied,
+        };
+        let id = up.edge.id;
+        tracing::info!(edge = id, name = %up.edge.name, %peer, skew_ms, "edge link up");
+        match self.clone().run(node, ws, up).await {
+            Ended::Stopped => tracing::info!(edge = id, "edge link closed"),
+            other => tracing::warn!(edge = id, reason = %other, "edge link down"),
+        }
+    }
+
+    /// Runs a logged-in edge's link until the center stops, a newer link of the edge
+    /// replaces it, or this replica no longer holds the edge's link lease; then gives
+    /// the lease back.
+    async fn run<S>(self: Arc<Self>, node: Arc<Node>, ws: WebSocketStream<S>, up: Up) -> Ended
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let edge = up.edge.id;
         let (fast_tx, fast) = mpsc::channel(1024);
-        let (replaced_tx, replaced) = watch::channel(false);
+        let (replaced_tx, mut replaced) = watch::channel(false);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let previous = self.live.insert(
-            edge.id,
-            Live {
-                serial,
-                fast: fast_tx.clone(),
-                replaced: replaced_tx,
-                since_ms: fleet_store::now_ms(),
-                skew_ms,
-            },
-        );
-        if let Some(old) = previous {
+        let live = Live {
+            serial,
+            fast: fast_tx.clone(),
+            replaced: replaced_tx,
+            since_ms: fleet_store::now_ms(),
+            skew_ms: up.skew_ms,
+        };
+        if let Some(old) = self.live.insert(edge, live) {
             old.replaced.send_replace(true);
         }
-        tracing::info!(edge = edge.id, name = %edge.name, %peer, skew_ms, "edge link up");
         let (inbox_tx, inbox) = mpsc::channel(64);
-        let viewer = tokio::spawn(
-            self.clone()
-                .serve_inbox(node.clone(), edge.id, inbox, fast_tx),
-        );
+        let viewer = tokio::spawn(self.clone().serve_inbox(node.clone(), edge, inbox, fast_tx));
         let on_refusal = {
             let links = self.clone();
-            let id = edge.id;
-            Arc::new(move |rule: Rule| links.count_refused(id, rule.as_str(), 1))
+            Arc::new(move |rule: Rule| links.count_refused(edge, rule.as_str(), 1))
         };
         let link = Link {
-            node,
-            peer: edge.worker_id,
-            scope: Scope::Edge(edge.id),
+            node: node.clone(),
+            peer: up.edge.worker_id,
+            scope: Scope::Edge(edge),
             heartbeat: self.heartbeat,
             home: None,
             inbox: Some(inbox_tx),
             author: Some(Author {
-                edge: edge.id,
-                node: edge.worker_id,
+                edge,
+                node: up.edge.worker_id,
             }),
             on_refusal: Some(on_refusal),
         };
-        // Ends on the center's stop, when a newer link of this edge replaces it, or
-        // when this replica no longer holds the edge's link lease.
         let mut stop = self.stop.subscribe();
-        let mut replaced_rx = replaced;
         let (either_tx, either) = watch::channel(false);
-        let holding = self.clone().hold_lease(link.node.clone(), edge.id, lease);
+        let holding = self.clone().hold_lease(node.clone(), edge, up.lease);
         let watcher = tokio::spawn(async move {
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = replaced_rx.changed() => {}
+                _ = replaced.changed() => {}
                 () = holding => {}
             }
             let _ = either_tx.send(true);
         });
-        let ended = link.run(ws, hello.applied, fast, either).await;
+        let ended = link.run(ws, up.applied, fast, either).await;
         watcher.abort();
-        // Before the lease goes: the next holder writes the edge's devices afresh.
-        let gone = device_presence::all_left(&link.node.db, edge.id, fleet_store::now_ms()).await;
-        if let Err(e) = gone {
-            tracing::warn!(edge = edge.id, error = %e, "marking an edge's devices offline failed");
-        }
-        if let Err(e) = link_leases::release(&link.node.db, edge.id, &self.holder, lease).await {
-            tracing::warn!(edge = edge.id, error = %e, "giving back an edge's link lease failed; it expires by itself");
-        }
+        // With the link goes the inbox's sender: the viewer ends after what it holds,
+        // and writes nothing after the edge's devices are marked offline.
         drop(link);
         let _ = viewer.await;
+        self.let_go(&node, edge, serial, up.lease).await;
+        ended
+    }
+
+    /// After an edge's link ended here: its devices are offline (before the lease
+    /// goes, so the next holder writes them afresh), the lease is given back, and the
+    /// link is forgotten unless a newer one replaced it.
+    async fn let_go(&self, node: &Node, edge: i64, serial: u64, lease: i64) {
+        let gone = device_presence::all_left(&node.db, edge, fleet_store::now_ms()).await;
+        if let Err(e) = gone {
+            tracing::warn!(edge, error = %e, "marking an edge's devices offline failed");
+        }
+        if let Err(e) = link_leases::release(&node.db, edge, &self.holder, lease).await {
+            tracing::warn!(edge, error = %e, "giving back an edge's link lease failed; it expires by itself");
+        }
         if self
             .live
-            .remove_if(&edge.id, |_, l| l.serial == serial)
+            .remove_if(&edge, |_, l| l.serial == serial)
             .is_some()
         {
             // Nobody reports for this edge's devices any more.
-            self.online.retain(|_, at| *at != edge.id);
-        }
-        match ended {
-            Ended::Stopped => tracing::info!(edge = edge.id, "edge link closed"),
-            other => tracing::warn!(edge = edge.id, reason = %other, "edge link down"),
-        }
-    }
-
-    /// How long a link lease lasts without renewal: a few heartbeats.
-    fn lease_ttl_ms(&self) -> i64 {
-        i64::try_from(self.heartbeat.as_millis())
-            .unwrap_or(5_000)
-            .saturating_mul(3)
-            .max(3_000)
-    }
-
-    /// Takes the edge's link lease for this replica; `None` (and the link is refused)
-    /// while another replica holds the edge's link.
-    async fn take_lease(&self, node: &Node, edge: i64, skew_ms: i64) -> Option<i64> {
-        let ttl = self.lease_ttl_ms();
-        let holder = &self.holder;
-        let taken = node
-            .transact(
-                |txn| async move { link_leases::take(&*txn, edge, holder, ttl, skew_ms).await },
-            )
-            .await;
-        match taken {
-            Ok(Some(lease)) => Some(lease),
-            Ok(None) => {
-                self.count_refused(edge, "link_held_elsewhere", 1);
-                tracing::info!(
-                    edge,
-                    "another center replica holds this edge's link; refused here"
-                );
-                None
-            }
-            Err(e) => {
-                tracing::error!(edge, error = %e, "taking an edge's link lease failed");
-                None
-            }
-        }
-    }
-
-    /// Renews the link lease every heartbeat; returns when it is lost (another
-    /// replica took it over after it expired) or cannot be renewed in time.
-    async fn hold_lease(self: Arc<Self>, node: Arc<Node>, edge: i64, lease: i64) {
-        let ttl = self.lease_ttl_ms();
-        let mut tick = tokio::time::interval(self.heartbeat);
-        let mut renewed = Instant::now();
-        loop {
-            tick.tick().await;
-            // Its own task: the link's end cancels this loop, and a transaction cut
-            // off mid-way would keep SQLite's write lock until its rollback runs.
-            let renewed_now = tokio::spawn({
-                let (node, holder) = (node.clone(), self.holder.clone());
-                async move {
-                    let holder = &holder;
-                    node.transact(|txn| async move {
-                        link_leases::renew(&*txn, edge, holder, lease, ttl).await
-                    })
-                    .await
-                }
-            });
-            let renewed_now = async {
-                renewed_now
-                    .await
-                    .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            };
-            match renewed_now.await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::warn!(
-                        edge,
-                        "this replica lost the edge's link lease; closing the link"
-                    );
-                    return;
-                }
-                Err(e) if renewed.elapsed() + self.heartbeat >= self.heartbeat * 3 => {
-                    tracing::warn!(edge, error = %e, "the edge's link lease could not be renewed in time; closing the link");
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(edge, error = %e, "renewing an edge's link lease failed; retrying")
-                }
-            }
-        }
-    }
-
-    /// Frames for the center rather than the sync: the edge's live view, and roaming
-    /// requests, at most [`ROAMS_IN_FLIGHT`] of them being checked at once.
-    async fn serve_inbox(
-        self: Arc<Self>,
-        node: Arc<Node>,
-        edge: i64,
-        mut inbox: mpsc::Receiver<LinkPdu>,
-        back: mpsc::Sender<LinkPdu>,
-    ) {
-        let roams = Arc::new(Semaphore::new(ROAMS_IN_FLIGHT));
-        while let Some(pdu) = inbox.recv().await {
-            match pdu {
-                LinkPdu::Live(live) => self.take_live(&node, edge, live).await,
-                LinkPdu::Roam(roam) => {
-                    let Ok(permit) = roams.clone().try_acquire_owned() else {
-                        self.count_refused(edge, "roams_in_flight", 1);
-                        let answer = Roamed {
-                            request: roam.request,
-                            device_id: None,
-                        };
-                        let _ = back.send(LinkPdu::Roamed(answer)).await;
-                        continue;
-                    };
-                    // Beside the live view: a roaming login must not wait for a batch
-                    // of statuses to be stored.
-                    let (node, back) = (node.clone(), back.clone());
-                    tokio::spawn(async move {
-                        let device_id = match roaming::rehome(&node, edge, &roam).await {
-                            Ok(device) => device,
-                            Err(e) => {
-                                tracing::warn!(edge, error = %e, "re-homing a roaming device failed");
-                                None
-                            }
-                        };
-                        drop(permit);
-                        let answer = Roamed {
-                            request: roam.request,
-                            device_id,
-                        };
-                        let _ = back.send(LinkPdu::Roamed(answer)).await;
-                    });
-                }
-                _ => {}
-            }
+            self.online.retain(|_, at| *at != edge);
         }
     }
 
@@ -672,25 +501,4 @@ impl Links {
             && hello.node_id == edge.worker_id)
             .then_some(edge)
     }
-}
-
-/// Which of `devices` the center records as homed at `edge`.
-async fn homed_at(
-    node: &Node,
-    edge: i64,
-    devices: Vec<i64>,
-) -> Result<std::collections::HashSet<i64>, sea_orm::DbErr> {
-    let mut homed = std::collections::HashSet::new();
-    for chunk in devices.chunks(500) {
-        let ids: Vec<i64> = fleet_store::devices::Entity::find()
-            .select_only()
-            .column(fleet_store::devices::Column::Id)
-            .filter(fleet_store::devices::Column::EdgeId.eq(edge))
-            .filter(fleet_store::devices::Column::Id.is_in(chunk.to_vec()))
-            .into_tuple()
-            .all(&node.db)
-            .await?;
-        homed.extend(ids);
-    }
-    Ok(homed)
 }
