@@ -5,6 +5,11 @@
 #                                            sessions as the open-file limit allows
 #   bash tests/bench-hub.sh --spread 100000  100,000 sessions spread over several edge
 #                                            processes, each below the open-file limit
+#   bash tests/bench-hub.sh --spread 100000 --soak-s 600
+#                                            holds them 10 minutes instead (a soak):
+#                                            heartbeats, status reports and one command a
+#                                            second to a random device; prints
+#                                            disconnects, failed commands and RSS drift
 #
 # For each size, over plain WebSocket and over TLS, it prints: the time for all devices
 # to log in, first and after the edge is killed (-9) and started again; the edge's resident memory per session (above a baseline taken after a
@@ -25,14 +30,17 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 spread=0
+soak_s=0
 while (($#)); do
   case $1 in
     --spread) spread=${2:?--spread needs a number of devices}; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    --soak-s) soak_s=${2:?--soak-s needs a number of seconds}; shift 2 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 [[ $spread =~ ^[0-9]+$ ]] || { echo "--spread needs a number, not $spread" >&2; exit 2; }
+[[ $soak_s =~ ^[0-9]+$ ]] || { echo "--soak-s needs a number of seconds, not $soak_s" >&2; exit 2; }
 
 read -r -a modes <<<"${BENCH_MODES:-plain tls}"
 for m in "${modes[@]}"; do
@@ -276,6 +284,71 @@ echo "  logged in after ${login_total} s (per edge: ${login_s[*]})"
 sleep 3
 stop_sims
 stop_edges
+
+# --- soak --------------------------------------------------------------------------------
+
+metric_sum() { # edge, sample name prefix: the sum of the edge's samples of it
+  { api "$1" /metrics || true; } | awk -v m="$2" 'index($1, m) == 1 { s += $2 } END { print s + 0 }'
+}
+
+# Holds every device for soak_s seconds: heartbeats, status reports every 60 s and one
+# command a second across the fleet, each to a random device. A device that lost its
+# session logs in again, so the edges' login counters count the disconnects.
+soak() {
+  local i p t started logins0=() closed0=() rss0=() rssmax=() clients=() out
+  start_edges
+  connect_all "$top"
+  echo "$mode: $top devices logged in after $login_total s; holding them for $soak_s s"
+  sleep 5
+  for ((i = 0; i < edges; i++)); do
+    logins0+=("$(metric_sum "$i" 'device_logins_total{outcome="ok"}')")
+    closed0+=("$(metric_sum "$i" device_sessions_closed_total)")
+    rss0+=("$(rss_kib "${edge_pids[i]}")")
+    rssmax+=("${rss0[i]}")
+  done
+  for ((i = 0; i < edges; i++)); do
+    local tls=()
+    [[ $mode == tls ]] && tls=(--ca "$(ca_of "$i")")
+    BENCH_SITE_PASSWORD=$password "$rtt_bin" --site "$(site "$i")" "${tls[@]}" \
+      --credentials "$work/devices-$i.csv" --devices "${want[i]}" --random --warmup 0 \
+      --every-ms $((1000 * edges)) --commands $((soak_s / edges > 0 ? soak_s / edges : 1)) \
+      >"$work/soak-$i.out" 2>&1 &
+    clients+=("$!")
+  done
+  helper_pids+=("${clients[@]}")
+  started=$SECONDS
+  while ((SECONDS - started < soak_s)); do
+    sleep 10
+    for ((i = 0; i < edges; i++)); do
+      t=$(rss_kib "${edge_pids[i]}")
+      ((t > rssmax[i])) && rssmax[i]=$t
+    done
+    printf '\r  %d/%d s' $((SECONDS - started)) "$soak_s"
+  done
+  echo
+  for p in "${clients[@]}"; do wait_for 60 gone "$p" || kill "$p" 2>/dev/null || true; done
+  printf '%-6s %-6s %9s %11s %13s %9s %9s %11s %11s %11s %9s\n' mode edge sessions disconnects \
+    "edge closed" "cmds ok" failed "RSS start" "RSS max" "RSS end" drift
+  for ((i = 0; i < edges; i++)); do
+    out=$(cat "$work/soak-$i.out")
+    local ok=- failed=-
+    [[ $out =~ commands=([0-9]+)\ failed=([0-9]+) ]] && ok=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
+    t=$(rss_kib "${edge_pids[i]}")
+    printf '%-6s %-6s %9s %11s %13s %9s %9s %9s K %9s K %9s K %8s%%\n' "$mode" "edge$i" "$(sessions "$i")" \
+      $(($(metric_sum "$i" 'device_logins_total{outcome="ok"}') - logins0[i])) \
+      $(($(metric_sum "$i" device_sessions_closed_total) - closed0[i])) "$ok" "$failed" \
+      "${rss0[i]}" "${rssmax[i]}" "$t" "$(awk -v a="${rss0[i]}" -v b="$t" 'BEGIN { printf "%+.1f", (b - a) * 100 / a }')"
+  done
+  stop_sims
+  stop_edges
+}
+
+if ((soak_s > 0)); then
+  echo "disconnects: logins after the fleet was up (each lost session logs in again); edge closed:"
+  echo "sessions the edge ended; commands: get_status, one a second across the fleet"
+  for mode in "${modes[@]}"; do soak; done
+  exit 0
+fi
 
 # --- measuring -------------------------------------------------------------------------
 

@@ -41,6 +41,13 @@ struct Args {
     /// Unmeasured commands first, to open the connection and warm the edge.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
+    /// Start a command every this many milliseconds (a steady load for a soak) instead
+    /// of each as soon as the previous one is answered.
+    #[arg(long)]
+    every_ms: Option<u64>,
+    /// Pick each command's device at random instead of spreading them in order.
+    #[arg(long)]
+    random: bool,
     /// Also write every measured round trip here (ms, one a line), so the runs against
     /// several edges can be combined.
     #[arg(long)]
@@ -107,9 +114,19 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.commands);
     let mut failed = 0usize;
     let total = args.warmup + args.commands;
+    let mut pace = args
+        .every_ms
+        .map(|ms| tokio::time::interval(Duration::from_millis(ms.max(1))));
     for i in 0..total {
+        if let Some(pace) = &mut pace {
+            pace.tick().await;
+        }
         // Spread over the connected devices, so each command meets a different session.
-        let id = ids[i * ids.len() / total];
+        let id = if args.random {
+            ids[rand::random::<usize>() % ids.len()]
+        } else {
+            ids[i * ids.len() / total]
+        };
         let started = Instant::now();
         let answer = client
             .post(format!("{site}/api/v1/devices/{id}/commands"))
