@@ -5,8 +5,10 @@
 //! session is open, and the WebSocket buffers are sized for many quiet sessions.
 //! Who is connected lives in memory (device id -> session); heartbeats never touch
 //! the database, and neither does a login, unless the device has commands or a
-//! configuration waiting (credentials come from the device cache). Logins and disconnects are recorded as events; refused and abandoned
-//! connections only count in metrics, so a flood of them writes nothing.
+//! configuration waiting (credentials come from the device cache). Logins and
+//! disconnects are recorded as events; refused and abandoned connections only count
+//! in metrics, so a flood of them writes nothing. Devices coming back after a restart
+//! resume their TLS sessions (`fleet_node::tickets`).
 //!
 //! - [`login`]: admission, the login deadline, credentials;
 //! - [`session`]: one open session, its heartbeat and the frames it exchanges;

@@ -431,44 +431,63 @@ pub async fn send(
     Ok(saved)
 }
 
-/// Waits up to `timeout` for command `id` to reach a final state; answers it as it
-/// ended, or `None` if it did not end in time. `finished` must be subscribed before
-/// the command was created, or an early end could be missed.
-pub async fn wait_for_end(
-    node: &Node,
-    mut finished: broadcast::Receiver<commands::Model>,
-    id: i64,
-    timeout: Duration,
-) -> Option<commands::Model> {
-    let ended = async {
-        // A result merged by another center replica (the one holding the edge's
-        // link) is announced there, not here: the row is looked at now and then.
-        let mut look = tokio::time::interval(LOOK_EVERY);
-        look.tick().await;
-        loop {
-            let announced = tokio::select! {
-                announced = finished.recv() => announced,
-                _ = look.tick() => {
-                    if let Some(done) = ended(node, id).await {
-                        return Some(done);
-                    }
-                    continue;
-                }
-            };
-            match announced {
-                Ok(done) if done.id == id => return Some(done),
-                Ok(_) => {}
-                // Missed announcements: look at the row instead.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Some(done) = ended(node, id).await {
-                        return Some(done);
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+/// Someone waiting for a command's end, subscribed before the command was created
+/// so an early end is not missed.
+pub struct Waiter {
+    finished: broadcast::Receiver<commands::Model>,
+    ending: broadcast::Receiver<commands::Model>,
+}
+
+impl Waiter {
+    pub fn new(node: &Node) -> Self {
+        Self {
+            finished: node.finished.subscribe(),
+            ending: node.ending.subscribe(),
         }
-    };
-    tokio::time::timeout(timeout, ended).await.ok().flatten()
+    }
+
+    /// Waits up to `timeout` for command `id` to reach a final state; answers it as
+    /// it ended, or `None` if it did not end in time. A result a device gave here
+    /// answers as soon as its group is written, before the commit: the caller hears
+    /// it without waiting for the disk, and should that commit fail, the device sends
+    /// the same result again (`Node::ending`).
+    pub async fn wait(
+        mut self,
+        node: &Node,
+        id: i64,
+        timeout: Duration,
+    ) -> Option<commands::Model> {
+        let ended = async {
+            // A result merged by another center replica (the one holding the edge's
+            // link) is announced there, not here: the row is looked at now and then.
+            let mut look = tokio::time::interval(LOOK_EVERY);
+            look.tick().await;
+            loop {
+                let announced = tokio::select! {
+                    announced = self.ending.recv() => announced,
+                    announced = self.finished.recv() => announced,
+                    _ = look.tick() => {
+                        if let Some(done) = ended(node, id).await {
+                            return Some(done);
+                        }
+                        continue;
+                    }
+                };
+                match announced {
+                    Ok(done) if done.id == id => return Some(done),
+                    Ok(_) => {}
+                    // Missed announcements: look at the row instead.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(done) = ended(node, id).await {
+                            return Some(done);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, ended).await.ok().flatten()
+    }
 }
 
 /// How often a waiting caller looks at the command's row.

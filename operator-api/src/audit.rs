@@ -35,7 +35,7 @@ pub struct AuditDetail(pub String);
 
 /// Write this request's event after the answer has gone, not before: for a failed
 /// login, waiting for the write would make the answer slower for known usernames
-/// than for unknown ones.
+/// than for unknown ones; a command's answer waits for its device, not for the log.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditDeferred;
 

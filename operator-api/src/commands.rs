@@ -3,7 +3,7 @@
 //! cancel. The rules are the core's (`fleet_node::commands`).
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use fleet_node::commands::{advance, visible_command, NewCommand};
 use fleet_node::devices::{in_groups, visible, visible_ids};
 use fleet_node::Error;
@@ -222,17 +222,20 @@ pub async fn create(
     caller: Caller,
     path: web::Path<String>,
     body: web::Bytes,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
+    // The command row records who sent what, durably, before the answer; the call's
+    // event follows it instead of holding the answer for one more write.
+    request.extensions_mut().insert(crate::audit::AuditDeferred);
     let device = parse_id("id", &path)?;
     let req = Checked::from_body(&body)?;
-    let finished = node.finished.subscribe();
+    let waiter = req.wait.then(|| fleet_node::commands::Waiter::new(&node));
     let saved = fleet_node::commands::send(&node, &caller, device, &req.command).await?;
     let id = saved.id;
-    let ended = if req.wait {
-        fleet_node::commands::wait_for_end(&node, finished, id, req.command.timeout()).await
-    } else {
-        None
+    let ended = match waiter {
+        Some(waiter) => waiter.wait(&node, id, req.command.timeout()).await,
+        None => None,
     };
     let current = match ended {
         Some(done) => done,

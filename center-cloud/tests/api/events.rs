@@ -234,3 +234,24 @@ async fn calls_at_once_each_have_their_event_stored_before_they_answer() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["total"], json!(40), "{body}");
 }
+
+/// A command's answer waits for its device, not for the event log: its event is
+/// written after the answer, and is there all the same.
+#[tokio::test]
+async fn a_sent_command_is_recorded_after_its_answer() {
+    let app = spawn_app().await;
+    let d = app.device("gw", "SN-CMD").await;
+    let id = d["id"].as_str().expect("id");
+    let (status, made) = app
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "reboot"}),
+        )
+        .await;
+    assert!(status == 201 || status == 202, "{status} {made}");
+    let command = made["data"]["id"].as_str().expect("command id");
+    let items = wait_for_events(&app, &format!("target_id={command}"), 1).await;
+    assert_eq!(items[0]["action"], "POST /api/v1/devices/{id}/commands");
+    assert_eq!(items[0]["actor"], "admin");
+    assert_eq!(items[0]["outcome"], "ok");
+}
