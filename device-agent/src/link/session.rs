@@ -214,13 +214,19 @@ impl Agent {
             }
             Delivery::Run => {}
         }
-        let progress = Pdu::CommandProgress(CommandProgress {
-            command_id: c.command_id.clone(),
-            progress: 0,
-            message: "started".into(),
-        });
-        if !out.send(progress).await {
-            return Some(End::Lost);
+        // A command that ends at once is answered with its result alone: a progress
+        // report in front of it would cost the edge a write of its own.
+        let at_once = matches!(c.name, CommandName::GetStatus | CommandName::SetConfig)
+            || (c.name == CommandName::Reboot && self.simulated);
+        if !at_once {
+            let progress = Pdu::CommandProgress(CommandProgress {
+                command_id: c.command_id.clone(),
+                progress: 0,
+                message: "started".into(),
+            });
+            if !out.send(progress).await {
+                return Some(End::Lost);
+            }
         }
         let immediate = match c.name {
             CommandName::GetStatus => {
