@@ -497,18 +497,15 @@ impl Link {
                 .filter(devices::Column::Id.is_in(chunk.to_vec()))
                 .all(&self.node.db)
                 .await?;
-            for row in rows.into_iter().filter(|d| d.edge_id != Some(author.edge)) {
-                let stamps: std::collections::BTreeMap<String, i64> =
-                    serde_json::from_str(&row.field_stamps).unwrap_or_default();
-                let mut fields = serde_json::Map::new();
-                fields.insert("edge_id".into(), serde_json::Value::from(row.edge_id));
-                changes.push(sync::Change {
-                    seq: 0,
-                    table: "devices".into(),
-                    id: row.id,
-                    hlc: stamps.get("edge_id").copied().unwrap_or(row.hlc),
-                    fields,
-                });
+            for row in rows.iter().filter(|d| d.edge_id != Some(author.edge)) {
+                // The row as its stamps have it; of that, the home alone.
+                let home = sync::row_changes(row)?
+                    .into_iter()
+                    .find(|c| c.fields.contains_key("edge_id"));
+                changes.extend(home.map(|mut c| {
+                    c.fields.retain(|k, _| k == "edge_id");
+                    c
+                }));
             }
         }
         if changes.is_empty() {
