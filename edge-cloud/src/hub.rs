@@ -88,6 +88,8 @@ pub struct Hub {
     upload: UploadTarget,
     /// The link to the center, which may re-home a device that is not this edge's.
     uplink: Option<Arc<Uplink>>,
+    /// Commands out at their devices, not yet marked sent.
+    delivered: delivery::Delivered,
 }
 
 /// Why a session ended.
@@ -199,6 +201,7 @@ impl Hub {
             throttle: LoginThrottle::default(),
             upload,
             uplink,
+            delivered: delivery::Delivered::default(),
         }
     }
 

@@ -137,6 +137,7 @@ impl Application {
             uplink.clone(),
         ));
         loops.track(hub.clone().sweep(Duration::from_secs(1), loops.stopping()));
+        loops.track(hub.clone().mark_sent(loops.stopping()));
         loops.track(hub.clone().write_events(loops.stopping()));
         loops.track(hub.clone().persist(settings.status_flush, loops.stopping()));
         // Before the first device gets in: a restarted edge is met by every device

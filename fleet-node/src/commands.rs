@@ -431,11 +431,23 @@ pub async fn send(
     Ok(saved)
 }
 
+/// A device's final word on one of its commands, as the device hub heard it, before
+/// it is written (`Node::heard`).
+#[derive(Debug)]
+pub struct Heard {
+    pub command: i64,
+    /// The device that said it: only the command's own device is believed.
+    pub device: i64,
+    pub state: State,
+    pub result: Option<serde_json::Value>,
+}
+
 /// Someone waiting for a command's end, subscribed before the command was created
 /// so an early end is not missed.
 pub struct Waiter {
     finished: broadcast::Receiver<commands::Model>,
     ending: broadcast::Receiver<commands::Model>,
+    heard: broadcast::Receiver<Arc<Heard>>,
 }
 
 impl Waiter {
@@ -443,27 +455,41 @@ impl Waiter {
         Self {
             finished: node.finished.subscribe(),
             ending: node.ending.subscribe(),
+            heard: node.heard.subscribe(),
         }
     }
 
-    /// Waits up to `timeout` for command `id` to reach a final state; answers it as
-    /// it ended, or `None` if it did not end in time. A result a device gave here
-    /// answers as soon as its group is written, before the commit: the caller hears
-    /// it without waiting for the disk, and should that commit fail, the device sends
-    /// the same result again (`Node::ending`).
+    /// Waits up to `timeout` for `command` (as it was created) to reach a final
+    /// state; answers it as it ended, or `None` if it did not end in time. A result
+    /// its device gives here answers as soon as it arrives, moved by the same rule a
+    /// write applies, while its write is group-committed: should that write fail, the
+    /// device is told to send the result again, and should the edge die first, the
+    /// device answers the command's next delivery with the result it kept.
     pub async fn wait(
         mut self,
         node: &Node,
-        id: i64,
+        command: &commands::Model,
         timeout: Duration,
     ) -> Option<commands::Model> {
+        let id = command.id;
         let ended = async {
             // A result merged by another center replica (the one holding the edge's
             // link) is announced there, not here: the row is looked at now and then.
-            let mut look = tokio::time::interval(LOOK_EVERY);
-            look.tick().await;
+            // Its first look is one period away. Awaiting an interval's immediate first
+            // tick would not be immediate: a timer fires on the driver's next
+            // millisecond, and an answer arriving meanwhile would wait for it.
+            let mut look =
+                tokio::time::interval_at(tokio::time::Instant::now() + LOOK_EVERY, LOOK_EVERY);
             loop {
                 let announced = tokio::select! {
+                    heard = self.heard.recv() => match heard {
+                        Ok(word) => match from_device(command, &word) {
+                            Some(done) => return Some(done),
+                            None => continue,
+                        },
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
                     announced = self.ending.recv() => announced,
                     announced = self.finished.recv() => announced,
                     _ = look.tick() => {
@@ -488,6 +514,22 @@ impl Waiter {
         };
         tokio::time::timeout(timeout, ended).await.ok().flatten()
     }
+}
+
+/// `command` as its device's final word leaves it, when the word is about it, from
+/// its own device, and moves it.
+fn from_device(command: &commands::Model, word: &Heard) -> Option<commands::Model> {
+    if word.command != command.id || word.device != command.device_id || !word.state.is_final() {
+        return None;
+    }
+    let step = Step {
+        id: word.command,
+        device: Some(word.device),
+        state: word.state,
+        progress: None,
+        result: word.result.clone(),
+    };
+    moved(command, &step, fleet_store::now_ms())
 }
 
 /// How often a waiting caller looks at the command's row.

@@ -62,18 +62,25 @@ pub async fn record<C: ConnectionTrait>(
 /// parameters, nine to an event).
 const ROWS_PER_INSERT: usize = 500;
 
-/// Events recorded through [`Node::record`] and not yet written.
+/// Events recorded through [`Node::record`] or [`Node::record_soon`] and not yet
+/// written.
 #[derive(Default)]
 pub struct Queue {
     pending: std::sync::Mutex<Pending>,
+    /// Wakes [`write_soon_forever`] for an event nobody waits for.
+    soon: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Pending {
-    events: Vec<(NewEvent, oneshot::Sender<bool>)>,
+    /// Each with whoever waits for its commit, if anyone does.
+    events: Vec<(NewEvent, Option<oneshot::Sender<bool>>)>,
     /// A writer is at work: what is queued meanwhile goes with its next turn.
     writing: bool,
 }
+
+/// How long an event nobody waits for may wait for others to share its commit.
+const SOON: Duration = Duration::from_millis(5);
 
 impl Node {
     /// Records an event and answers once it is committed (`false`: writing it failed,
@@ -88,7 +95,7 @@ impl Node {
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            pending.events.push((event, done));
+            pending.events.push((event, Some(done)));
             !std::mem::replace(&mut pending.writing, true)
         };
         if lead {
@@ -96,6 +103,51 @@ impl Node {
             tokio::spawn(write_queued(self.clone()));
         }
         written.await.unwrap_or(false)
+    }
+
+    /// Records an event nobody waits for (a call's audit when its answer does not
+    /// wait for it): it is written within a few milliseconds, with whatever else
+    /// came meanwhile, by [`write_soon_forever`], which writes what is left when
+    /// the node stops.
+    pub fn record_soon(&self, event: NewEvent) {
+        self.events
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .push((event, None));
+        self.events.soon.notify_one();
+    }
+}
+
+/// Writes the events of [`Node::record_soon`], a few milliseconds after the first of
+/// a burst, until `stop`; then what is still queued.
+pub async fn write_soon_forever(node: Arc<Node>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = node.events.soon.notified() => {
+                tokio::select! {
+                    () = tokio::time::sleep(SOON) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            () = stop.cancelled() => {}
+        }
+        let lead = {
+            let mut pending = node
+                .events
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // A writer at work takes them in its next turn.
+            !pending.events.is_empty() && !std::mem::replace(&mut pending.writing, true)
+        };
+        if lead {
+            write_queued(node.clone()).await;
+        }
+        if stop.is_cancelled() {
+            return;
+        }
     }
 }
 
@@ -129,7 +181,7 @@ async fn write_queued(node: Arc<Node>) {
         if let Err(e) = &written {
             tracing::error!(error = %e, events = events.len(), "recording events failed");
         }
-        for waiter in waiters {
+        for waiter in waiters.into_iter().flatten() {
             let _ = waiter.send(written.is_ok());
         }
     }

@@ -36,6 +36,9 @@ pub struct Node {
     /// answers its own waiters at once (an edge's uplink to the center). A failed
     /// commit is repaired by the device sending its result again, with a later stamp.
     pub ending: broadcast::Sender<fleet_store::commands::Model>,
+    /// Announces every final result a device gave here, as it arrives, before it is
+    /// written: for a caller waiting on that command here (`commands::Waiter`).
+    pub heard: broadcast::Sender<Arc<crate::commands::Heard>>,
     /// Woken after every write transaction, so federation links push new change-log
     /// entries at once instead of polling for them.
     pub changed: Arc<Notify>,
@@ -74,6 +77,7 @@ impl Node {
             dispatch: None,
             finished: broadcast::channel(1024).0,
             ending: broadcast::channel(1024).0,
+            heard: broadcast::channel(1024).0,
             changed,
             events: crate::events::Queue::default(),
             moves: std::sync::Mutex::new(Vec::new()),

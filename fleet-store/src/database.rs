@@ -106,6 +106,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
+        // A connection to a local file does not go stale, and each check would be one
+        // more round trip to the connection's thread, for every statement a pooled
+        // connection runs.
+        .test_before_acquire(false)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |o| {
             o.synchronous(match synchronous {

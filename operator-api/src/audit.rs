@@ -90,15 +90,10 @@ pub async fn middleware(
         status,
         detail,
     };
-    let deferred = request.extensions().get::<AuditDeferred>().is_some();
-    let node = node.clone().into_inner();
-    let recorded = async move {
-        node.record(event).await;
-    };
-    if deferred {
-        actix_web::rt::spawn(recorded);
+    if request.extensions().get::<AuditDeferred>().is_some() {
+        node.record_soon(event);
     } else {
-        recorded.await;
+        node.clone().into_inner().record(event).await;
     }
     Ok(res)
 }

@@ -234,7 +234,7 @@ pub async fn create(
     let saved = fleet_node::commands::send(&node, &caller, device, &req.command).await?;
     let id = saved.id;
     let ended = match waiter {
-        Some(waiter) => waiter.wait(&node, id, req.command.timeout()).await,
+        Some(waiter) => waiter.wait(&node, &saved, req.command.timeout()).await,
         None => None,
     };
     let current = match ended {

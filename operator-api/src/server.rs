@@ -231,6 +231,10 @@ where
         node.clone(),
         settings.change_log_retain,
     ));
+    loops.track(fleet_node::events::write_soon_forever(
+        node.clone(),
+        loops.stopping(),
+    ));
     loops.spawn(fleet_node::events::expire_forever(
         node.clone(),
         settings.event_retain,

@@ -1,13 +1,13 @@
 //! Commands and desired configuration on their way to a device, and a device's word
 //! on its own commands coming back. A device acts only on commands addressed to it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fleet_node::commands::{advance, advance_queued, report_queued, Reported};
+use fleet_node::commands::{advance, advance_queued, report_queued, Heard, Reported};
 use fleet_store::commands::{self, State};
 use fleet_store::desired_configs;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -57,6 +57,56 @@ impl Answers {
             self.0 = VecDeque::new();
         }
         answer
+    }
+}
+
+/// Commands handed to their devices and not heard of since, with when. Writing
+/// `sent` at once would cost a transaction per command (and a change for the center)
+/// only to be overwritten a millisecond later by the result: a command is marked
+/// `sent` only once it has been out for [`SENT_AFTER`] without a word from its
+/// device. Nothing depends on that mark being durable: a `queued` command is
+/// delivered again on the device's next login just as a `sent` one is, and the
+/// device runs a command id once.
+#[derive(Default)]
+pub(super) struct Delivered(std::sync::Mutex<HashMap<i64, Instant>>);
+
+/// How long a delivered command waits for its device's word before it is marked sent.
+pub(super) const SENT_AFTER: Duration = Duration::from_millis(500);
+
+impl Delivered {
+    fn insert(&self, command: i64) {
+        self.lock().insert(command, Instant::now());
+    }
+
+    /// The device spoke of `command`: its own report supersedes `sent`.
+    fn heard(&self, command: i64) {
+        let mut out = self.lock();
+        if !out.is_empty() {
+            out.remove(&command);
+        }
+    }
+
+    /// Takes the commands out for longer than `after`.
+    fn overdue(&self, after: Duration) -> Vec<i64> {
+        let mut out = self.lock();
+        let now = Instant::now();
+        let due: Vec<i64> = out
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            out.remove(id);
+        }
+        if out.is_empty() && out.capacity() > 1024 {
+            // A group command's burst is over: give its memory back.
+            *out = HashMap::new();
+        }
+        due
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -161,45 +211,53 @@ impl Hub {
         (config.version > applied).then_some(config)
     }
 
-    /// Sends a command to the device and queues its move to `sent` (to `failed` if
-    /// the edge cannot name it); the session waits for that move among its pending
-    /// answers, not before reading on.
+    /// Sends a command to the device. Its move to `sent` waits ([`Delivered`]): most
+    /// commands end before it would be written. A command the edge cannot name is
+    /// failed instead, and the session waits for that move among its pending answers,
+    /// not before reading on.
     pub(super) async fn deliver<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         id: u64,
         command: &commands::Model,
-    ) -> Result<Pending, tokio_tungstenite::tungstenite::Error>
+    ) -> Result<Option<Pending>, tokio_tungstenite::tungstenite::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (moved, what) = match command_pdu(command, &self.upload) {
-            Some(pdu) => {
-                self.metrics.message("out", &pdu);
-                send(ws, id, pdu).await?;
-                let sent = advance_queued(&self.node, command.id, State::Sent, None, None);
-                (sent, "marking a command sent failed")
-            }
-            None => {
-                let error = serde_json::json!({"error": "unknown command name"});
-                let failed =
-                    advance_queued(&self.node, command.id, State::Failed, None, Some(error));
-                (failed, "failing a command of unknown name failed")
-            }
+        let Some(pdu) = command_pdu(command, &self.upload) else {
+            let error = serde_json::json!({"error": "unknown command name"});
+            let failed = advance_queued(&self.node, command.id, State::Failed, None, Some(error));
+            let command = command.id;
+            return Ok(Some(Box::pin(async move {
+                if let Err(e) = failed.await {
+                    tracing::error!(error = %e, command, "failing a command of unknown name failed");
+                }
+                None
+            })));
         };
-        let command = command.id;
-        Ok(Box::pin(async move {
-            if let Err(e) = moved.await {
-                tracing::error!(error = %e, command, "{what}");
-            }
-            None
-        }))
+        self.metrics.message("out", &pdu);
+        send(ws, id, pdu).await?;
+        if State::parse(&command.state) == Some(State::Queued) {
+            self.delivered.insert(command.id);
+        }
+        Ok(None)
     }
 
     /// A device's result for one of its commands, queued ([`Hub::command_moved`]).
     pub(super) fn command_result(&self, device: i64, r: CommandResult, frame: u64) -> Pending {
         let result = stored_result(&r);
-        let word = (final_state(r.outcome), None, Some(result));
+        let state = final_state(r.outcome);
+        if self.node.heard.receiver_count() > 0 {
+            if let Ok(command) = r.command_id.parse() {
+                let _ = self.node.heard.send(Arc::new(Heard {
+                    command,
+                    device,
+                    state,
+                    result: Some(result.clone()),
+                }));
+            }
+        }
+        let word = (state, None, Some(result));
         self.command_moved(device, &r.command_id, word, frame)
     }
 
@@ -218,6 +276,7 @@ impl Hub {
         let Ok(id) = command_id.parse::<i64>() else {
             return Box::pin(std::future::ready(Some(refusal(unknown))));
         };
+        self.delivered.heard(id);
         let reported = report_queued(&self.node, device, id, state, progress, result);
         Box::pin(async move {
             // A report that would move a finished command back is a late duplicate:
@@ -233,6 +292,34 @@ impl Hub {
                 }
             }
         })
+    }
+
+    /// Marks `sent` the commands delivered [`SENT_AFTER`] ago that their devices have
+    /// not spoken of, until `stop`; then those still out, whatever their age.
+    pub async fn mark_sent(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SENT_AFTER / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let after = tokio::select! {
+                _ = tick.tick() => SENT_AFTER,
+                () = stop.cancelled() => Duration::ZERO,
+            };
+            // Queued together, so they commit in one group.
+            let moves: Vec<_> = self
+                .delivered
+                .overdue(after)
+                .into_iter()
+                .map(|id| (id, advance_queued(&self.node, id, State::Sent, None, None)))
+                .collect();
+            for (command, moved) in moves {
+                if let Err(e) = moved.await {
+                    tracing::error!(error = %e, command, "marking a command sent failed");
+                }
+            }
+            if after.is_zero() {
+                return;
+            }
+        }
     }
 
     /// Expires commands nobody picked up in time and times out those that never

@@ -150,7 +150,8 @@ impl Hub {
             let id = open.id();
             open.opened_with.insert(command.id);
             match self.deliver(ws, id, &command).await {
-                Ok(pending) => open.answers.push(pending),
+                Ok(Some(pending)) => open.answers.push(pending),
+                Ok(None) => {}
                 Err(_) => break,
             }
         }
@@ -285,8 +286,9 @@ impl Hub {
             match item {
                 Outgoing::Command(command) if open.opened_with.remove(&command.id) => {}
                 Outgoing::Command(command) => {
-                    let pending = self.deliver(ws, id, &command).await?;
-                    open.answers.push(pending);
+                    if let Some(pending) = self.deliver(ws, id, &command).await? {
+                        open.answers.push(pending);
+                    }
                 }
                 Outgoing::Config(config) => {
                     let pdu = config_pdu(&config);

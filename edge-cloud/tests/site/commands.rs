@@ -79,6 +79,121 @@ async fn a_command_to_a_connected_device_waits_for_its_result() {
 }
 
 #[tokio::test]
+async fn a_command_that_ends_at_once_is_never_written_as_sent() {
+    use fleet_store::change_log;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-QUICK").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    tokio::spawn(async move {
+        // Answers with the result alone, as the agent does for what ends at once.
+        while let Some(env) = device.recv().await {
+            if let Pdu::Command(c) = env.pdu {
+                device
+                    .send(Pdu::CommandResult(CommandResult {
+                        command_id: c.command_id,
+                        outcome: Outcome::Succeeded,
+                        exit_code: Some(0),
+                        output: String::new(),
+                        truncated: false,
+                        error: None,
+                        data: serde_json::Value::Null,
+                    }))
+                    .await;
+            }
+        }
+    });
+    let (status, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "get_status", "timeout_s": 10, "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let command: i64 = body["data"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("command id");
+    // Past the moment a command still out would be marked sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let states: Vec<serde_json::Value> = change_log::Entity::find()
+        .filter(change_log::Column::TableName.eq("commands"))
+        .filter(change_log::Column::RowId.eq(command))
+        .all(&edge.node.db)
+        .await
+        .expect("change log")
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.payload).expect("payload")["state"].clone()
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!("queued"), json!("succeeded")],
+        "written when created and when it ended, and at no step between"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_caller_hears_the_result_before_it_is_written() {
+    let edge = spawn_edge().await;
+    let (id, secret) = registered(&edge, "SN-HEARD").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let node = edge.node.clone();
+    let (answered_tx, answered) = tokio::sync::oneshot::channel::<()>();
+    let held = tokio::spawn(async move {
+        let Some(Pdu::Command(c)) = device.recv().await.map(|e| e.pdu) else {
+            panic!("expected the command");
+        };
+        // Nothing can be written while this turn is held (SQLite's single writer):
+        // the answer below can only come from what the edge heard.
+        let turn = node.write().await.expect("write turn");
+        device
+            .send(Pdu::CommandResult(CommandResult {
+                command_id: c.command_id,
+                outcome: Outcome::Succeeded,
+                exit_code: Some(0),
+                output: "heard".into(),
+                truncated: false,
+                error: None,
+                data: serde_json::Value::Null,
+            }))
+            .await;
+        let _ = answered.await;
+        drop(turn);
+        device
+    });
+    let (status, body) = edge
+        .api
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"name": "get_status", "timeout_s": 10, "wait": true}),
+        )
+        .await;
+    let _ = answered_tx.send(());
+    let _device = held.await.expect("device task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["state"], "succeeded");
+    assert_eq!(body["data"]["progress"], 100);
+    assert_eq!(body["data"]["result"]["output"], "heard");
+    let command = body["data"]["id"].as_str().expect("id").to_string();
+    let mut stored = json!(null);
+    for _ in 0..100 {
+        stored = edge.api.get(&format!("/api/v1/commands/{command}")).await.1;
+        if stored["data"]["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stored["data"]["result"]["output"], "heard",
+        "then written as it was heard: {stored}"
+    );
+}
+
+#[tokio::test]
 async fn without_wait_the_command_id_comes_back_at_once() {
     let edge = spawn_edge().await;
     let (id, secret) = registered(&edge, "SN-1").await;
