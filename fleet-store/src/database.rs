@@ -116,6 +116,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 Synchronous::Normal => SqliteSynchronous::Normal,
                 Synchronous::Full => SqliteSynchronous::Full,
             })
+            // Checkpoints run beside the writers ([`checkpoint_forever`]), not inside
+            // the commit that fills the log: that commit would wait for the copy and
+            // its flushes, a stall of milliseconds for whoever wrote it. A process
+            // that does not run them (a short tool) checkpoints when it closes.
+            .pragma("wal_autocheckpoint", "0")
         });
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
@@ -163,6 +168,29 @@ async fn wal(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often [`checkpoint_forever`] moves the write-ahead log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies SQLite's write-ahead log into the database file every second, without
+/// blocking writers (a passive checkpoint), so the log stays small; nothing to do on
+/// MySQL. Runs until dropped.
+pub async fn checkpoint_forever(db: DatabaseConnection) {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return;
+    }
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = db
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::warn!(error = %e, "checkpointing the write-ahead log failed");
         }
     }
 }

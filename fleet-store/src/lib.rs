@@ -35,7 +35,7 @@ pub mod users;
 pub mod worker_leases;
 pub mod write;
 
-pub use database::{connect, Backend, StoreError};
+pub use database::{checkpoint_forever, connect, Backend, StoreError};
 pub use replica::{Replica, Table};
 
 /// Milliseconds since the Unix epoch: the one time format every synced column uses,

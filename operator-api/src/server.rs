@@ -227,6 +227,7 @@ where
     let node = Arc::new(node);
     let loops = Loops::default();
     loops.spawn(fleet_node::accounts::watch(node.clone()));
+    loops.spawn(fleet_store::checkpoint_forever(node.db.clone()));
     loops.spawn(fleet_node::node::compact_forever(
         node.clone(),
         settings.change_log_retain,

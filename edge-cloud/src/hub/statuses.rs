@@ -87,6 +87,9 @@ impl Sessions {
     }
 }
 
+/// Status rows written per transaction, at most.
+const STATUS_ROWS_PER_WRITE: usize = 100;
+
 impl Hub {
     /// Writes the statuses that changed since the last call, in multi-row statements.
     pub async fn flush_statuses(&self) -> Result<usize, sea_orm::DbErr> {
@@ -114,7 +117,9 @@ impl Hub {
             })
             .collect();
         let written = rows.len();
-        for chunk in rows.chunks(500) {
+        // Small transactions: an operator's write waits for the one under way, and a
+        // hundred rows take about a millisecond.
+        for chunk in rows.chunks(STATUS_ROWS_PER_WRITE) {
             let stored = self
                 .node
                 .transact(
