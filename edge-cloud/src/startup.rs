@@ -102,10 +102,12 @@ impl Application {
             })),
         };
         let served = server::build(&settings.node, service).await?;
-        sessions.restore(&served.node.db).await?;
+        // Bound at once, taken from once the devices are cached: a device dialing
+        // meanwhile waits in the backlog instead of being refused and backing off.
         let (listener, device_port, tls) = served
             .bind_beside(settings.device_listen, "device endpoint")
             .await?;
+        sessions.restore(&served.node.db).await?;
         let loops = served.loops.clone();
         let uplink = match settings.center.clone() {
             Some(center) => {

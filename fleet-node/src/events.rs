@@ -211,8 +211,10 @@ pub async fn record_many<C: ConnectionTrait>(
 pub const EXPIRE_BATCH: u64 = 10_000;
 /// How many ids one DELETE names (SQLite and MySQL cap the parameters of a statement).
 const DELETE_CHUNK: usize = 1_000;
-/// How often the retention job runs (and once at start).
+/// How often the retention job runs.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+/// When the first expiry runs after a start.
+const EXPIRE_FIRST: Duration = Duration::from_secs(60);
 
 /// Deletes up to `limit` events from before `before_ms`, oldest first; answers how
 /// many went. Portable: MySQL cannot take a LIMIT in a DELETE's subquery, and SQLite
@@ -260,10 +262,11 @@ pub async fn expire(node: &Node, retain: Duration, batch: u64) -> Result<u64, Db
     }
 }
 
-/// Applies the event retention at start and then every hour, for as long as the
-/// process runs.
+/// Applies the event retention a minute after start (a node just started is busy
+/// taking its devices back), then every hour, for as long as the process runs.
 pub async fn expire_forever(node: Arc<Node>, retain: Duration) {
-    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    let first = tokio::time::Instant::now() + EXPIRE_FIRST;
+    let mut tick = tokio::time::interval_at(first, EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

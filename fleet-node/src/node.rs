@@ -143,9 +143,11 @@ impl Node {
 /// How often the change log is compacted.
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Compacts the change log every minute, for as long as the process runs.
+/// Compacts the change log every minute, for as long as the process runs. The first
+/// pass waits a minute too: a node just started is busy taking its devices back.
 pub async fn compact_forever(node: Arc<Node>, retain: std::time::Duration) {
-    let mut tick = tokio::time::interval(COMPACT_EVERY);
+    let first = tokio::time::Instant::now() + COMPACT_EVERY;
+    let mut tick = tokio::time::interval_at(first, COMPACT_EVERY);
     loop {
         tick.tick().await;
         match node.compact_change_log(retain).await {

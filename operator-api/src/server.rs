@@ -188,12 +188,15 @@ where
         context: format!("creating {}", settings.data_dir.display()),
         source,
     })?;
+    // The pool first: when the migrations' connection closes, it is then not the
+    // database's last one, and SQLite does not checkpoint the write-ahead log a
+    // killed node left (seconds for a busy edge's) before the node can serve.
+    let db = fleet_store::connect(&settings.database_url, settings.db_max_connections).await?;
     service
         .schema
         .migrate(&settings.database_url)
         .await
         .map_err(StartupError::Migrations)?;
-    let db = fleet_store::connect(&settings.database_url, settings.db_max_connections).await?;
     let key = fleet_store::settings::get_or_init(&db, "token_key", || {
         use rand::RngCore;
         let mut key = [0u8; 32];
