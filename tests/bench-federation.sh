@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Federation benchmarks (DESIGN §8), release build, loopback only. Prints:
+# Federation benchmarks (docs/design.md §8), release build, loopback only. Prints:
 #
 #   1. change propagation latency center -> edge and edge -> center, p50/p99, on SQLite
 #      and on a throwaway MariaDB, and the snapshot bootstrap time of a new edge whose

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device hub benchmark (DESIGN §8), release build, loopback only.
+# Device hub benchmark (docs/design.md §8), release build, loopback only.
 #
 #   bash tests/bench-hub.sh                  one edge holding 5,000, 10,000 and as many
 #                                            sessions as the open-file limit allows

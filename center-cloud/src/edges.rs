@@ -102,6 +102,13 @@ pub struct NewEdge {
     pub site: String,
 }
 
+/// A partial update of an edge: absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct EdgePatch {
+    pub name: Option<String>,
+    pub site: Option<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EdgeFilter {
     pub site: Option<String>,
@@ -254,6 +261,58 @@ pub async fn get(
     Ok(reply::ok(with_link(&node, edge).await?))
 }
 
+/// Rename an edge or move it to another site. Its id, worker id, secret and link stay
+/// as they are: the edge itself knows neither name nor site.
+#[utoipa::path(patch, path = "/api/v1/edges/{id}", tag = "edges", request_body = EdgePatch,
+    params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
+    responses((status = 200, description = "The updated edge", body = Edge),
+              (status = 404, description = "No such edge"),
+              (status = 409, description = "Name taken")))]
+pub async fn update(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id("id", &path)?;
+    let patch: EdgePatch = input::json(&body)?;
+    if let Some(name) = &patch.name {
+        check_text("name", name, 128, true)?;
+    }
+    if let Some(site) = &patch.site {
+        check_text("site", site, 128, false)?;
+    }
+    let patch = &patch;
+    let m = node
+        .transact(|txn| async move {
+            let edge = find(&*txn, id).await?;
+            if let Some(name) = patch.name.as_deref().filter(|n| *n != edge.name) {
+                let taken = table::Entity::find()
+                    .filter(table::Column::Name.eq(name))
+                    .one(&*txn)
+                    .await?;
+                if taken.is_some() {
+                    return Err(ApiError::exists(
+                        "name",
+                        format!("edge {name} already exists"),
+                    ));
+                }
+            }
+            let mut active: table::ActiveModel = edge.into();
+            if let Some(name) = &patch.name {
+                active.name = Set(name.clone());
+            }
+            if let Some(site) = &patch.site {
+                active.site = Set(site.clone());
+            }
+            active.updated_at = Set(fleet_store::now_ms());
+            Ok::<_, ApiError>(active.update(&*txn).await?)
+        })
+        .await?;
+    Ok(reply::ok(with_link(&node, m).await?))
+}
+
 /// Delete an edge. Refused while devices are homed at it: move them first.
 #[utoipa::path(delete, path = "/api/v1/edges/{id}", tag = "edges",
     params(("id" = String, Path, description = "Edge id")), security(("bearer" = [])),
@@ -335,6 +394,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/api/v1/edges/{id}")
             .route(web::get().to(get))
+            .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
     .service(web::resource("/api/v1/edges/{id}/secret").route(web::post().to(rotate_secret)))

@@ -1,7 +1,8 @@
 //! The seed lab's device contract at `/v1/devices`, kept working as written so its
 //! clients and scripts run unchanged (behind the same login as the rest): GET by
-//! `{id}` or `{sn, model}` (JSON body or query), POST answering the new id, PUT
-//! partial update by id, DELETE `{ids}` answering the ids actually deleted.
+//! `{id}`, `{sn, model}`, `sn` alone or `model` alone (JSON body or query), POST
+//! answering the new id, PUT partial update by id, DELETE `{ids}` answering the ids
+//! actually deleted.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_node::devices::{create_device, delete_device, patch_device, visible, visible_query};
@@ -11,6 +12,7 @@ use operator_api::audit::AuditTarget;
 use operator_api::devices::Device;
 use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use shared_proto::id::{ids_from_json, parse_id};
 use shared_proto::{DeviceDraft, DevicePatch};
@@ -42,13 +44,19 @@ pub struct LabDeleted {
     pub ids: Vec<String>,
 }
 
-/// Find devices by `{id}` or by `{sn, model}`.
+/// Devices one lookup answers at most: a loose model may match much of a fleet.
+const MAX_FOUND: u64 = 1_000;
+
+/// Find devices by `{id}`, by `{sn, model}` (exact), by `sn` alone (exact, every
+/// model), or by `model` alone (loose: the model contains it, ignoring case). Every
+/// match is answered, by id, up to 1,000; a lookup matching more is refused.
 #[utoipa::path(get, path = "/v1/devices", tag = "seed lab contract", request_body = LabLookup,
     params(("id" = Option<String>, Query, description = "Device id"),
-           ("sn" = Option<String>, Query, description = "Hardware serial number"),
-           ("model" = Option<String>, Query, description = "Hardware model")),
+           ("sn" = Option<String>, Query, description = "Hardware serial number (exact)"),
+           ("model" = Option<String>, Query, description = "Hardware model: exact with sn, else contained in the model, ignoring case")),
     security(("bearer" = [])),
-    responses((status = 200, description = "The matching devices (possibly none)", body = Vec<Device>)))]
+    responses((status = 200, description = "The matching devices (possibly none)", body = Vec<Device>),
+              (status = 400, description = "No criterion, or more than 1,000 devices match")))]
 pub async fn find(
     req: HttpRequest,
     node: web::Data<Node>,
@@ -73,16 +81,73 @@ pub async fn find(
             visible_query(&caller)
                 .filter(devices::Column::HwSn.eq(sn))
                 .filter(devices::Column::HwModel.eq(model))
+                .order_by_asc(devices::Column::Id)
                 .all(&node.db)
                 .await?
         }
-        (None, Some(_), None) => return Err(ApiError::invalid("model", "is required with sn")),
-        (None, None, Some(_)) => return Err(ApiError::invalid("sn", "is required with model")),
-        (None, None, None) => return Err(ApiError::invalid("id", "give id, or sn and model")),
+        (None, Some(sn), None) => {
+            let found = visible_query(&caller)
+                .filter(devices::Column::HwSn.eq(sn))
+                .order_by_asc(devices::Column::Id)
+                .limit(MAX_FOUND + 1)
+                .all(&node.db)
+                .await?;
+            at_most(found, "sn", "give the model too")?
+        }
+        (None, None, Some(model)) => {
+            if model.trim().is_empty() {
+                return Err(ApiError::invalid("model", "must not be empty"));
+            }
+            let found = visible_query(&caller)
+                .filter(model_like(&model))
+                .order_by_asc(devices::Column::Id)
+                .limit(MAX_FOUND + 1)
+                .all(&node.db)
+                .await?;
+            at_most(found, "model", "give more of the model, or the sn")?
+        }
+        (None, None, None) => {
+            return Err(ApiError::invalid(
+                "id",
+                "give id, sn, model, or sn and model",
+            ))
+        }
     };
     Ok(reply::ok(
         rows.into_iter().map(Device::from).collect::<Vec<_>>(),
     ))
+}
+
+/// The model contains `part`, ignoring ASCII case, with `%`, `_` and `\` in `part`
+/// taken literally (the same on SQLite and MySQL, whatever the column's collation).
+fn model_like(part: &str) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Func, LikeExpr};
+    let mut pattern = String::with_capacity(part.len() + 2);
+    pattern.push('%');
+    for c in part.to_ascii_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    Expr::expr(Func::lower(Expr::col(devices::Column::HwModel)))
+        .like(LikeExpr::new(pattern).escape('\\'))
+}
+
+/// `found`, read with one row over [`MAX_FOUND`], or a 400 naming `field`.
+fn at_most(
+    found: Vec<devices::Model>,
+    field: &str,
+    hint: &str,
+) -> Result<Vec<devices::Model>, ApiError> {
+    if u64::try_from(found.len()).unwrap_or(u64::MAX) > MAX_FOUND {
+        return Err(ApiError::invalid(
+            field,
+            format!("matches more than {MAX_FOUND} devices; {hint}"),
+        ));
+    }
+    Ok(found)
 }
 
 /// Add a device; answers its new id.

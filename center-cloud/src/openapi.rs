@@ -22,7 +22,7 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         bulk::export, bulk::import,
         groups::list, groups::create, groups::get, groups::update, groups::delete,
         groups::members, groups::add_members, groups::replace_members, groups::remove_members,
-        edges::list, edges::create, edges::get, edges::delete, edges::rotate_secret,
+        edges::list, edges::create, edges::get, edges::update, edges::delete, edges::rotate_secret,
         commands::create, commands::list, commands::get, commands::cancel,
         commands::for_group, commands::batch, edges::commands,
         configs::put, configs::get, pulled_logs::list, pulled_logs::download,

@@ -1,4 +1,4 @@
-//! Roaming (DESIGN §5): a device that logs in at an edge other than its home asks,
+//! Roaming (docs/design.md §5): a device that logs in at an edge other than its home asks,
 //! through that edge, to be moved. The center checks the device's own credentials
 //! and, if they hold, makes the asking edge its home in one write. Sync does the
 //! rest: the device arrives whole at its new edge, and the old edge learns the new

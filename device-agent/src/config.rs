@@ -9,7 +9,17 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// The device's id, as the center issued it. Or leave it out and give `sn` and
+    /// `model`: the device logs in by its hardware identity and learns its id from
+    /// the edge's answer.
+    #[serde(default)]
     pub device_id: String,
+    /// Hardware serial number, with `model`, instead of `device_id`.
+    #[serde(default)]
+    pub sn: String,
+    /// Hardware model, with `sn`, instead of `device_id`.
+    #[serde(default)]
+    pub model: String,
     pub secret: String,
     /// Edge device endpoints, e.g. `wss://edge-a:9444/devices`. The agent measures
     /// each one's round trip, uses the nearest, and fails over in that order.
@@ -134,8 +144,20 @@ impl AgentConfig {
         if !(1..=3_600).contains(&self.backoff_cap_s) {
             return invalid("backoff_cap_s", "must be between 1 and 3600");
         }
-        if self.device_id.is_empty() || self.secret.is_empty() {
-            return invalid("device_id", "device_id and secret are required");
+        let by_hardware = !self.sn.is_empty() || !self.model.is_empty();
+        match (self.device_id.is_empty(), by_hardware) {
+            (true, false) => return invalid("device_id", "give device_id, or sn and model"),
+            (false, true) => {
+                return invalid("device_id", "give device_id, or sn and model, not both")
+            }
+            (true, true) if self.sn.is_empty() => return invalid("sn", "is required with model"),
+            (true, true) if self.model.is_empty() => {
+                return invalid("model", "is required with sn")
+            }
+            _ => {}
+        }
+        if self.secret.is_empty() {
+            return invalid("secret", "is required");
         }
         Ok(())
     }

@@ -99,6 +99,8 @@ impl Simulation {
             .into_iter()
             .map(|(device_id, secret)| AgentConfig {
                 device_id,
+                sn: String::new(),
+                model: String::new(),
                 secret,
                 edges: self.edges.clone(),
                 ca_file: self.ca_file.clone().unwrap_or_default(),

@@ -284,10 +284,11 @@ impl Agent {
         )
         .await
         .ok()?;
+        let by_hardware = !self.config.sn.is_empty();
         let login = Pdu::Login(Login {
-            device_id: Some(self.config.device_id.clone()),
-            sn: None,
-            model: None,
+            device_id: (!by_hardware).then(|| self.config.device_id.clone()),
+            sn: by_hardware.then(|| self.config.sn.clone()),
+            model: by_hardware.then(|| self.config.model.clone()),
             secret: self.config.secret.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         });
@@ -316,7 +317,10 @@ impl Agent {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        tracing::info!(edge = %target.url, "connected");
+        tracing::info!(edge = %target.url, device = %ok.device_id, "connected");
+        // A device that logs in by serial number learns its id here; log uploads
+        // authenticate with it.
+        self.config.device_id.clone_from(&ok.device_id);
         self.edge_host.clone_from(&target.host);
         if let Some(logins) = &self.logins {
             logins.fetch_add(1, Ordering::Relaxed);

@@ -54,6 +54,8 @@ fn config(site: &Site, id: &str, secret: &str, state: &std::path::Path) -> Agent
     scripts.insert("sleep".to_string(), PathBuf::from("/bin/sleep"));
     AgentConfig {
         device_id: id.into(),
+        sn: String::new(),
+        model: String::new(),
         secret: secret.into(),
         edges: vec![format!("wss://localhost:{}/devices", site.device_port)],
         ca_file: site.api.data_dir.join("tls/ca.crt"),
@@ -193,6 +195,8 @@ fn a_command_id_runs_at_most_once_even_across_a_restart() {
     let state = tempfile::tempdir().expect("state dir");
     let site_less = AgentConfig {
         device_id: "1".into(),
+        sn: String::new(),
+        model: String::new(),
         secret: "s".into(),
         edges: vec!["wss://localhost:1/devices".into()],
         ca_file: PathBuf::from("unused"),

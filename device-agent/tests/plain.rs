@@ -108,6 +108,55 @@ async fn an_agent_logs_in_over_plain_websocket_without_a_ca() {
 }
 
 #[tokio::test]
+async fn an_agent_logs_in_by_serial_number_and_model_and_learns_its_id() {
+    let site = spawn_plain_edge().await;
+    let d = site.api.device("by-sn", "SN-BY-SN").await;
+    let id = d["id"].as_str().expect("id");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = load(
+        dir.path(),
+        &format!(
+            "sn = \"SN-BY-SN\"\nmodel = \"Raspberry Pi 4\"\nsecret = {:?}\nedges = [{:?}]\nca_file = \"\"\nstate_dir = {:?}\n",
+            d["secret"].as_str().expect("secret"),
+            site.ws_url(),
+            dir.path().join("state"),
+        ),
+    )
+    .expect("sn and model stand for the device id");
+    let agent = Agent::new(config).expect("agent");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    assert!(site.online(id).await, "the device is online under its id");
+    let c = site.get_status(id).await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    let _ = stop.send(true);
+    let end = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the agent stops")
+        .expect("task");
+    assert_eq!(end, End::Shutdown);
+
+    // One identity, whole: an id and a serial number together, or half of the pair,
+    // is refused and names the field.
+    for (toml, field) in [
+        (
+            "device_id = \"1\"\nsn = \"S\"\nmodel = \"M\"\n",
+            "device_id",
+        ),
+        ("sn = \"S\"\n", "model"),
+        ("model = \"M\"\n", "sn"),
+        ("", "device_id"),
+    ] {
+        let text =
+            format!("{toml}secret = \"s\"\nedges = [\"ws://edge:9444/devices\"]\nca_file = \"\"\n");
+        match load(dir.path(), &text) {
+            Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{toml}"),
+            other => panic!("{toml}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn simulated_devices_log_in_over_plain_websocket_from_several_sources() {
     let site = spawn_plain_edge().await;
     let mut devices = Vec::new();

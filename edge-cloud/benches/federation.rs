@@ -1,4 +1,4 @@
-//! Federation benchmarks (DESIGN §8), printed, never asserted:
+//! Federation benchmarks (docs/design.md §8), printed, never asserted:
 //!
 //! - change propagation latency, center -> edge and edge -> center, p50/p99: a write
 //!   through one node's API until the row is in the other node's database;

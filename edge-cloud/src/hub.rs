@@ -1,4 +1,4 @@
-//! The device hub: the edge's WebSocket endpoint for devices (DESIGN §4).
+//! The device hub: the edge's WebSocket endpoint for devices (docs/design.md §4).
 //!
 //! One task per connection, holding as little as possible while idle: the TLS and
 //! WebSocket handshake and the login run boxed, so their state is freed once the

@@ -192,7 +192,7 @@ impl Uplink {
     /// Takes in a device homed elsewhere (or registered at the center and not yet
     /// here): the center checks its credentials and makes this edge its home, and
     /// the device's rows arrive by sync. Refused when the center is not reachable,
-    /// as DESIGN §5 asks: only the center may move a device.
+    /// as docs/design.md §5 asks: only the center may move a device.
     pub async fn roam(&self, name: LoginName<'_>, secret: &str) -> Result<i64, RoamError> {
         let out = self
             .to_center

@@ -1,4 +1,4 @@
-//! Who may author what (DESIGN §5 "Trust"). The center is the authority for the
+//! Who may author what (docs/design.md §5 "Trust"). The center is the authority for the
 //! fleet; an edge is trusted only for its own site. Every change an edge sends is
 //! checked here, at the center, before it is merged: against the table and field it
 //! writes, against the center's own record of the row (which edge is its home), and

@@ -1,4 +1,4 @@
-//! The federation link between an edge and the center (DESIGN §5): one TLS WebSocket
+//! The federation link between an edge and the center (docs/design.md §5): one TLS WebSocket
 //! the edge dials, over which both sides stream their change logs to each other and
 //! merge what they receive (`docs/sync.md`). The center accepts and authenticates
 //! links (`center-cloud`), the edge dials and redials (`edge-cloud`); what both ends

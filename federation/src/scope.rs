@@ -1,5 +1,5 @@
 //! Which changes a peer gets. An edge sends the center everything; the center sends
-//! an edge only what concerns its site (DESIGN §5): its devices, their memberships,
+//! an edge only what concerns its site (docs/design.md §5): its devices, their memberships,
 //! commands and desired configuration, and the groups. A device that moves to the
 //! edge arrives whole, with what hangs on it; an edge whose device moved away learns
 //! only the new home, and drops its copy.

@@ -188,7 +188,7 @@ async fn write_queued(node: Arc<Node>) {
 }
 
 /// Records device events in one statement (they come in storms) and queues them for
-/// the center, where an edge's device events end up too (DESIGN §5).
+/// the center, where an edge's device events end up too (docs/design.md §5).
 pub async fn record_many<C: ConnectionTrait>(
     db: &C,
     replica: &Replica,

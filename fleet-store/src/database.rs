@@ -176,12 +176,9 @@ async fn wal(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Copies SQLite's write-ahead log into the database file every second, without
-/// blocking writers (a passive checkpoint), so the log stays small; nothing to do on
-/// MySQL. Runs until dropped.
+/// blocking writers (a passive checkpoint), so the log stays small. For SQLite only.
+/// Runs until dropped.
 pub async fn checkpoint_forever(db: DatabaseConnection) {
-    if db.get_database_backend() != DbBackend::Sqlite {
-        return;
-    }
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

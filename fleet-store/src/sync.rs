@@ -1,4 +1,4 @@
-//! Change-sync between two nodes' databases (DESIGN §5; `docs/sync.md` explains it).
+//! Change-sync between two nodes' databases (docs/design.md §5; `docs/sync.md` explains it).
 //!
 //! A sender streams its change log from the cursor the receiver acknowledged. The
 //! receiver merges each change field by field: a field takes the incoming value only

@@ -230,7 +230,9 @@ where
     let node = Arc::new(node);
     let loops = Loops::default();
     loops.spawn(fleet_node::accounts::watch(node.clone()));
-    loops.spawn(fleet_store::checkpoint_forever(node.db.clone()));
+    if sea_orm::ConnectionTrait::get_database_backend(&node.db) == sea_orm::DbBackend::Sqlite {
+        loops.spawn(fleet_store::checkpoint_forever(node.db.clone()));
+    }
     loops.spawn(fleet_node::node::compact_forever(
         node.clone(),
         settings.change_log_retain,

@@ -160,6 +160,7 @@ async fn openapi_documents_every_route_and_docs_are_served() {
         ("/api/v1/edges", "get"),
         ("/api/v1/edges", "post"),
         ("/api/v1/edges/{id}", "get"),
+        ("/api/v1/edges/{id}", "patch"),
         ("/api/v1/edges/{id}", "delete"),
         ("/api/v1/edges/{id}/secret", "post"),
         ("/api/v1/devices/{id}/commands", "get"),

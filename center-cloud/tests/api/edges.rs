@@ -84,3 +84,52 @@ async fn edges_are_admin_only() {
     let (_, body) = app.get("/api/v1/edges").await;
     assert_eq!(body["data"]["total"], 0);
 }
+
+#[tokio::test]
+async fn an_edge_is_renamed_and_moved_to_another_site_by_an_admin() {
+    let app = spawn_app().await;
+    let (_, a) = app
+        .post(
+            "/api/v1/edges",
+            json!({"name": "edge-a", "site": "shanghai"}),
+        )
+        .await;
+    app.post("/api/v1/edges", json!({"name": "edge-b"})).await;
+    let id = a["data"]["id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/edges/{id}");
+
+    let (status, body) = app.patch(&path, json!({"site": "chengdu"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["site"], "chengdu");
+    assert_eq!(body["data"]["name"], "edge-a", "an absent field stays");
+    assert_eq!(body["data"]["worker_id"], a["data"]["worker_id"]);
+    let (status, body) = app.patch(&path, json!({"name": "edge-c"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = app.get(&path).await;
+    assert_eq!(
+        (body["data"]["name"].as_str(), body["data"]["site"].as_str()),
+        (Some("edge-c"), Some("chengdu"))
+    );
+    // Keeping its own name is no conflict.
+    let (status, _) = app.patch(&path, json!({"name": "edge-c"})).await;
+    assert_eq!(status, 200);
+
+    // Bad input changes nothing and names the field.
+    let (status, body) = app.patch(&path, json!({"name": "edge-b"})).await;
+    assert_error(status, &body, 409, "ALREADY_EXISTS", Some("name"));
+    let (status, body) = app.patch(&path, json!({"name": ""})).await;
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("name"));
+    let (status, body) = app.patch(&path, json!({"site": "x".repeat(129)})).await;
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("site"));
+    let (status, body) = app.patch("/api/v1/edges/42", json!({"site": "y"})).await;
+    assert_error(status, &body, 404, "NOT_FOUND", None);
+    let (_, body) = app.get(&path).await;
+    assert_eq!(body["data"]["name"], "edge-c");
+    assert_eq!(body["data"]["site"], "chengdu");
+
+    let (_, op) = app.user("oper", "operator", &[]).await;
+    let (status, body) = app
+        .call(Method::PATCH, &path, Some(&op), Some(json!({"site": "z"})))
+        .await;
+    assert_error(status, &body, 403, "PERMISSION_DENIED", None);
+}

@@ -106,7 +106,7 @@ async fn the_seed_contract_validates_and_requires_login() {
             Method::GET,
             "/v1/devices",
             Some(&app.admin),
-            Some(json!({"sn": "x"})),
+            Some(json!({"model": " "})),
         )
         .await;
     assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("model"));
@@ -127,4 +127,55 @@ async fn the_seed_contract_validates_and_requires_login() {
     let (status, body) = app.delete("/v1/devices", Some(json!({"ids": "42"}))).await;
     assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("ids"));
     assert_eq!(app.count_devices().await, 0);
+}
+
+/// Answers the names of the devices a lookup finds, in the order given.
+async fn found(app: &crate::helpers::TestApp, lookup: serde_json::Value) -> Vec<String> {
+    let (status, body) = app
+        .call(Method::GET, "/v1/devices", Some(&app.admin), Some(lookup))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["name"].as_str().expect("a name").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn devices_are_found_by_sn_alone_or_by_a_loose_model_alone() {
+    let app = spawn_app().await;
+    for (name, model, sn) in [
+        ("a", "Raspberry Pi 4", "sn-1"),
+        ("b", "Raspberry Pi 5", "sn-1"),
+        ("c", "Jetson Nano", "sn-2"),
+        ("d", "100%_model", "sn-3"),
+    ] {
+        let mut d = lab_device();
+        d["name"] = json!(name);
+        d["hardware"] = json!({"model": model, "sn": sn});
+        let (status, body) = app.post("/v1/devices", d).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // sn alone: exact, every model, in id order.
+    assert_eq!(found(&app, json!({"sn": "sn-1"})).await, ["a", "b"]);
+    assert!(found(&app, json!({"sn": "sn"})).await.is_empty());
+    // model alone: contained, ignoring case; wildcards in it are taken literally.
+    assert_eq!(found(&app, json!({"model": "raspberry"})).await, ["a", "b"]);
+    assert_eq!(found(&app, json!({"model": "PI 5"})).await, ["b"]);
+    assert_eq!(found(&app, json!({"model": "0%_m"})).await, ["d"]);
+    assert_eq!(found(&app, json!({"model": "%"})).await, ["d"]);
+    assert_eq!(found(&app, json!({"model": "_"})).await, ["d"]);
+    // Both: exact on each, so a partial model finds nothing.
+    assert_eq!(
+        found(&app, json!({"sn": "sn-1", "model": "Raspberry Pi 5"})).await,
+        ["b"]
+    );
+    assert!(found(&app, json!({"sn": "sn-1", "model": "Raspberry"}))
+        .await
+        .is_empty());
+    // The query string takes the same lookups.
+    let (_, body) = app.get("/v1/devices?model=jetson").await;
+    assert_eq!(body["data"][0]["name"], "c");
 }

@@ -1,4 +1,4 @@
-//! The federation's trust boundary (DESIGN §5 "Trust", `docs/security.md`): a site's
+//! The federation's trust boundary (docs/design.md §5 "Trust", `docs/security.md`): a site's
 //! real credentials in hostile hands change nothing outside that site.
 
 use std::sync::Arc;
