@@ -77,6 +77,23 @@ fn load(dir: &Path, toml: &str) -> Result<AgentConfig, ConfigError> {
     AgentConfig::load(&path)
 }
 
+/// Runs an agent until device `id` is online at the site and has answered a
+/// `get_status`, then stops it.
+async fn runs_a_command_then_stops(site: &Site, config: AgentConfig, id: &str) {
+    let agent = Agent::new(config).expect("agent");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    assert!(site.online(id).await, "device {id} is online at the edge");
+    let c = site.get_status(id).await;
+    assert_eq!(c["state"], "succeeded", "{c}");
+    let _ = stop.send(true);
+    let end = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the agent stops")
+        .expect("task");
+    assert_eq!(end, End::Shutdown);
+}
+
 #[tokio::test]
 async fn an_agent_logs_in_over_plain_websocket_without_a_ca() {
     let site = spawn_plain_edge().await;
@@ -93,18 +110,7 @@ async fn an_agent_logs_in_over_plain_websocket_without_a_ca() {
         ),
     )
     .expect("a ws:// edge needs no CA file");
-    let agent = Agent::new(config).expect("agent");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(agent.run(stopped));
-    assert!(site.online(id).await, "the device is online at the edge");
-    let c = site.get_status(id).await;
-    assert_eq!(c["state"], "succeeded", "{c}");
-    let _ = stop.send(true);
-    let end = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the agent stops")
-        .expect("task");
-    assert_eq!(end, End::Shutdown);
+    runs_a_command_then_stops(&site, config, id).await;
 }
 
 #[tokio::test]
@@ -123,18 +129,7 @@ async fn an_agent_logs_in_by_serial_number_and_model_and_learns_its_id() {
         ),
     )
     .expect("sn and model stand for the device id");
-    let agent = Agent::new(config).expect("agent");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(agent.run(stopped));
-    assert!(site.online(id).await, "the device is online under its id");
-    let c = site.get_status(id).await;
-    assert_eq!(c["state"], "succeeded", "{c}");
-    let _ = stop.send(true);
-    let end = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the agent stops")
-        .expect("task");
-    assert_eq!(end, End::Shutdown);
+    runs_a_command_then_stops(&site, config, id).await;
 
     // One identity, whole: an id and a serial number together, or half of the pair,
     // is refused and names the field.
