@@ -158,6 +158,32 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<table::Model, A
         .ok_or_else(|| ApiError::not_found(format!("no edge with id {id}")))
 }
 
+/// Checks the fields given: a name of 1 to 128 characters, a site of at most 128.
+fn check_fields(name: Option<&str>, site: Option<&str>) -> Result<(), ApiError> {
+    if let Some(name) = name {
+        check_text("name", name, 128, true)?;
+    }
+    if let Some(site) = site {
+        check_text("site", site, 128, false)?;
+    }
+    Ok(())
+}
+
+/// 409 naming `name` when another edge has it.
+async fn name_free<C: ConnectionTrait>(db: &C, name: &str) -> Result<(), ApiError> {
+    let taken = table::Entity::find()
+        .filter(table::Column::Name.eq(name))
+        .one(db)
+        .await?;
+    match taken {
+        Some(_) => Err(ApiError::exists(
+            "name",
+            format!("edge {name} already exists"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Register an edge cloud. The answer carries its secret; it is never shown again.
 #[utoipa::path(post, path = "/api/v1/edges", tag = "edges", request_body = NewEdge,
     security(("bearer" = [])),
@@ -170,25 +196,14 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let new: NewEdge = input::json(&body)?;
-    check_text("name", &new.name, 128, true)?;
-    check_text("site", &new.site, 128, false)?;
+    check_fields(Some(&new.name), Some(&new.site))?;
     let secret = generate_secret();
     let (core, new, secret_hash) = (&**node, &new, hash_secret(&secret));
     let (id, m) = node
         .transact(|txn| {
             let secret_hash = secret_hash.clone();
             async move {
-                if table::Entity::find()
-                    .filter(table::Column::Name.eq(new.name.as_str()))
-                    .one(&*txn)
-                    .await?
-                    .is_some()
-                {
-                    return Err(ApiError::exists(
-                        "name",
-                        format!("edge {} already exists", new.name),
-                    ));
-                }
+                name_free(&*txn, &new.name).await?;
                 let worker_id = next_worker(&*txn).await?;
                 let now = fleet_store::now_ms();
                 let id = core.replica.new_id();
@@ -277,27 +292,13 @@ pub async fn update(
     caller.require_admin()?;
     let id = parse_id("id", &path)?;
     let patch: EdgePatch = input::json(&body)?;
-    if let Some(name) = &patch.name {
-        check_text("name", name, 128, true)?;
-    }
-    if let Some(site) = &patch.site {
-        check_text("site", site, 128, false)?;
-    }
+    check_fields(patch.name.as_deref(), patch.site.as_deref())?;
     let patch = &patch;
     let m = node
         .transact(|txn| async move {
             let edge = find(&*txn, id).await?;
             if let Some(name) = patch.name.as_deref().filter(|n| *n != edge.name) {
-                let taken = table::Entity::find()
-                    .filter(table::Column::Name.eq(name))
-                    .one(&*txn)
-                    .await?;
-                if taken.is_some() {
-                    return Err(ApiError::exists(
-                        "name",
-                        format!("edge {name} already exists"),
-                    ));
-                }
+                name_free(&*txn, name).await?;
             }
             let mut active: table::ActiveModel = edge.into();
             if let Some(name) = &patch.name {
