@@ -65,7 +65,6 @@ start_mariadb() {
   "$client" --no-defaults --socket="$work/mariadb.sock" -uroot -e "
     CREATE USER 'fleet'@'127.0.0.1' IDENTIFIED BY 'fleet';
     GRANT ALL PRIVILEGES ON *.* TO 'fleet'@'127.0.0.1';
-    CREATE DATABASE center_shell;
     CREATE DATABASE edge_shell;"
   mysql_url="mysql://fleet:fleet@127.0.0.1:$db_port"
 }

@@ -2,20 +2,22 @@
 # The one test command: installs what is missing (MariaDB, Galera, jq), starts a
 # throwaway MariaDB on loopback, runs the workspace tests on SQLite and on MariaDB,
 # then the multi-writer tests on a three-node Galera cluster (two center replicas
-# writing through two nodes), starts a center on MariaDB and runs the shell suite
-# against it, then stops everything.
+# writing through two nodes), runs the shell suites against a standalone edge and
+# against a whole federation on MariaDB (twice, with a reset between), then stops
+# everything.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 work=$(mktemp -d /tmp/fleet-tests.XXXXXX)
-center_pid=""
+federation_pid=""
 edge_pid=""
 
 say() { printf '==> %s\n' "$*"; }
 
 cleanup() {
-  if [[ -n "$center_pid" ]]; then kill "$center_pid" 2>/dev/null || true; wait "$center_pid" 2>/dev/null || true; fi
+  # local-federation stops its center, edges and simulators on SIGTERM.
+  if [[ -n "$federation_pid" ]]; then kill "$federation_pid" 2>/dev/null || true; wait "$federation_pid" 2>/dev/null || true; fi
   if [[ -n "$edge_pid" ]]; then kill "$edge_pid" 2>/dev/null || true; wait "$edge_pid" 2>/dev/null || true; fi
   stop_mariadb
   stop_galera
@@ -80,20 +82,35 @@ EDGE_URL="https://127.0.0.1:$edge_port" EDGE_CA="$work/edge/tls/ca.crt" EDGE_ADM
   bash tests/shell/edge.sh >"$work/shell-edge.log" || { cat "$work/shell-edge.log"; exit 1; }
 tail -n 1 "$work/shell-edge.log"
 
-say "shell suite against a center on MariaDB"
-center_port=$(free_port)
-CENTER_ADMIN_PASSWORD=shell-admin-pw \
-  "$root/target/debug/center-cloud" serve --listen "127.0.0.1:$center_port" \
-  --data-dir "$work/center" --database-url "$mysql_url/center_shell" \
-  >"$work/center.log" 2>&1 &
-center_pid=$!
-for _ in $(seq 1 100); do
-  if curl -fsS --cacert "$work/center/tls/ca.crt" "https://127.0.0.1:$center_port/readyz" >/dev/null 2>&1; then break; fi
+say "shell suites against a federation on MariaDB: a center, two edges, simulated devices"
+"$root/target/debug/local-federation" --bin-dir "$root/target/debug" --data-dir "$work/federation" \
+  --port-base 0 --devices 10 --database-url "$mysql_url/fed" >"$work/federation.log" 2>&1 &
+federation_pid=$!
+for _ in $(seq 1 600); do
+  if [[ -e "$work/federation/endpoints.json" ]] || ! kill -0 "$federation_pid" 2>/dev/null; then break; fi
   sleep 0.2
 done
-export CENTER_URL="https://127.0.0.1:$center_port" CENTER_CA="$work/center/tls/ca.crt" CENTER_ADMIN_PASSWORD=shell-admin-pw
-# Suite, reset, suite again: proves the suite is repeatable and reset restores the start.
-bash tests/shell/center.sh >"$work/shell-first.log" || { cat "$work/shell-first.log"; exit 1; }
-tail -n 1 "$work/shell-first.log"
-bash tests/shell/reset.sh
-bash tests/shell/center.sh
+[[ -e "$work/federation/endpoints.json" ]] || { cat "$work/federation.log"; exit 1; }
+export FEDERATION_DIR="$work/federation"
+endpoints="$FEDERATION_DIR/endpoints.json"
+admin_password=$(jq -r .admin_password "$FEDERATION_DIR/state.json")
+
+# shell_suites LABEL: the center, site and federation suites against the federation.
+shell_suites() {
+  local log="$work/shell-$1.log"
+  CENTER_URL=$(jq -r .center.api_url "$endpoints") CENTER_CA=$(jq -r .center.ca "$endpoints") \
+    CENTER_ADMIN_PASSWORD="$admin_password" bash tests/shell/center.sh >"$log" 2>&1 ||
+    { cat "$log"; return 1; }
+  tail -n 1 "$log" | sed 's/^/center:     /'
+  EDGE_URL=$(jq -r '.edges[0].api_url' "$endpoints") EDGE_CA=$(jq -r '.edges[0].ca' "$endpoints") \
+    EDGE_ID=$(jq -r '.edges[0].id' "$endpoints") EDGE_DEVICE_URL=$(jq -r '.edges[0].devices_url' "$endpoints") \
+    EDGE_ADMIN_PASSWORD="$admin_password" AGENT_BIN="$root/target/debug/device-agent" \
+    bash tests/shell/edge.sh >"$log" 2>&1 || { cat "$log"; return 1; }
+  tail -n 1 "$log" | sed 's/^/edge-1:     /'
+  bash tests/shell/federation.sh >"$log" 2>&1 || { cat "$log"; return 1; }
+  tail -n 1 "$log" | sed 's/^/federation: /'
+}
+# Suites, reset, suites again: proves they are repeatable and reset restores the start.
+shell_suites first
+bash tests/shell/reset.sh | tail -n 1
+shell_suites second

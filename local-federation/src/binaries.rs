@@ -54,7 +54,9 @@ impl Binaries {
         if !cfg!(debug_assertions) {
             command.arg("--release");
         }
-        for package in [CENTER, EDGE, AGENT] {
+        // This package too, so that features resolve as they did for `cargo run -p
+        // local-federation`, and nothing already built is built again.
+        for package in [env!("CARGO_PKG_NAME"), CENTER, EDGE, AGENT] {
             command.arg("-p").arg(package);
         }
         let output = command

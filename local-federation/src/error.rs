@@ -33,6 +33,12 @@ pub enum Error {
         log: PathBuf,
         tail: String,
     },
+    #[error("{action}")]
+    Database {
+        action: String,
+        #[source]
+        source: sea_orm::DbErr,
+    },
     #[error("center API, {action}: {message}")]
     Api { action: String, message: String },
     #[error("{0}")]

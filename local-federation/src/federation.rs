@@ -15,11 +15,12 @@ use tokio::time::MissedTickBehavior;
 use crate::binaries::Binaries;
 use crate::center::{describe, https_client, Center};
 use crate::console::{Console, EdgeView, Welcome};
+use crate::databases::Databases;
 use crate::error::Error;
-use crate::layout::{Layout, Ports};
+use crate::layout::{edge_name, Layout, Ports};
 use crate::process::{stop_all, Process};
 use crate::registration::{self, GROUP_ALL};
-use crate::state::{write_credentials, State, StateFile};
+use crate::state::{write_credentials, write_private, State, StateFile};
 use crate::summary::Tally;
 
 /// How long a process may take to listen and answer `/readyz`.
@@ -46,6 +47,7 @@ pub struct Options {
     pub edges: usize,
     pub devices: usize,
     pub port_base: u16,
+    pub database_url: Option<String>,
     pub bin_dir: Option<PathBuf>,
     pub once: bool,
 }
@@ -54,6 +56,7 @@ pub struct Options {
 /// group command finished), then stops every process it started.
 pub async fn run(options: Options) -> Result<(), Error> {
     let console = Console::new();
+    let databases = Databases::new(options.database_url.as_deref())?;
     let binaries = match &options.bin_dir {
         Some(dir) => Binaries::in_dir(dir)?,
         None => {
@@ -73,6 +76,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
     std::fs::create_dir_all(layout.logs())
         .map_err(Error::io(format!("creating {}", layout.logs().display())))?;
     let _lock = lock(&layout.lock_file())?;
+    // A script must never find the ports of an earlier run.
+    remove_stale(&layout.endpoints_file())?;
     let state_file = StateFile::new(layout.state_file());
     let state = match state_file.load()? {
         Some(state) => {
@@ -118,6 +123,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
         state_file,
         state,
         ports,
+        databases,
         edges,
         devices,
         once: options.once,
@@ -133,6 +139,15 @@ pub async fn run(options: Options) -> Result<(), Error> {
     };
     federation.fleet.stop(&federation.console).await;
     outcome
+}
+
+fn remove_stale(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Takes the data directory for this run: two runs on one directory would share
@@ -251,6 +266,7 @@ struct Federation {
     state_file: StateFile,
     state: State,
     ports: Ports,
+    databases: Databases,
     edges: usize,
     devices: usize,
     once: bool,
@@ -260,6 +276,9 @@ struct Federation {
 
 impl Federation {
     async fn operate(&mut self) -> Result<(), Error> {
+        self.databases
+            .create((0..self.edges).map(edge_name))
+            .await?;
         let (center, endpoints) = self.start_center().await?;
         if !self.state.edges.is_empty() {
             self.check_known(&center).await?;
@@ -276,6 +295,7 @@ impl Federation {
         let edges = self.start_edges(&center, &endpoints.second_url).await?;
         self.start_simulators(&center, &edges).await?;
         let group_all = self.state.group_all.clone().unwrap_or_default();
+        self.publish(&endpoints, &edges)?;
         let welcome = Welcome {
             center_url: &endpoints.api_url,
             link_url: &endpoints.second_url,
@@ -305,6 +325,40 @@ impl Federation {
         } else {
             self.watch(&center).await
         }
+    }
+
+    /// Writes where everything listens to the endpoints file, for scripts such as
+    /// `tests/shell/federation.sh`; it holds no secret (those are in the state file).
+    fn publish(&self, center: &Endpoints, edges: &[Endpoints]) -> Result<(), Error> {
+        let edges: Vec<_> = self
+            .state
+            .edges
+            .iter()
+            .zip(edges)
+            .map(|(edge, at)| {
+                serde_json::json!({
+                    "name": edge.name,
+                    "id": edge.id,
+                    "api_url": at.api_url,
+                    "devices_url": at.second_url,
+                    "ca": self.layout.edge_ca(&edge.name),
+                })
+            })
+            .collect();
+        let endpoints = serde_json::json!({
+            "center": {
+                "api_url": center.api_url,
+                "link_url": center.second_url,
+                "ca": self.layout.center_ca(),
+            },
+            "edges": edges,
+            "agent": self.binaries.agent,
+            "state_file": self.state_file.path(),
+        });
+        write_private(
+            &self.layout.endpoints_file(),
+            endpoints.to_string().as_bytes(),
+        )
     }
 
     /// A command for one of the binaries, run in `dir`.
@@ -340,6 +394,9 @@ impl Federation {
             // Used only when the database has no account yet, i.e. on the first start;
             // passing it every time also covers a first start that failed half-way.
             .env("CENTER_ADMIN_PASSWORD", &self.state.admin_password);
+        if let Some(url) = self.databases.center() {
+            command.env("CENTER_DATABASE_URL", url);
+        }
         self.console.say("starting the center");
         let process = self.fleet.center.insert(Process::spawn(
             "center",
@@ -415,6 +472,9 @@ impl Federation {
                 // would show it.
                 .env("EDGE_EDGE_SECRET", &edge.secret)
                 .env("EDGE_ADMIN_PASSWORD", &self.state.admin_password);
+            if let Some(url) = self.databases.edge(&edge.name) {
+                command.env("EDGE_DATABASE_URL", url);
+            }
             self.fleet.edges.push(Process::spawn(
                 &edge.name,
                 command,

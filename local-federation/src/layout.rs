@@ -25,6 +25,11 @@ impl Layout {
         self.root.join("state.json")
     }
 
+    /// Where the running federation's nodes listen (see `Federation::publish`).
+    pub fn endpoints_file(&self) -> PathBuf {
+        self.root.join("endpoints.json")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("lock")
     }

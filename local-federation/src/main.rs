@@ -4,6 +4,7 @@
 mod binaries;
 mod center;
 mod console;
+mod databases;
 mod error;
 mod federation;
 mod layout;
@@ -24,7 +25,7 @@ use clap::Parser;
     version,
     about = "Runs a whole federation on this machine: a center, edges and simulated devices",
     long_about = "Runs a whole federation on this machine: a center, edges and a device \
-                  simulator per edge, all on SQLite with generated development TLS. The first \
+                  simulator per edge, all on SQLite (or one MySQL server) with generated development TLS. The first \
                   run registers the edges and devices through the center's API and keeps their \
                   credentials in DATA_DIR/state.json; later runs reuse them. Ctrl-C stops \
                   everything."
@@ -43,6 +44,11 @@ struct Cli {
     /// site API and its device endpoint. 0 lets each process pick a free port.
     #[arg(long, default_value_t = 8443)]
     port_base: u16,
+    /// A MySQL/MariaDB server for the center and the edges instead of SQLite, e.g.
+    /// mysql://user:pass@127.0.0.1:3306/fed. Each node gets its own database, named
+    /// after the URL's (default `federation`): fed_center, fed_edge_1, fed_edge_2...
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Take center-cloud, edge-cloud and device-agent from DIR instead of building them.
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
@@ -59,6 +65,7 @@ async fn main() -> ExitCode {
         edges: usize::from(cli.edges),
         devices: cli.devices,
         port_base: cli.port_base,
+        database_url: cli.database_url,
         bin_dir: cli.bin_dir,
         once: cli.once,
     })

@@ -125,7 +125,7 @@ pub fn write_credentials<'a>(
 }
 
 /// Replaces `path` with `bytes`, readable by the owner only (mode 0600).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(".new");
     let temp = PathBuf::from(temp);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared helpers for the center's curl + jq scripts (center.sh, reset.sh).
+# Shared helpers of the curl + jq scripts (center.sh, edge.sh, federation.sh, reset.sh).
 # Source it; do not run it.
 #
 # Configuration (environment):
@@ -8,6 +8,8 @@
 #   CENTER_ADMIN_USER      admin username            (default admin)
 #   CENTER_ADMIN_PASSWORD  admin password            (required)
 #   CENTER_CURL_TIMEOUT    seconds per request       (default 60)
+#   PACE_S                 when set, print every call with its answer and pause this
+#                          many seconds after its checks, so a person can follow
 #
 # Requests: `call TOKEN METHOD PATH [BODY [CONTENT_TYPE]]` sets the globals
 #   STATUS   the HTTP status code ("000" when the request failed outright)
@@ -27,6 +29,9 @@ CENTER_CA=${CENTER_CA:-}
 CENTER_ADMIN_USER=${CENTER_ADMIN_USER:-admin}
 CENTER_ADMIN_PASSWORD=${CENTER_ADMIN_PASSWORD:-}
 CENTER_CURL_TIMEOUT=${CENTER_CURL_TIMEOUT:-60}
+PACE_S=${PACE_S:-}
+AGENT_BIN=${AGENT_BIN:-}
+PACE_DUE=0
 
 PASSED=0
 FAILED=0
@@ -46,7 +51,18 @@ LIB_TMP=$(mktemp -d "${TMPDIR:-/tmp}/center-shell.XXXXXX") || {
     echo "cannot create a temporary directory" >&2
     exit 2
 }
-trap 'rm -rf "$LIB_TMP"' EXIT
+# Background processes a script started (device agents), killed on any exit.
+BG_PIDS=()
+lib_cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    rm -rf "$LIB_TMP"
+}
+trap lib_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # die MESSAGE: a setup problem that makes going on pointless.
 die() {
@@ -104,6 +120,65 @@ call() {
         BODY=$(cat "$LIB_TMP/body")
     fi
     HEADERS=$(tr -d '\r' <"$LIB_TMP/headers")
+    if [[ -n $PACE_S && -z ${PACE_QUIET-} ]]; then
+        show_call "$method" "$path" "${4-}"
+    fi
+}
+
+# masked TEXT: TEXT on one line with passwords, tokens and secrets blanked, cut to
+# 300 characters.
+masked() {
+    local s
+    s=$(tr '\n' ' ' <<<"$1" |
+        sed -E 's/"(password|token|secret)" *: *"[^"]*"/"\1":"…"/g')
+    if ((${#s} > 300)); then
+        s="${s:0:300}..."
+    fi
+    printf '%s' "$s"
+}
+
+# show_call METHOD PATH [BODY]: the request and the answer of the last call, for
+# PACE_S; the pause comes after the checks that read it.
+show_call() {
+    printf '> %s %s%s\n' "$1" "$CENTER_URL$2" "${3:+ $(masked "$3")}"
+    printf '< %s %s\n' "$STATUS" "$(masked "$BODY")"
+    PACE_DUE=1
+}
+
+# pace: after the checks of a shown call, wait PACE_S seconds.
+pace() {
+    if ((PACE_DUE)); then
+        PACE_DUE=0
+        sleep "$PACE_S"
+    fi
+}
+
+now_ms() {
+    date +%s%3N
+}
+
+# poll SECONDS COMMAND...: runs COMMAND every quarter second until it succeeds or
+# SECONDS have passed; returns whether it succeeded. COMMAND usually makes a `call`,
+# so its last answer is left in STATUS and BODY for the check that follows. Under
+# PACE_S only that last answer is shown, with the number of tries.
+poll() {
+    local until=$(($(now_ms) + $1 * 1000)) tries=0 ok=1
+    shift
+    while :; do
+        tries=$((tries + 1))
+        if PACE_QUIET=1 "$@"; then
+            ok=0
+            break
+        fi
+        (($(now_ms) >= until)) && break
+        sleep 0.25
+    done
+    if [[ -n $PACE_S ]]; then
+        printf '# polled %d time(s): %s\n' "$tries" "$*"
+        printf '< %s %s\n' "$STATUS" "$(masked "$BODY")"
+        PACE_DUE=1
+    fi
+    return "$ok"
 }
 
 # call_h "NAME: VALUE" TOKEN METHOD PATH [BODY [CONTENT_TYPE]]: call with one extra
@@ -156,11 +231,13 @@ snippet() {
 pass() {
     PASSED=$((PASSED + 1))
     printf 'ok   - %s\n' "$1"
+    pace
 }
 
 fail() {
     FAILED=$((FAILED + 1))
     printf 'FAIL - %s (%s)\n' "$1" "$2"
+    pace
 }
 
 # section TITLE: a comment line between groups of checks.
@@ -241,4 +318,91 @@ summary() {
 admin_login() {
     login "$CENTER_ADMIN_USER" "$CENTER_ADMIN_PASSWORD"
     [[ -n $LOGIN_TOKEN ]] || die "admin login as $CENTER_ADMIN_USER failed: HTTP $STATUS $(snippet)"
+}
+
+# The helpers below ask the node the last `call` went to, as the admin token ADM.
+
+# command_in STATE ID: command ID is in STATE now.
+command_in() {
+    call "$ADM" GET "/api/v1/commands/$2"
+    [[ $STATUS == 200 && $(jval '.data.state') == "$1" ]]
+}
+
+# online_is true|false DEVICE: what the device's status at its edge says about its
+# presence.
+online_is() {
+    call "$ADM" GET "/api/v1/devices/$2/status"
+    [[ $STATUS == 200 && $(jval '.data.online') == "$1" ]]
+}
+
+# reported DEVICE: the device is online and its status carries an agent version.
+reported() {
+    online_is true "$1" && [[ -n $(jval '.data.status.agent_version // empty') ]]
+}
+
+# config_version_is VERSION DEVICE: the device reported running that configuration.
+config_version_is() {
+    call "$ADM" GET "/api/v1/devices/$2/status"
+    [[ $STATUS == 200 && $(jval '.data.config_version') == "$1" ]]
+}
+
+# events_found QUERY: GET /api/v1/events?QUERY lists at least one event.
+events_found() {
+    call "$ADM" GET "/api/v1/events?$1"
+    [[ $STATUS == 200 && $(jval '.data.total') -ge 1 ]]
+}
+
+# in_range VALUE LOW HIGH: LOW <= VALUE <= HIGH (integers; empty counts as 0).
+in_range() {
+    local v=${1:-0}
+    ((v >= $2 && v <= $3))
+}
+
+# metric NAME: the value of an unlabelled (or fully labelled) sample in the last body.
+metric() {
+    awk -v n="$1" '$1 == n {print $2}' <<<"$BODY"
+}
+
+# toml_str VALUE: VALUE as a TOML basic string (JSON string escapes are valid TOML).
+toml_str() {
+    jq -n --arg s "$1" '$s'
+}
+
+# agent_toml FILE STATE_DIR EDGE_URL CA_FILE KEY=VALUE...: writes the configuration
+# of an agent that dials one edge, reports every second, may run /bin/echo as
+# `echo`, and has the given string settings (device_id, secret, sn, model, log_path).
+agent_toml() {
+    local file=$1 state=$2 edge=$3 ca=$4 kv
+    shift 4
+    {
+        for kv in "$@"; do
+            printf '%s = %s\n' "${kv%%=*}" "$(toml_str "${kv#*=}")"
+        done
+        printf 'edges = [%s]\n' "$(toml_str "$edge")"
+        printf 'ca_file = %s\n' "$(toml_str "$ca")"
+        printf 'report_interval_s = 1\n'
+        printf 'state_dir = %s\n' "$(toml_str "$state")"
+        printf 'backoff_cap_s = 2\n'
+        printf '[scripts]\n'
+        printf 'echo = "/bin/echo"\n'
+    } >"$file"
+}
+
+# start_agent CONFIG LOG: runs AGENT_BIN in the background; its PID in AGENT_PID.
+# (env execs the agent, so the PID is the agent's; AGENT_EDGES would override edges.)
+start_agent() {
+    env -u AGENT_EDGES "$AGENT_BIN" run --config "$1" >"$2" 2>&1 &
+    AGENT_PID=$!
+    BG_PIDS+=("$AGENT_PID")
+}
+
+# stop_agent: kills the agent started last and waits for it.
+stop_agent() {
+    kill "$AGENT_PID" 2>/dev/null
+    wait "$AGENT_PID" 2>/dev/null
+    local keep=() pid
+    for pid in "${BG_PIDS[@]}"; do
+        [[ $pid == "$AGENT_PID" ]] || keep+=("$pid")
+    done
+    BG_PIDS=("${keep[@]}")
 }

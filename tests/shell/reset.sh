@@ -9,23 +9,45 @@
 #   CENTER_CA              CA file to trust; empty: curl's default trust store
 #   CENTER_ADMIN_USER      default admin
 #   CENTER_ADMIN_PASSWORD  required
+#   FEDERATION_DIR         a running local-federation's data directory: its center is
+#                          the one reset (the three above are read from there), and
+#                          what it started with stays: its edges, its simulated
+#                          devices and their group `all`
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh disable=SC1091
 . "$HERE/lib.sh"
 
-require_tools
-admin_login
-ADM=$LOGIN_TOKEN
+# Ids that are part of the starting state, one per line.
+KEEP=$LIB_TMP/keep
+: >"$KEEP"
+if [[ -n ${FEDERATION_DIR-} ]]; then
+    # shellcheck source=federation-env.sh disable=SC1091
+    . "$HERE/federation-env.sh"
+    cat "$START_DEVICES" >"$KEEP"
+    jq -r '.edges[].id' "$ENDPOINTS" >>"$KEEP"
+    echo "$GROUP_ALL" >>"$KEEP"
+    ADM=$TOKEN_CENTER
+else
+    require_tools
+    admin_login
+    ADM=$LOGIN_TOKEN
+fi
 PROBLEMS=0
+
+# kept ID: ID belongs to the starting state.
+kept() {
+    grep -qxF "$1" "$KEEP"
+}
 
 problem() {
     PROBLEMS=$((PROBLEMS + 1))
     echo "error: $*" >&2
 }
 
-# collect PATH JQ_LINE: every item of a paged listing, one line each as JQ_LINE
-# formats it (its first tab-separated field must be the id); into $LIB_TMP/items.
+# collect PATH JQ_LINE: every item of a paged listing but those kept, one line each as
+# JQ_LINE formats it (its first tab-separated field must be the id); into
+# $LIB_TMP/items.
 collect() {
     local page=1 n
     : >"$LIB_TMP/items"
@@ -35,7 +57,9 @@ collect() {
             problem "GET $1 page $page: HTTP $STATUS $(snippet)"
             return 1
         fi
-        jval ".data.items[] | $2" >>"$LIB_TMP/items"
+        jval ".data.items[] | $2" | while IFS= read -r line; do
+            kept "${line%%$'\t'*}" || printf '%s\n' "$line"
+        done >>"$LIB_TMP/items"
         n=$(jval '.data.items | length')
         ((n < 1000)) && return 0
         page=$((page + 1))
