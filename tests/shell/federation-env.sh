@@ -42,7 +42,7 @@ SIM2=$(jq -r --arg e "$E2" '[.devices[] | select(.edge_id == $e)][0].id // empty
     die "the federation needs a simulated device at each edge (local-federation --devices 2 or more)"
 export SIM1 SIM2
 
-TOKEN_CENTER="" TOKEN_EDGE1="" TOKEN_EDGE2=""
+TOKEN_CENTER="" TOKEN_EDGE1="" TOKEN_EDGE2="" AT_NODE=""
 
 # at NODE: the calls that follow go to NODE (center, edge-1, edge-2), as its admin.
 at() {
@@ -54,7 +54,10 @@ at() {
     *) die "at: no node $1" ;;
     esac
     CURL_BASE=(curl -sS --max-time "$CENTER_CURL_TIMEOUT" --cacert "$ca")
-    [[ -z ${PACE_S-} ]] || printf '# at %s (%s)\n' "$1" "$CENTER_URL"
+    if [[ -n ${PACE_S-} && $1 != "$AT_NODE" ]]; then
+        printf '# at %s (%s)\n' "$1" "$CENTER_URL"
+    fi
+    AT_NODE=$1
 }
 
 # Each node signs its own tokens: the admin logs in at each.

@@ -358,6 +358,19 @@ in_range() {
     ((v >= $2 && v <= $3))
 }
 
+# check_gives_up DEVICE NAME: command NAME with wait and timeout_s 2, to a device that
+# is away, answers 202 queued (or 200 once expired) after those 2 s, not before.
+check_gives_up() {
+    local took
+    took=$(now_ms)
+    call "$ADM" POST "/api/v1/devices/$1/commands" "{\"name\": \"$2\", \"timeout_s\": 2, \"wait\": true}"
+    took=$(($(now_ms) - took))
+    check "wait on an offline device answers 202 queued, or 200 once expired" "$STATUS" \
+        '(.status == 202 and .data.state == "queued") or (.status == 200 and .data.state == "expired")'
+    check_true "wait gives up after timeout_s, not before (took $took ms)" \
+        in_range "$took" 1500 1000000000
+}
+
 # metric NAME: the value of an unlabelled (or fully labelled) sample in the last body.
 metric() {
     awk -v n="$1" '$1 == n {print $2}' <<<"$BODY"
