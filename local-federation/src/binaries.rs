@@ -59,6 +59,15 @@ impl Binaries {
         for package in [env!("CARGO_PKG_NAME"), CENTER, EDGE, AGENT] {
             command.arg("-p").arg(package);
         }
+        // Under `cargo run` this process has the variables cargo sets for a crate
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...). Some build scripts rerun when one
+        // of those changes (ring's does for CARGO_MANIFEST_DIR), which would rebuild
+        // half the tree here and again at the next plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_by_cargo_for_a_crate) {
+                command.env_remove(&key);
+            }
+        }
         let output = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -86,6 +95,19 @@ impl Binaries {
             agent: find(AGENT)?,
         })
     }
+}
+
+/// Whether `key` is one of the variables cargo sets for the crate it runs.
+fn set_by_cargo_for_a_crate(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 /// The executable of binary target `name` in cargo's `--message-format=json` lines.
