@@ -123,3 +123,33 @@ fn executable(report: &str, name: &str) -> Option<PathBuf> {
         })
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inner_build_loses_what_cargo_run_set_and_keeps_what_configures_cargo() {
+        for set in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(set_by_cargo_for_a_crate(set), "{set} is dropped");
+        }
+        for kept in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "CARGO_INCREMENTAL",
+        ] {
+            assert!(!set_by_cargo_for_a_crate(kept), "{kept} is kept");
+        }
+    }
+}
