@@ -111,17 +111,20 @@ for ((i = 0; i < edges; i++)); do per_edge+=($(((top + edges - 1 - i) / edges)))
 # Simulators also stay below the limit (one descriptor per session, plus their own).
 per_sim=$((limit * 85 / 100))
 # One source address has ~28k ephemeral ports, shared by every connection from it and
-# by the closed ones still in TIME_WAIT: give a large fleet many 127.0.0.x sources.
+# by the closed ones still in TIME_WAIT, and the kernel's search for a free one grows
+# with their number: with all 19,800 devices of one edge on 127.0.0.1, that search took
+# about 60 % of the simulators' CPU in a reconnect storm, which then measured the load
+# generator instead of the edge. Every 1,000 sessions get their own 127.0.0.x source.
 sources=()
-if ((spread > 0)); then
-  for ((s = 2; s < 2 + (2 * spread + 19999) / 20000 + 1; s++)); do sources+=(--source-ip "127.0.0.$s"); done
-fi
+for ((s = 2; s < 2 + ((spread > 0 ? spread : top) + 999) / 1000; s++)); do
+  sources+=(--source-ip "127.0.0.$s")
+done
 
 echo "open-file limit: $limit (hard, cannot be raised here); every edge and simulator process stays below it"
 if ((spread > 0)); then
   echo "spreading $spread sessions over $edges edge processes (${per_edge[*]}), simulators of at most $per_sim, $((${#sources[@]} / 2)) source addresses"
 else
-  echo "one edge, up to $((limit - margin)) sessions (the limit less $margin descriptors for its database and API); sizes: ${sizes[*]}"
+  echo "one edge, up to $((limit - margin)) sessions (the limit less $margin descriptors for its database and API); sizes: ${sizes[*]}; $((${#sources[@]} / 2)) source addresses"
 fi
 
 # --- build -------------------------------------------------------------------------
