@@ -58,7 +58,7 @@ impl Databases {
 
     /// Edge `edge` (`edge-1`...) uses `<prefix>_edge_1`...
     pub fn edge(&self, edge: &str) -> Option<String> {
-        self.named(&edge.replace('-', "_"))
+        self.named(edge)
     }
 
     /// Creates the center's and the edges' databases where missing: a first run
@@ -76,9 +76,8 @@ impl Databases {
         let connection = sea_orm::Database::connect(at_server.as_str())
             .await
             .map_err(|e| failed("connecting to --database-url", e))?;
-        let names = std::iter::once("center".to_owned()).chain(edges.map(|e| e.replace('-', "_")));
-        for node in names {
-            let name = format!("{}_{node}", self.prefix);
+        for node in std::iter::once("center".to_owned()).chain(edges) {
+            let name = self.name(&node);
             connection
                 .execute_unprepared(&format!("CREATE DATABASE IF NOT EXISTS `{name}`"))
                 .await
@@ -92,8 +91,13 @@ impl Databases {
 
     fn named(&self, node: &str) -> Option<String> {
         let mut url = self.server.clone()?;
-        url.set_path(&format!("/{}_{node}", self.prefix));
+        url.set_path(&format!("/{}", self.name(node)));
         Some(url.to_string())
+    }
+
+    /// The database of `node` (`center`, `edge-1`...), in the characters `new` allows.
+    fn name(&self, node: &str) -> String {
+        format!("{}_{}", self.prefix, node.replace('-', "_"))
     }
 }
 

@@ -35,10 +35,6 @@ else
 fi
 PROBLEMS=0
 
-# kept ID: ID belongs to the starting state.
-kept() {
-    grep -qxF "$1" "$KEEP"
-}
 
 problem() {
     PROBLEMS=$((PROBLEMS + 1))
@@ -57,9 +53,9 @@ collect() {
             problem "GET $1 page $page: HTTP $STATUS $(snippet)"
             return 1
         fi
-        jval ".data.items[] | $2" | while IFS= read -r line; do
-            kept "${line%%$'\t'*}" || printf '%s\n' "$line"
-        done >>"$LIB_TMP/items"
+        # One pass over the page, not one process per item.
+        jval ".data.items[] | $2" |
+            awk -F'\t' 'NR == FNR { keep[$1]; next } !($1 in keep)' "$KEEP" - >>"$LIB_TMP/items"
         n=$(jval '.data.items | length')
         ((n < 1000)) && return 0
         page=$((page + 1))
