@@ -2,8 +2,8 @@
 //! begun, and how one that lost a race with another writer is run again.
 //!
 //! On SQLite there is one writer at a time anyway: write transactions queue in the
-//! process and take the database's write lock before they read, so they wait instead
-//! of failing. On MySQL (and Galera) writers run at once and the database keeps them
+//! process, so a transaction never finds another writer of the process between its
+//! reads and its writes. On MySQL (and Galera) writers run at once and the database keeps them
 //! correct: a replicated row is saved only over the version it was read as
 //! ([`crate::Replica::update`]), rows a write depends on are read with locks, a row
 //! read as missing is inserted (never upserted) so a concurrent insert shows as a
@@ -117,15 +117,13 @@ impl Writer {
             Some(q) => Some(q.clone().lock_owned().await),
             None => None,
         };
+        // On SQLite the transaction is deferred: it reads from the snapshot it
+        // starts with and takes the write lock at its first write. The queue keeps
+        // every writer of this process out meanwhile, so no commit lands between the
+        // two; should another process write (a tool on the file), the upgrade fails
+        // as busy and `transact` runs the transaction again. Taking the lock first
+        // would cost a statement, a round trip to SQLite's thread, on every write.
         let txn = self.db.begin().await?;
-        if self.queue.is_some() {
-            // Takes SQLite's write lock before anything is read: a transaction that
-            // reads first and writes later fails at once ("database is locked") if
-            // any other connection committed in between, while one that holds the
-            // lock from the start makes the others wait their turn.
-            txn.execute_unprepared("DELETE FROM settings WHERE 0 = 1")
-                .await?;
-        }
         Ok((
             Turn {
                 _queue: guard,
