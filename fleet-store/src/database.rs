@@ -121,6 +121,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             // its flushes, a stall of milliseconds for whoever wrote it. A process
             // that does not run them (a short tool) checkpoints when it closes.
             .pragma("wal_autocheckpoint", "0")
+            // A statement that writes several rows inside a transaction keeps the
+            // pages it changes in a statement journal, to undo itself alone should
+            // it fail. In a temporary file, every batched write (a storm's events,
+            // a merge) paid for creating, writing and deleting that file.
+            .pragma("temp_store", "memory")
         });
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
