@@ -212,3 +212,27 @@ CREATE TABLE `device_presence` (
 CREATE INDEX `idx-device_presence-updated_at` ON `device_presence` (`updated_at`);
 CREATE INDEX `idx-device_presence-edge_id` ON `device_presence` (`edge_id`);
 
+CREATE TABLE `artifacts` (
+  `id` bigint NOT NULL PRIMARY KEY,
+  `name` varchar(128) NOT NULL,
+  `version` varchar(64) NOT NULL,
+  `size` bigint NOT NULL,
+  `sha256` varchar(64) NOT NULL,
+  `device_types` text NOT NULL,
+  `models` text NOT NULL,
+  `manifest` text NOT NULL,
+  `signature` varchar(128) NOT NULL,
+  `ready` bool NOT NULL,
+  `created_at` bigint NOT NULL,
+  `updated_at` bigint NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE UNIQUE INDEX `idx-artifacts-name-version` ON `artifacts` (`name`, `version`);
+
+CREATE TABLE `artifact_chunks` (
+  `artifact_id` bigint NOT NULL,
+  `seq` int NOT NULL,
+  `data` blob NOT NULL,
+  PRIMARY KEY `pk-artifact_chunks` (`artifact_id`,
+  `seq`)
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+

@@ -49,6 +49,14 @@ pub struct ServeArgs {
     /// Heartbeat interval of edge links, in seconds [default: 5].
     #[arg(long)]
     pub link_heartbeat_s: Option<u64>,
+    /// Largest artifact upload in bytes [default: 1073741824].
+    #[arg(long)]
+    pub artifact_max_bytes: Option<u64>,
+    /// PEM file of the Ed25519 key (PKCS#8) that signs artifact manifests, e.g. made by
+    /// `openssl genpkey -algorithm ed25519` [default: a key generated once and kept in
+    /// the database].
+    #[arg(long)]
+    pub artifact_signing_key: Option<std::path::PathBuf>,
 }
 
 /// The resolved settings of a center.
@@ -58,6 +66,8 @@ pub struct Settings {
     pub import_limit: usize,
     pub link_listen: std::net::SocketAddr,
     pub link_heartbeat: std::time::Duration,
+    pub artifact_max_bytes: u64,
+    pub artifact_signing_key: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -68,6 +78,8 @@ impl Settings {
             import_limit: 64 * 1024 * 1024,
             link_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8444)),
             link_heartbeat: std::time::Duration::from_secs(5),
+            artifact_max_bytes: 1 << 30,
+            artifact_signing_key: None,
         }
     }
 
@@ -85,6 +97,16 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let artifact_max_bytes = args
+            .artifact_max_bytes
+            .or(file.artifact_max_bytes)
+            .unwrap_or(defaults.artifact_max_bytes);
+        if artifact_max_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "artifact_max_bytes",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             node: NodeSettings::resolve(DEFAULTS, args.node, file.node)?,
             import_limit: args
@@ -96,6 +118,8 @@ impl Settings {
                 .or(file.link_listen)
                 .unwrap_or(defaults.link_listen),
             link_heartbeat: std::time::Duration::from_secs(heartbeat),
+            artifact_max_bytes,
+            artifact_signing_key: args.artifact_signing_key.or(file.artifact_signing_key),
         })
     }
 }
@@ -121,6 +145,7 @@ mod tests {
         assert_eq!(s.node.worker_id, 5);
         assert_eq!(s.node.token_ttl_s, 60);
         assert_eq!(s.import_limit, 10);
+        assert_eq!(s.artifact_max_bytes, 1 << 30);
         assert_eq!(s.node.body_limit, 1024 * 1024);
         assert!(s.node.database_url.ends_with("data/center/center.db"));
     }
@@ -181,6 +206,25 @@ mod tests {
                 Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "shutdown_timeout_s"),
                 other => panic!("expected shutdown_timeout_s refused, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_artifact_size_cap_is_read_and_zero_is_refused_by_name() {
+        let mut args = ServeArgs {
+            artifact_max_bytes: Some(4096),
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::resolve(args.clone())
+                .expect("resolves")
+                .artifact_max_bytes,
+            4096
+        );
+        args.artifact_max_bytes = Some(0);
+        match Settings::resolve(args) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "artifact_max_bytes"),
+            other => panic!("expected artifact_max_bytes refused, got {other:?}"),
         }
     }
 

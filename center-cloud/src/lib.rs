@@ -1,5 +1,6 @@
 //! The center cloud: the fleet registry and the operators' REST API.
 
+pub mod artifacts;
 pub mod bulk;
 pub mod config;
 pub mod edges;

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::{bulk, edges, groups, lab};
+use crate::{artifacts, bulk, edges, groups, lab};
 use operator_api::{auth, commands, configs, devices, events, health, metrics, pulled_logs, users};
 
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         configs::put, configs::get, pulled_logs::list, pulled_logs::download,
         events::list,
         lab::find, lab::add, lab::update, lab::remove,
+        artifacts::list, artifacts::upload, artifacts::get, artifacts::delete,
+        artifacts::content, artifacts::signing_key,
         health::healthz, health::readyz, metrics::scrape,
     ),
     tags(
@@ -39,6 +41,7 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         (name = "edges", description = "Edge clouds (admin)"),
         (name = "commands", description = "Commands to devices, routed to their home edge: sent at once down its link, and carried by change-sync when the link is down"),
         (name = "events", description = "Audit events"),
+        (name = "artifacts", description = "Software artifacts with signed manifests: writers upload, admins delete, everyone signed in reads"),
         (name = "seed lab contract", description = "The seed lab's `/v1/devices` contract, unchanged"),
         (name = "operations", description = "Health and metrics"),
     )

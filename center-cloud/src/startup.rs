@@ -10,6 +10,7 @@ use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
 use std::sync::Arc;
 
+use crate::artifacts::{self, Artifacts};
 use crate::config::Settings;
 use crate::link::Links;
 use crate::routing::Routing;
@@ -42,13 +43,15 @@ impl Application {
         let import_limit = settings.import_limit;
         let links = Arc::new(Links::new(settings.link_heartbeat));
         let routing = Arc::new(Routing::new(links.clone()));
+        let artifacts = Arc::new(Artifacts::new(settings.artifact_max_bytes));
         let service = Service {
             schema: fleet_store::migrations::Schema::Center,
             openapi: openapi::document(),
             routes: {
                 let links = web::Data::from(links.clone());
+                let artifacts = web::Data::from(artifacts.clone());
                 move |cfg: &mut web::ServiceConfig| {
-                    cfg.app_data(links.clone());
+                    cfg.app_data(links.clone()).app_data(artifacts.clone());
                     routes(cfg, import_limit)
                 }
             },
@@ -62,6 +65,12 @@ impl Application {
         };
         let served = server::build(&settings.node, service).await?;
         routing.attach(served.node.clone());
+        artifacts
+            .attach(&served.node, settings.artifact_signing_key.as_deref())
+            .await?;
+        served
+            .loops
+            .spawn(artifacts::sweep_forever(served.node.clone()));
         // Replicas over one database: a change committed through another replica
         // wakes the links this one holds.
         served
@@ -93,5 +102,6 @@ fn routes(cfg: &mut web::ServiceConfig, import_limit: usize) {
         .configure(commands::configure)
         .configure(configs::configure)
         .configure(pulled_logs::configure)
-        .configure(lab::configure);
+        .configure(lab::configure)
+        .configure(artifacts::configure);
 }

@@ -4,6 +4,7 @@
 //! stamps), and every write to them appends to the change log in the same
 //! transaction through [`replica::Replica`].
 
+pub mod artifacts;
 pub mod change_log;
 pub mod clock;
 pub mod commands;

@@ -92,7 +92,8 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
 }
 
 /// Every table of the center's database: the fleet tables and the center's own
-/// (the edge registry, replicas' worker and link leases, and device presence).
+/// (the edge registry, replicas' worker and link leases, device presence, and the
+/// software artifacts).
 pub fn center_tables(backend: DbBackend) -> Vec<TableSpec> {
     let mut all = fleet_tables(backend);
     all.push(table(backend, crate::edges::Entity));
@@ -114,6 +115,18 @@ pub fn center_tables(backend: DbBackend) -> Vec<TableSpec> {
             .to_owned(),
     );
     all.push(presence);
+    let mut artifacts = table(backend, crate::artifacts::Entity);
+    artifacts.indexes.push(
+        Index::create()
+            .name("idx-artifacts-name-version")
+            .table(crate::artifacts::Entity)
+            .col(crate::artifacts::Column::Name)
+            .col(crate::artifacts::Column::Version)
+            .unique()
+            .to_owned(),
+    );
+    all.push(artifacts);
+    all.push(table(backend, crate::artifacts::chunks::Entity));
     all
 }
 

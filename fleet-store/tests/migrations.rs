@@ -7,7 +7,7 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 7] = [
+const ALL_CENTER: [&str; 8] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
@@ -15,6 +15,7 @@ const ALL_CENTER: [&str; 7] = [
     "m20261201_000005_worker_leases",
     "m20261201_000006_link_leases",
     "m20261201_000007_device_presence",
+    "m20261202_000008_artifacts",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {
@@ -149,6 +150,7 @@ async fn a_database_the_last_release_created_is_adopted_and_upgraded() {
                     "worker_leases",
                     "link_leases",
                     "device_presence",
+                    "artifacts",
                 ]
                 .iter()
                 .any(|only| m.contains(only))

@@ -1,4 +1,5 @@
 mod accounts;
+mod artifacts;
 mod auth;
 mod conventions;
 mod csv_io;

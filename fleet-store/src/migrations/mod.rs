@@ -64,6 +64,11 @@ fn device_presence() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261201_000007_device_presence"))
 }
 
+/// The center's: software artifacts and their chunks.
+fn artifacts() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261202_000008_artifacts"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
@@ -76,6 +81,7 @@ impl MigratorTrait for CenterMigrator {
             worker_leases(),
             link_leases(),
             device_presence(),
+            artifacts(),
         ]
     }
 }

@@ -1,0 +1,546 @@
+//! Software artifacts: files a rollout installs on devices, with a manifest the
+//! center signs. Writers (admins and operators) upload; admins delete; every
+//! signed-in caller lists, reads and downloads them and reads the public key that
+//! devices verify manifests with. Artifacts belong to no group: scoping applies to
+//! what is rolled out where, not to the files.
+
+mod range;
+mod signing;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use fleet_node::{Error, Node};
+use fleet_store::artifacts::{self as table, chunks, chunks::CHUNK_BYTES};
+use operator_api::reply::{PageRequest, Paged};
+use operator_api::{input, reply, ApiError, Caller};
+use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect, Set};
+use serde::{Deserialize, Serialize};
+use shared_proto::device::{check_text, check_version};
+use shared_proto::id::parse_id;
+use shared_proto::manifest::Manifest;
+use utoipa::{IntoParams, ToSchema};
+
+pub use range::{wanted, Wanted};
+pub use signing::Signer;
+
+/// What the artifact routes need beside the node. The signer comes from the node's
+/// database, so it is set once the node is built ([`Artifacts::attach`]).
+#[derive(Debug)]
+pub struct Artifacts {
+    signer: std::sync::OnceLock<Signer>,
+    max_bytes: u64,
+}
+
+impl Artifacts {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            signer: std::sync::OnceLock::new(),
+            max_bytes,
+        }
+    }
+
+    /// Loads the signing key (from `file`, or the database) and starts signing.
+    pub async fn attach(
+        &self,
+        node: &Node,
+        file: Option<&std::path::Path>,
+    ) -> Result<(), operator_api::server::StartupError> {
+        let signer = Signer::load(node, file).await?;
+        tracing::info!(public_key = %signer.public_key(), "artifact manifests are signed");
+        let _ = self.signer.set(signer);
+        Ok(())
+    }
+
+    fn signer(&self) -> Result<&Signer, ApiError> {
+        self.signer
+            .get()
+            .ok_or_else(|| ApiError(Error::Unavailable("the center is starting".into())))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Artifact {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    /// Device types it is meant for (empty: any).
+    pub device_types: Vec<String>,
+    /// Models it is meant for (empty: any).
+    pub models: Vec<String>,
+    /// The signed manifest, as the exact text the signature covers.
+    pub manifest: String,
+    /// Base64 Ed25519 signature of `manifest`, by the key at
+    /// `GET /api/v1/artifacts/signing-key`.
+    pub signature: String,
+    pub created_at: i64,
+}
+
+impl From<table::Model> for Artifact {
+    fn from(m: table::Model) -> Self {
+        Self {
+            id: m.id.to_string(),
+            name: m.name,
+            version: m.version,
+            size: u64::try_from(m.size).unwrap_or(0),
+            sha256: m.sha256,
+            device_types: serde_json::from_str(&m.device_types).unwrap_or_default(),
+            models: serde_json::from_str(&m.models).unwrap_or_default(),
+            manifest: m.manifest,
+            signature: m.signature,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// The query of an upload.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NewArtifact {
+    /// The software's name, e.g. `gateway-firmware`.
+    pub name: Option<String>,
+    /// Its version (letters, digits and `. - + _`); a name has each version once.
+    pub version: Option<String>,
+    /// Comma-separated device types it is meant for.
+    pub device_types: Option<String>,
+    /// Comma-separated models it is meant for.
+    pub models: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactFilter {
+    /// Only artifacts of this name.
+    pub name: Option<String>,
+    pub page: Option<u64>,
+    pub per_page: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKey {
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// Base64 of the raw 32-byte public key: the agent's `update_public_key`.
+    pub public_key: String,
+}
+
+/// Entries of a compatibility list, at most.
+const MAX_LIST: usize = 100;
+
+/// A comma-separated list of names, each checked like a device's type or model.
+fn names(field: &str, value: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
+    if items.len() > MAX_LIST {
+        return Err(ApiError::invalid(
+            field,
+            format!("lists at most {MAX_LIST} entries"),
+        ));
+    }
+    for item in &items {
+        check_text(field, item, 64, true)?;
+    }
+    Ok(items)
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+/// Upload an artifact: the raw file is the body (`application/octet-stream`), streamed
+/// into the database; the answer carries its digest and signed manifest.
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts", params(NewArtifact),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "Stored and signed", body = Artifact),
+              (status = 400, description = "A bad field, a body cut short or empty"),
+              (status = 409, description = "The name has this version already"),
+              (status = 413, description = "Larger than --artifact-max-bytes")))]
+pub async fn upload(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    artifacts: web::Data<Artifacts>,
+    caller: Caller,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_writer()?;
+    artifacts.signer()?;
+    let q: NewArtifact = input::query(&req)?;
+    let name = q.name.unwrap_or_default();
+    check_text("name", &name, 128, true)?;
+    let version = q.version.unwrap_or_default();
+    check_text("version", &version, 64, true)?;
+    check_version("version", &version)?;
+    let device_types = names("device_types", q.device_types.as_deref())?;
+    let models = names("models", q.models.as_deref())?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/octet-stream") {
+        return Err(ApiError::invalid(
+            "content-type",
+            "must be application/octet-stream, with the raw file as the body",
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > artifacts.max_bytes) {
+        return Err(ApiError(Error::TooLarge {
+            field: "body".into(),
+            message: format!(
+                "is larger than the artifact limit of {} bytes",
+                artifacts.max_bytes
+            ),
+        }));
+    }
+    let id = begin(&node, &name, &version, &device_types, &models).await?;
+    let received = match upload::receive(&node, id, body, artifacts.max_bytes).await {
+        Ok(r) => r,
+        Err(e) => {
+            remove(&node, id).await;
+            return Err(e);
+        }
+    };
+    let manifest = Manifest {
+        id: id.to_string(),
+        name,
+        version,
+        size: received.size,
+        sha256: received.sha256,
+    };
+    let text = manifest.to_text();
+    let signature = artifacts.signer()?.sign(&text);
+    let done = node
+        .transact(|txn| {
+            let (manifest, text, signature) = (&manifest, text.clone(), signature.clone());
+            async move {
+                let row = table::ActiveModel {
+                    id: Set(id),
+                    size: Set(i64::try_from(manifest.size).unwrap_or(i64::MAX)),
+                    sha256: Set(manifest.sha256.clone()),
+                    manifest: Set(text),
+                    signature: Set(signature),
+                    ready: Set(true),
+                    updated_at: Set(fleet_store::now_ms()),
+                    ..Default::default()
+                };
+                Ok::<_, ApiError>(row.update(&*txn).await?)
+            }
+        })
+        .await;
+    match done {
+        Ok(m) => {
+            tracing::info!(artifact = id, size = m.size, "artifact stored");
+            Ok(reply::created(id, Artifact::from(m)))
+        }
+        Err(e) => {
+            remove(&node, id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Claims `name` + `version` with a row not ready yet; answers its id.
+async fn begin(
+    node: &Node,
+    name: &str,
+    version: &str,
+    device_types: &[String],
+    models: &[String],
+) -> Result<i64, ApiError> {
+    let taken = || {
+        ApiError::exists(
+            "version",
+            format!("{name} has an artifact of version {version} already"),
+        )
+    };
+    let id = node.replica.new_id();
+    let now = fleet_store::now_ms();
+    let inserted = node
+        .transact(|txn| async move {
+            let exists = table::Entity::find()
+                .filter(table::Column::Name.eq(name))
+                .filter(table::Column::Version.eq(version))
+                .count(&*txn)
+                .await?;
+            if exists > 0 {
+                return Err(taken());
+            }
+            table::ActiveModel {
+                id: Set(id),
+                name: Set(name.to_string()),
+                version: Set(version.to_string()),
+                size: Set(0),
+                sha256: Set(String::new()),
+                device_types: Set(to_json(device_types)),
+                models: Set(to_json(models)),
+                manifest: Set(String::new()),
+                signature: Set(String::new()),
+                ready: Set(false),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&*txn)
+            .await?;
+            Ok(())
+        })
+        .await;
+    match inserted {
+        Ok(()) => Ok(id),
+        // Two uploads of one version at once: the unique index refuses the second.
+        Err(ApiError(Error::Internal(_))) if version_taken(node, name, version).await => {
+            Err(taken())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn version_taken(node: &Node, name: &str, version: &str) -> bool {
+    table::Entity::find()
+        .filter(table::Column::Name.eq(name))
+        .filter(table::Column::Version.eq(version))
+        .count(&node.db)
+        .await
+        .is_ok_and(|n| n > 0)
+}
+
+/// Removes an artifact, logging rather than failing: the caller is already answering
+/// an error, and an upload left behind is swept later ([`sweep_forever`]).
+async fn remove(node: &Node, id: i64) {
+    let removed = node
+        .transact(|txn| async move { table::remove(&*txn, id).await })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(artifact = id, error = %e, "removing a failed upload failed");
+    }
+}
+
+async fn find_ready<C: ConnectionTrait>(db: &C, id: i64) -> Result<table::Model, ApiError> {
+    table::Entity::find_by_id(id)
+        .filter(table::Column::Ready.eq(true))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such artifact"))
+}
+
+/// List artifacts, newest first.
+#[utoipa::path(get, path = "/api/v1/artifacts", tag = "artifacts", params(ArtifactFilter),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of artifacts", body = inline(Paged<Artifact>))))]
+pub async fn list(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    _caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let f: ArtifactFilter = input::query(&req)?;
+    let page = PageRequest::new(f.page, f.per_page)?;
+    let mut q = table::Entity::find().filter(table::Column::Ready.eq(true));
+    if let Some(name) = f.name {
+        q = q.filter(table::Column::Name.eq(name));
+    }
+    let total = operator_api::reply::count(&node.db, q.clone()).await?;
+    let rows = q
+        .order_by_desc(table::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(&node.db)
+        .await?;
+    let items: Vec<Artifact> = rows.into_iter().map(Artifact::from).collect();
+    Ok(reply::ok(page.wrap(items, total)))
+}
+
+/// Read one artifact's description and signed manifest.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
+    params(("id" = String, Path, description = "Artifact id")), security(("bearer" = [])),
+    responses((status = 200, description = "The artifact", body = Artifact),
+              (status = 404, description = "No such artifact")))]
+pub async fn get(
+    node: web::Data<Node>,
+    _caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id("id", &path)?;
+    Ok(reply::ok(Artifact::from(find_ready(&node.db, id).await?)))
+}
+
+/// Delete an artifact (admins).
+#[utoipa::path(delete, path = "/api/v1/artifacts/{id}", tag = "artifacts",
+    params(("id" = String, Path, description = "Artifact id")), security(("bearer" = [])),
+    responses((status = 200, description = "Deleted"), (status = 404, description = "No such artifact")))]
+pub async fn delete(
+    node: web::Data<Node>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id("id", &path)?;
+    node.transact(|txn| async move {
+        find_ready(&*txn, id).await?;
+        table::remove(&*txn, id).await?;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(reply::ok(serde_json::json!({"id": id.to_string()})))
+}
+
+/// The public key devices verify artifact manifests with.
+#[utoipa::path(get, path = "/api/v1/artifacts/signing-key", tag = "artifacts",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The key", body = SigningKey)))]
+pub async fn signing_key(
+    artifacts: web::Data<Artifacts>,
+    _caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    Ok(reply::ok(SigningKey {
+        algorithm: "ed25519".into(),
+        public_key: artifacts.signer()?.public_key(),
+    }))
+}
+
+/// Download an artifact's file, whole or one byte range (`Range: bytes=…`), so an
+/// interrupted transfer resumes where it stopped.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/content", tag = "artifacts",
+    params(("id" = String, Path, description = "Artifact id"),
+           ("Range" = Option<String>, Header, description = "One range, e.g. `bytes=1000-`")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 404, description = "No such artifact"),
+              (status = 416, description = "The range starts past the end")))]
+pub async fn content(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    _caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id("id", &path)?;
+    let m = find_ready(&node.db, id).await?;
+    let size = u64::try_from(m.size).unwrap_or(0);
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, first, last) = match wanted(range, size) {
+        Wanted::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
+        Wanted::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last),
+        Wanted::Unsatisfiable => {
+            return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .json(serde_json::json!({
+                    "status": 416,
+                    "message": format!("range starts past the end of the file ({size} bytes)"),
+                    "data": null,
+                    "code": "INVALID_ARGUMENT",
+                    "field": "range",
+                })));
+        }
+    };
+    let mut answer = HttpResponse::build(status);
+    answer
+        .content_type("application/octet-stream")
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, format!("\"{}\"", m.sha256)))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}-{}\"", m.name, m.version),
+        ));
+    if status == StatusCode::PARTIAL_CONTENT {
+        answer.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{size}"),
+        ));
+    }
+    let length = last - first + 1;
+    Ok(answer
+        .no_chunking(length)
+        .streaming(bytes_of(node.into_inner(), id, first, last)))
+}
+
+/// Chunk rows one read fetches while streaming a download (about a megabyte).
+const CHUNKS_PER_READ: i32 = 16;
+
+/// Bytes `first..=last` of artifact `id`, read a batch of chunks at a time.
+fn bytes_of(
+    node: Arc<Node>,
+    id: i64,
+    first: u64,
+    last: u64,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
+    let chunk = CHUNK_BYTES as u64;
+    let end_seq = i32::try_from(last / chunk).unwrap_or(i32::MAX);
+    let start_seq = i32::try_from(first / chunk).unwrap_or(i32::MAX);
+    futures_util::stream::unfold(Some(start_seq), move |next| {
+        let node = node.clone();
+        async move {
+            let from = next?;
+            let to = from.saturating_add(CHUNKS_PER_READ - 1).min(end_seq);
+            let rows = match chunks::read(&node.db, id, from, to).await {
+                Ok(rows) => rows,
+                Err(e) => return Some((Err(ApiError::from(e)), None)),
+            };
+            let mut out = Vec::with_capacity(rows.len() * CHUNK_BYTES);
+            for row in rows {
+                let at = u64::try_from(row.seq).unwrap_or(0) * chunk;
+                let skip = usize::try_from(first.saturating_sub(at)).unwrap_or(0);
+                let keep = usize::try_from((last + 1).saturating_sub(at)).unwrap_or(usize::MAX);
+                let data = &row.data;
+                out.extend_from_slice(&data[skip.min(data.len())..keep.min(data.len())]);
+            }
+            let more = (to < end_seq).then_some(to + 1);
+            Some((Ok(web::Bytes::from(out)), more))
+        }
+    })
+}
+
+/// How often abandoned uploads are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes uploads nobody finished: an uploader that died mid-file leaves a row that
+/// is not ready, and its name and version taken.
+pub async fn sweep_forever(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let before = fleet_store::now_ms() - table::STALE_UPLOAD_MS;
+        let stale = match table::abandoned(&node.db, before).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for abandoned uploads failed");
+                continue;
+            }
+        };
+        for id in stale {
+            tracing::info!(artifact = id, "removing an abandoned upload");
+            remove(&node, id).await;
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/artifacts")
+            .route(web::get().to(list))
+            .route(web::post().to(upload)),
+    )
+    .route("/api/v1/artifacts/signing-key", web::get().to(signing_key))
+    .service(
+        web::resource("/api/v1/artifacts/{id}")
+            .route(web::get().to(get))
+            .route(web::delete().to(delete)),
+    )
+    .route("/api/v1/artifacts/{id}/content", web::get().to(content));
+}

@@ -1,0 +1,222 @@
+//! Artifacts: upload streamed into the database, signed manifests, downloads with
+//! byte ranges, the size cap, and who may do what.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{assert_error, spawn_app, spawn_with, TestApp};
+
+/// A file of `len` bytes that is not the same in every chunk.
+fn file(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+async fn upload(app: &TestApp, token: &str, query: &str, body: Vec<u8>) -> (u16, Value) {
+    let (status, text) = app
+        .raw(
+            Method::POST,
+            &format!("/api/v1/artifacts?{query}"),
+            Some(token),
+            "application/octet-stream",
+            body,
+        )
+        .await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// GETs `path` with an optional `Range`; status, headers and the raw body.
+async fn download(
+    app: &TestApp,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(&app.admin);
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let res = req.send().await.expect("sent");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.bytes().await.expect("body").to_vec())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    shared_proto::manifest::hex(d.as_ref())
+}
+
+#[tokio::test]
+async fn an_uploaded_artifact_is_signed_listed_and_downloaded_whole_or_in_ranges() {
+    let app = spawn_app().await;
+    // Several chunks and a short last one.
+    let bytes = file(64_000 * 3 + 1234);
+    let (status, body) = upload(
+        &app,
+        &app.admin,
+        "name=gw-firmware&version=2.0.1&models=GW-1,GW-2",
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let a = &body["data"];
+    let id = a["id"].as_str().expect("id").to_string();
+    assert_eq!(a["size"], bytes.len() as u64);
+    assert_eq!(a["sha256"], sha256_hex(&bytes));
+    assert_eq!(a["models"], serde_json::json!(["GW-1", "GW-2"]));
+    assert_eq!(a["device_types"], serde_json::json!([]));
+
+    let (status, key) = app.get("/api/v1/artifacts/signing-key").await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key["data"]["algorithm"], "ed25519");
+    let manifest = shared_proto::manifest::verify(
+        key["data"]["public_key"].as_str().expect("key"),
+        a["manifest"].as_str().expect("manifest"),
+        a["signature"].as_str().expect("signature"),
+    )
+    .expect("the manifest verifies with the published key");
+    assert_eq!(manifest.id, id);
+    assert_eq!(manifest.sha256, sha256_hex(&bytes));
+    assert_eq!(manifest.size, bytes.len() as u64);
+    assert_eq!(
+        (manifest.name.as_str(), manifest.version.as_str()),
+        ("gw-firmware", "2.0.1")
+    );
+
+    let (status, got) = app.get(&format!("/api/v1/artifacts/{id}")).await;
+    assert_eq!((status, &got["data"]["manifest"]), (200, &a["manifest"]));
+    let (_, page) = app.get("/api/v1/artifacts?name=gw-firmware").await;
+    assert_eq!(page["data"]["total"], 1);
+    assert_eq!(page["data"]["items"][0]["id"], id.as_str());
+
+    let content = format!("/api/v1/artifacts/{id}/content");
+    let (status, headers, whole) = download(&app, &content, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole, bytes, "the whole file comes back");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    // A range across a chunk boundary, an open one, and a suffix.
+    for (range, first, last) in [
+        ("bytes=63990-64009", 63_990, 64_009),
+        ("bytes=128000-", 128_000, bytes.len() - 1),
+        ("bytes=-100", bytes.len() - 100, bytes.len() - 1),
+    ] {
+        let (status, headers, part) = download(&app, &content, Some(range)).await;
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(part, bytes[first..=last], "{range}");
+        assert_eq!(
+            headers["content-range"],
+            format!("bytes {first}-{last}/{}", bytes.len()).as_str()
+        );
+    }
+    let past = format!("bytes={}-", bytes.len());
+    let (status, headers, _) = download(&app, &content, Some(&past)).await;
+    assert_eq!(status, 416);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes */{}", bytes.len()).as_str()
+    );
+
+    let (status, body) = app.delete(&format!("/api/v1/artifacts/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(&format!("/api/v1/artifacts/{id}")).await;
+    assert_error(status, &body, 404, "NOT_FOUND", None);
+    let (status, _, _) = download(&app, &content, None).await;
+    assert_eq!(status, 404);
+    let db = app.db().await;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let left = fleet_store::artifacts::chunks::Entity::find()
+        .count(&db)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "the chunks went with the artifact");
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_by_field_and_store_nothing() {
+    let app = spawn_with(|s| s.artifact_max_bytes = 100_000).await;
+    let admin = app.admin.clone();
+    for (query, field) in [
+        ("version=1.0", "name"),
+        ("name=fw", "version"),
+        ("name=fw&version=1.0%201", "version"),
+        ("name=fw&version=1.0&models=a,,b", "models"),
+        ("name=fw&version=1.0&colour=red", "colour"),
+    ] {
+        let (status, body) = upload(&app, &admin, query, file(10)).await;
+        assert_error(status, &body, 400, "INVALID_ARGUMENT", Some(field));
+    }
+    let (status, body) = upload(&app, &admin, "name=fw&version=1.0", Vec::new()).await;
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("body"));
+    let (status, text) = app
+        .raw(
+            Method::POST,
+            "/api/v1/artifacts?name=fw&version=1.0",
+            Some(&admin),
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    let body: Value = serde_json::from_str(&text).expect("envelope");
+    assert_error(status, &body, 400, "INVALID_ARGUMENT", Some("content-type"));
+    let (status, body) = upload(&app, &admin, "name=fw&version=1.0", file(100_001)).await;
+    assert_error(status, &body, 413, "PAYLOAD_TOO_LARGE", Some("body"));
+    // A body over the cap that does not say its length first is cut off as it comes.
+    let stream = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(file(30_000))));
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/artifacts?name=fw&version=1.0",
+            app.address
+        ))
+        .bearer_auth(&admin)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 413);
+
+    let (status, body) = upload(&app, &admin, "name=fw&version=1.0", file(10)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = upload(&app, &admin, "name=fw&version=1.0", file(10)).await;
+    assert_error(status, &body, 409, "ALREADY_EXISTS", Some("version"));
+    let (_, page) = app.get("/api/v1/artifacts").await;
+    assert_eq!(page["data"]["total"], 1, "only the good upload is kept");
+    let db = app.db().await;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let rows = fleet_store::artifacts::Entity::find()
+        .count(&db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1, "refused uploads left no rows behind");
+}
+
+#[tokio::test]
+async fn writers_upload_admins_delete_and_viewers_only_read() {
+    let app = spawn_app().await;
+    let (_, viewer) = app.user("vera", "viewer", &[]).await;
+    let (_, operator) = app.user("otto", "operator", &[]).await;
+    let (status, body) = upload(&app, &viewer, "name=fw&version=1", file(10)).await;
+    assert_error(status, &body, 403, "PERMISSION_DENIED", None);
+    let (status, body) = upload(&app, &operator, "name=fw&version=1", file(10)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/artifacts/{id}");
+    let (status, _) = app.call(Method::GET, &path, Some(&viewer), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .call(
+            Method::GET,
+            "/api/v1/artifacts/signing-key",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app.call(Method::DELETE, &path, Some(&operator), None).await;
+    assert_error(status, &body, 403, "PERMISSION_DENIED", None);
+    let (status, _) = app.call(Method::GET, &path, None, None).await;
+    assert_eq!(status, 401);
+}
