@@ -874,6 +874,49 @@ check_ok "a viewer sees only their own events" 200 '.data.total > 0' \
     '[.data.items[].actor] | all(. == "'"$VW_USER"'")'
 
 # -----------------------------------------------------------------------------
+section "artifacts"
+
+ART_BODY="firmware image $RUN $(printf 'x%.0s' {1..200})"
+ART_SHA=$(printf '%s' "$ART_BODY" | sha256sum | cut -d' ' -f1)
+ART_Q="name=sh-firmware&version=1.0.$RUN&models=GW-1,GW-2"
+export ART_SHA
+call "$OPT" POST "/api/v1/artifacts?$ART_Q" "$ART_BODY" application/octet-stream
+check_ok "an operator uploads an artifact" 201 ".data.sha256 == \"$ART_SHA\"" \
+    ".data.size == ${#ART_BODY}" '.data.models == ["GW-1","GW-2"]' \
+    '.data.manifest | fromjson | .sha256 == $ENV.ART_SHA' '.data.signature | length > 40'
+ART=$(jval .data.id)
+export ART
+call "$ADM" POST "/api/v1/artifacts?$ART_Q" "$ART_BODY" application/octet-stream
+check_error "the same name and version again is refused" 409 ALREADY_EXISTS version
+call "$ADM" POST "/api/v1/artifacts?version=1" "$ART_BODY" application/octet-stream
+check_error "an upload without a name is refused by field" 400 INVALID_ARGUMENT name
+call "$ADM" POST "/api/v1/artifacts?name=a&version=1" '{}'
+check_error "an upload that is not octet-stream is refused" 400 INVALID_ARGUMENT content-type
+call "$VWT" POST "/api/v1/artifacts?name=v&version=1" "$ART_BODY" application/octet-stream
+check_error "a viewer cannot upload" 403 PERMISSION_DENIED
+call "$VWT" GET "/api/v1/artifacts/$ART"
+check_ok "a viewer reads the artifact" 200 '.data.id == $ENV.ART'
+call "$ADM" GET "/api/v1/artifacts?name=sh-firmware"
+check_ok "the artifact is listed by name" 200 'any(.data.items[]; .id == $ENV.ART)'
+call "$VWT" GET /api/v1/artifacts/signing-key
+check_ok "the signing key is published" 200 '.data.algorithm == "ed25519"' \
+    '.data.public_key | length == 44'
+call "$ADM" GET "/api/v1/artifacts/$ART/content"
+check_eq "the download is the uploaded file" "$(printf '%s' "$BODY" | sha256sum | cut -d' ' -f1)" "$ART_SHA"
+call_h "Range: bytes=0-13" "$ADM" GET "/api/v1/artifacts/$ART/content"
+check_eq "a range is answered 206" "$STATUS" 206
+check_eq "the range is the file's first bytes" "$BODY" "firmware image"
+check_eq "the range says where it is" "$(header content-range)" "bytes 0-13/${#ART_BODY}"
+call_h "Range: bytes=${#ART_BODY}-" "$ADM" GET "/api/v1/artifacts/$ART/content"
+check_eq "a range past the end is 416" "$STATUS" 416
+call "$OPT" DELETE "/api/v1/artifacts/$ART"
+check_error "an operator cannot delete an artifact" 403 PERMISSION_DENIED
+call "$ADM" DELETE "/api/v1/artifacts/$ART"
+check_ok "an admin deletes it" 200 '.data.id == $ENV.ART'
+call "$ADM" GET "/api/v1/artifacts/$ART/content"
+check_error "a deleted artifact is gone" 404 NOT_FOUND
+
+# -----------------------------------------------------------------------------
 section "router errors"
 
 call "$ADM" GET /api/v1/nosuchthing

@@ -220,3 +220,43 @@ async fn writers_upload_admins_delete_and_viewers_only_read() {
     let (status, _) = app.call(Method::GET, &path, None, None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_signing_key_given_as_a_pem_file_signs_and_a_bad_file_stops_the_start() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    );
+    let path = dir.path().join("signing.pem");
+    std::fs::write(&path, pem).expect("write");
+    let app = spawn_with(|s| s.artifact_signing_key = Some(path.clone())).await;
+    let (_, key) = app.get("/api/v1/artifacts/signing-key").await;
+    use ring::signature::KeyPair;
+    assert_eq!(
+        key["data"]["public_key"],
+        base64::engine::general_purpose::STANDARD.encode(pair.public_key().as_ref())
+    );
+
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a key").expect("write");
+    let (tmp, node) = crate::helpers::test_settings(center_cloud::config::DEFAULTS).await;
+    let mut settings = center_cloud::Settings {
+        node,
+        ..center_cloud::Settings::with_data_dir(tmp.path())
+    };
+    settings.link_listen = "127.0.0.1:0".parse().expect("addr");
+    settings.artifact_signing_key = Some(bad);
+    let refused = center_cloud::Application::build(settings)
+        .await
+        .err()
+        .expect("a bad key file stops the start");
+    assert!(
+        refused.to_string().contains("artifact_signing_key"),
+        "{refused}"
+    );
+}
