@@ -1,10 +1,12 @@
 //! Software artifacts: files a rollout installs on devices, with a manifest the
 //! center signs. Writers (admins and operators) upload; admins delete; every
 //! signed-in caller lists, reads and downloads them and reads the public key that
-//! devices verify manifests with. Artifacts belong to no group: scoping applies to
-//! what is rolled out where, not to the files.
+//! devices verify manifests with; an edge reads and downloads them with its own
+//! credentials ([`Reader`]). Artifacts belong to no group: scoping applies to what
+//! is rolled out where, not to the files.
 
 mod range;
+mod reader;
 mod signing;
 mod upload;
 
@@ -26,6 +28,7 @@ use shared_proto::manifest::Manifest;
 use utoipa::{IntoParams, ToSchema};
 
 pub use range::{wanted, Wanted};
+pub use reader::Reader;
 pub use signing::Signer;
 
 /// What the artifact routes need beside the node. The signer comes from the node's
@@ -363,14 +366,15 @@ pub async fn list(
     Ok(reply::ok(page.wrap(items, total)))
 }
 
-/// Read one artifact's description and signed manifest.
+/// Read one artifact's description and signed manifest (operators, or an edge with
+/// HTTP Basic `edge_id:secret`).
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
-    params(("id" = String, Path, description = "Artifact id")), security(("bearer" = [])),
+    params(("id" = String, Path, description = "Artifact id")), security(("bearer" = []), ("edge" = [])),
     responses((status = 200, description = "The artifact", body = Artifact),
               (status = 404, description = "No such artifact")))]
 pub async fn get(
     node: web::Data<Node>,
-    _caller: Caller,
+    _reader: Reader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id("id", &path)?;
@@ -399,11 +403,11 @@ pub async fn delete(
 
 /// The public key devices verify artifact manifests with.
 #[utoipa::path(get, path = "/api/v1/artifacts/signing-key", tag = "artifacts",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("edge" = [])),
     responses((status = 200, description = "The key", body = SigningKey)))]
 pub async fn signing_key(
     artifacts: web::Data<Artifacts>,
-    _caller: Caller,
+    _reader: Reader,
 ) -> Result<HttpResponse, ApiError> {
     Ok(reply::ok(SigningKey {
         algorithm: "ed25519".into(),
@@ -412,11 +416,12 @@ pub async fn signing_key(
 }
 
 /// Download an artifact's file, whole or one byte range (`Range: bytes=…`), so an
-/// interrupted transfer resumes where it stopped.
+/// interrupted transfer resumes where it stopped (operators, or an edge with HTTP
+/// Basic `edge_id:secret`).
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}/content", tag = "artifacts",
     params(("id" = String, Path, description = "Artifact id"),
            ("Range" = Option<String>, Header, description = "One range, e.g. `bytes=1000-`")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("edge" = [])),
     responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 404, description = "No such artifact"),
@@ -424,7 +429,7 @@ pub async fn signing_key(
 pub async fn content(
     req: HttpRequest,
     node: web::Data<Node>,
-    _caller: Caller,
+    _reader: Reader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id("id", &path)?;

@@ -49,5 +49,13 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
-    operator_api::docs::with_bearer(ApiDoc::openapi())
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    let mut api = operator_api::docs::with_bearer(ApiDoc::openapi());
+    let mut edge = Http::new(HttpAuthScheme::Basic);
+    edge.description =
+        Some("An edge's id and secret, for the artifacts its devices install".into());
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("edge", SecurityScheme::Http(edge));
+    api
 }

@@ -260,3 +260,82 @@ async fn a_signing_key_given_as_a_pem_file_signs_and_a_bad_file_stops_the_start(
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn an_edge_downloads_with_its_own_credentials_and_nothing_else() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let bytes = file(70_000);
+    let (status, body) = upload(&app, &app.admin, "name=fw&version=3", bytes.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["id"].as_str().expect("id").to_string();
+    let (_, edge) = app
+        .post(
+            "/api/v1/edges",
+            serde_json::json!({"name": "e1", "site": "s"}),
+        )
+        .await;
+    let edge_id = edge["data"]["id"].as_str().expect("id").to_string();
+    let secret = edge["data"]["secret"].as_str().expect("secret").to_string();
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let get = |path: String, auth: String, range: Option<&'static str>| {
+        let mut req = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .header("authorization", auth);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        req.send()
+    };
+    let content = format!("/api/v1/artifacts/{id}/content");
+    let res = get(content.clone(), basic(&edge_id, &secret), None)
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.bytes().await.expect("body").to_vec(), bytes);
+    let res = get(
+        content.clone(),
+        basic(&edge_id, &secret),
+        Some("bytes=69000-"),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(res.status().as_u16(), 206);
+    assert_eq!(res.bytes().await.expect("body").to_vec(), bytes[69_000..]);
+    let res = get(
+        format!("/api/v1/artifacts/{id}"),
+        basic(&edge_id, &secret),
+        None,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+
+    for auth in [
+        basic(&edge_id, "not-the-secret"),
+        basic("12345", &secret),
+        "Basic !!!".to_string(),
+        basic("not-a-number", &secret),
+    ] {
+        let res = get(content.clone(), auth.clone(), None)
+            .await
+            .expect("sent");
+        assert_eq!(res.status().as_u16(), 401, "{auth}");
+    }
+    // Edge credentials open the artifact reads, nothing else.
+    for path in [
+        "/api/v1/artifacts".to_string(),
+        "/api/v1/devices".to_string(),
+    ] {
+        let res = get(path.clone(), basic(&edge_id, &secret), None)
+            .await
+            .expect("sent");
+        assert_eq!(res.status().as_u16(), 401, "{path}");
+    }
+}
