@@ -5,6 +5,7 @@
 //! credentials ([`Reader`]). Artifacts belong to no group: scoping applies to what
 //! is rolled out where, not to the files.
 
+mod download;
 mod range;
 mod reader;
 mod signing;
@@ -13,10 +14,10 @@ mod upload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_node::{Error, Node};
-use fleet_store::artifacts::{self as table, chunks, chunks::CHUNK_BYTES};
+use fleet_store::artifacts as table;
 use operator_api::reply::{PageRequest, Paged};
 use operator_api::{input, reply, ApiError, Caller};
 use sea_orm::entity::prelude::*;
@@ -27,7 +28,7 @@ use shared_proto::id::parse_id;
 use shared_proto::manifest::Manifest;
 use utoipa::{IntoParams, ToSchema};
 
-pub use range::{wanted, Wanted};
+pub use download::{__path_content, content};
 pub use reader::Reader;
 pub use signing::Signer;
 
@@ -177,39 +178,12 @@ pub async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_writer()?;
     artifacts.signer()?;
-    let q: NewArtifact = input::query(&req)?;
-    let name = q.name.unwrap_or_default();
-    check_text("name", &name, 128, true)?;
-    let version = q.version.unwrap_or_default();
-    check_text("version", &version, 64, true)?;
-    check_version("version", &version)?;
-    let device_types = names("device_types", q.device_types.as_deref())?;
-    let models = names("models", q.models.as_deref())?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/octet-stream") {
-        return Err(ApiError::invalid(
-            "content-type",
-            "must be application/octet-stream, with the raw file as the body",
-        ));
-    }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > artifacts.max_bytes) {
-        return Err(ApiError(Error::TooLarge {
-            field: "body".into(),
-            message: format!(
-                "is larger than the artifact limit of {} bytes",
-                artifacts.max_bytes
-            ),
-        }));
-    }
+    let Checked {
+        name,
+        version,
+        device_types,
+        models,
+    } = Checked::from_request(&req, artifacts.max_bytes)?;
     let id = begin(&node, &name, &version, &device_types, &models).await?;
     let received = match upload::receive(&node, id, body, artifacts.max_bytes).await {
         Ok(r) => r,
@@ -254,6 +228,45 @@ pub async fn upload(
             remove(&node, id).await;
             Err(e)
         }
+    }
+}
+
+/// An upload's checked query and headers.
+struct Checked {
+    name: String,
+    version: String,
+    device_types: Vec<String>,
+    models: Vec<String>,
+}
+
+impl Checked {
+    fn from_request(req: &HttpRequest, max_bytes: u64) -> Result<Self, ApiError> {
+        let q: NewArtifact = input::query(req)?;
+        let name = q.name.unwrap_or_default();
+        check_text("name", &name, 128, true)?;
+        let version = q.version.unwrap_or_default();
+        check_text("version", &version, 64, true)?;
+        check_version("version", &version)?;
+        let device_types = names("device_types", q.device_types.as_deref())?;
+        let models = names("models", q.models.as_deref())?;
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if !header(header::CONTENT_TYPE).is_some_and(|t| t.starts_with("application/octet-stream"))
+        {
+            return Err(ApiError::invalid(
+                "content-type",
+                "must be application/octet-stream, with the raw file as the body",
+            ));
+        }
+        let declared = header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_bytes) {
+            return Err(upload::too_large(max_bytes));
+        }
+        Ok(Self {
+            name,
+            version,
+            device_types,
+            models,
+        })
     }
 }
 
@@ -413,102 +426,6 @@ pub async fn signing_key(
         algorithm: "ed25519".into(),
         public_key: artifacts.signer()?.public_key(),
     }))
-}
-
-/// Download an artifact's file, whole or one byte range (`Range: bytes=…`), so an
-/// interrupted transfer resumes where it stopped (operators, or an edge with HTTP
-/// Basic `edge_id:secret`).
-#[utoipa::path(get, path = "/api/v1/artifacts/{id}/content", tag = "artifacts",
-    params(("id" = String, Path, description = "Artifact id"),
-           ("Range" = Option<String>, Header, description = "One range, e.g. `bytes=1000-`")),
-    security(("bearer" = []), ("edge" = [])),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
-              (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
-              (status = 404, description = "No such artifact"),
-              (status = 416, description = "The range starts past the end")))]
-pub async fn content(
-    req: HttpRequest,
-    node: web::Data<Node>,
-    _reader: Reader,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &path)?;
-    let m = find_ready(&node.db, id).await?;
-    let size = u64::try_from(m.size).unwrap_or(0);
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, first, last) = match wanted(range, size) {
-        Wanted::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
-        Wanted::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last),
-        Wanted::Unsatisfiable => {
-            return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .json(serde_json::json!({
-                    "status": 416,
-                    "message": format!("range starts past the end of the file ({size} bytes)"),
-                    "data": null,
-                    "code": "INVALID_ARGUMENT",
-                    "field": "range",
-                })));
-        }
-    };
-    let mut answer = HttpResponse::build(status);
-    answer
-        .content_type("application/octet-stream")
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::ETAG, format!("\"{}\"", m.sha256)))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{}-{}\"", m.name, m.version),
-        ));
-    if status == StatusCode::PARTIAL_CONTENT {
-        answer.insert_header((
-            header::CONTENT_RANGE,
-            format!("bytes {first}-{last}/{size}"),
-        ));
-    }
-    let length = last - first + 1;
-    Ok(answer
-        .no_chunking(length)
-        .streaming(bytes_of(node.into_inner(), id, first, last)))
-}
-
-/// Chunk rows one read fetches while streaming a download (about a megabyte).
-const CHUNKS_PER_READ: i32 = 16;
-
-/// Bytes `first..=last` of artifact `id`, read a batch of chunks at a time.
-fn bytes_of(
-    node: Arc<Node>,
-    id: i64,
-    first: u64,
-    last: u64,
-) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
-    let chunk = CHUNK_BYTES as u64;
-    let end_seq = i32::try_from(last / chunk).unwrap_or(i32::MAX);
-    let start_seq = i32::try_from(first / chunk).unwrap_or(i32::MAX);
-    futures_util::stream::unfold(Some(start_seq), move |next| {
-        let node = node.clone();
-        async move {
-            let from = next?;
-            let to = from.saturating_add(CHUNKS_PER_READ - 1).min(end_seq);
-            let rows = match chunks::read(&node.db, id, from, to).await {
-                Ok(rows) => rows,
-                Err(e) => return Some((Err(ApiError::from(e)), None)),
-            };
-            let mut out = Vec::with_capacity(rows.len() * CHUNK_BYTES);
-            for row in rows {
-                let at = u64::try_from(row.seq).unwrap_or(0) * chunk;
-                let skip = usize::try_from(first.saturating_sub(at)).unwrap_or(0);
-                let keep = usize::try_from((last + 1).saturating_sub(at)).unwrap_or(usize::MAX);
-                let data = &row.data;
-                out.extend_from_slice(&data[skip.min(data.len())..keep.min(data.len())]);
-            }
-            let more = (to < end_seq).then_some(to + 1);
-            Some((Ok(web::Bytes::from(out)), more))
-        }
-    })
 }
 
 /// How often abandoned uploads are looked for.

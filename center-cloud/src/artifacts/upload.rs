@@ -70,7 +70,8 @@ pub async fn receive(
     })
 }
 
-fn too_large(max: u64) -> ApiError {
+/// The refusal of a body over the cap of `max` bytes.
+pub(super) fn too_large(max: u64) -> ApiError {
     ApiError(Error::TooLarge {
         field: "body".into(),
         message: format!("is larger than the artifact limit of {max} bytes"),
