@@ -339,3 +339,27 @@ async fn an_edge_downloads_with_its_own_credentials_and_nothing_else() {
         assert_eq!(res.status().as_u16(), 401, "{path}");
     }
 }
+
+#[tokio::test]
+async fn replicas_sign_with_one_key_and_serve_what_another_stored() {
+    let a = spawn_app().await;
+    let database_url = api_harness::on_second_server(&a.database_url);
+    let b = spawn_with(|s| s.node.database_url = database_url).await;
+    let (_, key_a) = a.get("/api/v1/artifacts/signing-key").await;
+    let (_, key_b) = b.get("/api/v1/artifacts/signing-key").await;
+    assert_eq!(key_a["data"]["public_key"], key_b["data"]["public_key"]);
+    let bytes = file(150_000);
+    let (status, body) = upload(&a, &a.admin, "name=fw&version=9", bytes.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["id"].as_str().expect("id").to_string();
+    let (status, _, got) = download(&b, &format!("/api/v1/artifacts/{id}/content"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, bytes, "the other replica serves the stored file");
+    let (_, at_b) = b.get(&format!("/api/v1/artifacts/{id}")).await;
+    shared_proto::manifest::verify(
+        key_b["data"]["public_key"].as_str().expect("key"),
+        at_b["data"]["manifest"].as_str().expect("manifest"),
+        at_b["data"]["signature"].as_str().expect("signature"),
+    )
+    .expect("one key for every replica");
+}
