@@ -286,52 +286,37 @@ async fn begin(
     };
     let id = node.replica.new_id();
     let now = fleet_store::now_ms();
-    let inserted = node
-        .transact(|txn| async move {
-            let exists = table::Entity::find()
-                .filter(table::Column::Name.eq(name))
-                .filter(table::Column::Version.eq(version))
-                .count(&*txn)
-                .await?;
-            if exists > 0 {
-                return Err(taken());
-            }
-            table::ActiveModel {
-                id: Set(id),
-                name: Set(name.to_string()),
-                version: Set(version.to_string()),
-                size: Set(0),
-                sha256: Set(String::new()),
-                device_types: Set(to_json(device_types)),
-                models: Set(to_json(models)),
-                manifest: Set(String::new()),
-                signature: Set(String::new()),
-                ready: Set(false),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&*txn)
+    // Two uploads of one version at once on MySQL: the unique index refuses the
+    // second as a duplicate, which runs it again, and the check then finds the first.
+    node.transact(|txn| async move {
+        let exists = table::Entity::find()
+            .filter(table::Column::Name.eq(name))
+            .filter(table::Column::Version.eq(version))
+            .count(&*txn)
             .await?;
-            Ok(())
-        })
-        .await;
-    match inserted {
-        Ok(()) => Ok(id),
-        // Two uploads of one version at once: the unique index refuses the second.
-        Err(ApiError(Error::Internal(_))) if version_taken(node, name, version).await => {
-            Err(taken())
+        if exists > 0 {
+            return Err(taken());
         }
-        Err(e) => Err(e),
-    }
-}
-
-async fn version_taken(node: &Node, name: &str, version: &str) -> bool {
-    table::Entity::find()
-        .filter(table::Column::Name.eq(name))
-        .filter(table::Column::Version.eq(version))
-        .count(&node.db)
-        .await
-        .is_ok_and(|n| n > 0)
+        table::ActiveModel {
+            id: Set(id),
+            name: Set(name.to_string()),
+            version: Set(version.to_string()),
+            size: Set(0),
+            sha256: Set(String::new()),
+            device_types: Set(to_json(device_types)),
+            models: Set(to_json(models)),
+            manifest: Set(String::new()),
+            signature: Set(String::new()),
+            ready: Set(false),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&*txn)
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(id)
 }
 
 /// Removes an artifact, logging rather than failing: the caller is already answering
