@@ -423,16 +423,13 @@ pub async fn sweep_forever(node: Arc<Node>) {
     loop {
         tick.tick().await;
         let before = fleet_store::now_ms() - table::STALE_UPLOAD_MS;
-        let stale = match table::abandoned(&node.db, before).await {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "looking for abandoned uploads failed");
-                continue;
-            }
-        };
-        for id in stale {
-            tracing::info!(artifact = id, "removing an abandoned upload");
-            remove(&node, id).await;
+        let swept = node
+            .transact(|txn| async move { table::sweep(&*txn, before).await })
+            .await;
+        match swept {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => tracing::info!(artifacts = ?ids, "removed abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "removing abandoned uploads failed"),
         }
     }
 }

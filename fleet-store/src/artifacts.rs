@@ -61,14 +61,21 @@ pub async fn remove<C: ConnectionTrait>(db: &C, id: i64) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Uploads not ready and untouched since `before_ms`.
-pub async fn abandoned<C: ConnectionTrait>(db: &C, before_ms: i64) -> Result<Vec<i64>, DbErr> {
-    Entity::find()
+/// Removes uploads not ready and untouched since `before_ms` (their uploader died
+/// mid-file); answers their ids.
+pub async fn sweep<C: ConnectionTrait>(db: &C, before_ms: i64) -> Result<Vec<i64>, DbErr> {
+    let stale: Vec<i64> = Entity::find()
         .filter(Column::Ready.eq(false))
         .filter(Column::UpdatedAt.lt(before_ms))
         .all(db)
-        .await
-        .map(|rows| rows.into_iter().map(|r| r.id).collect())
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for id in &stale {
+        remove(db, *id).await?;
+    }
+    Ok(stale)
 }
 
 /// Records that an upload stored `size` bytes so far.

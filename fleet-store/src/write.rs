@@ -241,6 +241,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_from_outside_the_queue_between_read_and_write_runs_it_again() {
+        let (dir, w) = writer().await;
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let outside = crate::connect(&url, 1).await.expect("another connection");
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let (runs, outside) = (&runs, &outside);
+        let out: Result<u32, DbErr> = w
+            .transact(|txn| async move {
+                let n = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                // The read starts the transaction's snapshot; a commit from another
+                // process lands after it, before the transaction's first write.
+                txn.execute_unprepared("SELECT COUNT(*) FROM settings")
+                    .await?;
+                if n == 1 {
+                    outside
+                        .execute_unprepared("INSERT INTO settings VALUES ('outside', 'x')")
+                        .await?;
+                }
+                txn.execute_unprepared(&format!("INSERT INTO settings VALUES ('run-{n}', 'x')"))
+                    .await?;
+                Ok(n)
+            })
+            .await;
+        assert_eq!(
+            out,
+            Ok(2),
+            "the stale snapshot failed as busy and ran again"
+        );
+        assert_eq!(count(&w).await, 2, "the outside row and one run's");
+    }
+
+    #[tokio::test]
     async fn other_errors_and_endless_races_are_not_run_again_forever() {
         let (_dir, w) = writer().await;
         let runs = std::sync::atomic::AtomicU32::new(0);

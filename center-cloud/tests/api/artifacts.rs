@@ -363,3 +363,83 @@ async fn replicas_sign_with_one_key_and_serve_what_another_stored() {
     )
     .expect("one key for every replica");
 }
+
+#[tokio::test]
+async fn an_upload_cut_short_leaves_nothing_and_abandoned_ones_are_swept() {
+    use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
+    let app = spawn_app().await;
+    // The client fails mid-body: the center sees the body end early.
+    let stream = futures_util::stream::iter(vec![
+        Ok(file(200_000)),
+        Err(std::io::Error::other("the uploader died")),
+    ]);
+    let cut = app
+        .client
+        .post(format!(
+            "{}/api/v1/artifacts?name=cut&version=1",
+            app.address
+        ))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    assert!(cut.is_err() || cut.is_ok_and(|r| r.status().is_client_error()));
+    let db = app.db().await;
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = fleet_store::artifacts::Entity::find()
+            .count(&db)
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "a cut upload leaves no row");
+    let (status, body) = upload(&app, &app.admin, "name=cut&version=1", file(10)).await;
+    assert_eq!(status, 201, "the name and version are free again: {body}");
+
+    // An upload whose uploader vanished (not ready, untouched for long) goes; one in
+    // progress and the finished one stay.
+    let now = fleet_store::now_ms();
+    for (id, touched) in [
+        (1_i64, now - fleet_store::artifacts::STALE_UPLOAD_MS - 1),
+        (2, now),
+    ] {
+        fleet_store::artifacts::ActiveModel {
+            id: Set(id),
+            name: Set(format!("partial-{id}")),
+            version: Set("1".into()),
+            size: Set(64_000),
+            sha256: Set(String::new()),
+            device_types: Set("[]".into()),
+            models: Set("[]".into()),
+            manifest: Set(String::new()),
+            signature: Set(String::new()),
+            ready: Set(false),
+            created_at: Set(touched),
+            updated_at: Set(touched),
+        }
+        .insert(&db)
+        .await
+        .expect("row");
+        fleet_store::artifacts::chunks::store(&db, id, 0, vec![file(64_000)])
+            .await
+            .expect("chunk");
+    }
+    let swept = fleet_store::artifacts::sweep(&db, now - fleet_store::artifacts::STALE_UPLOAD_MS)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, vec![1]);
+    let rows = fleet_store::artifacts::Entity::find()
+        .count(&db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 2, "the upload in progress and the finished one stay");
+    let chunks_of_1 = fleet_store::artifacts::chunks::read(&db, 1, 0, 10)
+        .await
+        .expect("read");
+    assert!(chunks_of_1.is_empty(), "its chunks went with it");
+}
