@@ -27,6 +27,27 @@ struct Faults {
 struct Counters {
     live: AtomicUsize,
     accepted: AtomicU64,
+    /// Bytes upstream may still send to clients before a connection is dropped.
+    budget: std::sync::Mutex<Option<u64>>,
+}
+
+impl Counters {
+    /// How much of a chunk of `n` bytes from upstream may pass, and whether the
+    /// connection is dropped after it (the budget is then spent, and gone).
+    fn spend(&self, n: usize) -> (usize, bool) {
+        let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(left) = *budget else {
+            return (n, false);
+        };
+        let passed = usize::try_from(left).unwrap_or(usize::MAX).min(n);
+        let left = left - passed as u64;
+        if left == 0 {
+            *budget = None;
+            return (passed, true);
+        }
+        *budget = Some(left);
+        (passed, false)
+    }
 }
 
 /// A relay on 127.0.0.1 whose link faults the test switches on and off.
@@ -100,6 +121,16 @@ impl FaultProxy {
         self.faults.send_modify(|f| f.stalled = false);
     }
 
+    /// Lets `bytes` more pass from upstream to clients, then drops the connection that
+    /// carried the last of them, mid-transfer; later connections relay normally.
+    pub fn cut_after(&self, bytes: u64) {
+        *self
+            .counters
+            .budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+    }
+
     /// Connections currently relayed (upstream reached and not yet closed).
     pub fn connections(&self) -> usize {
         self.counters.live.load(Ordering::SeqCst)
@@ -142,15 +173,15 @@ impl Link {
         let relay = async move {
             let server = TcpStream::connect(self.upstream).await?;
             self.counters.live.fetch_add(1, Ordering::SeqCst);
-            let _live = Live(self.counters);
+            let _live = Live(self.counters.clone());
             // The proxy must not add latency of its own on top of the injected delay.
             client.set_nodelay(true)?;
             server.set_nodelay(true)?;
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::try_join!(
-                pipe(client_read, server_write, self.faults.clone()),
-                pipe(server_read, client_write, self.faults),
+                pipe(client_read, server_write, self.faults.clone(), None),
+                pipe(server_read, client_write, self.faults, Some(&self.counters)),
             )
         };
         // Whichever comes first drops the relay, and with it both sockets.
@@ -170,10 +201,12 @@ impl Drop for Live {
     }
 }
 
+/// Relays `from` to `to`; with `budget`, only as many bytes as it allows.
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     mut faults: watch::Receiver<Faults>,
+    budget: Option<&Counters>,
 ) -> io::Result<()> {
     // Reading goes on while earlier chunks wait, so a delay adds latency to each
     // chunk rather than throttling the stream; the bound keeps TCP backpressure.
@@ -195,7 +228,12 @@ async fn pipe(
             if faults.wait_for(|f| !f.stalled).await.is_err() {
                 return Ok(());
             }
-            to.write_all(&chunk).await?;
+            let (passed, spent) = budget.map_or((chunk.len(), false), |b| b.spend(chunk.len()));
+            to.write_all(&chunk[..passed]).await?;
+            if spent {
+                to.flush().await?;
+                return Err(io::Error::other("byte budget spent"));
+            }
         }
         // Pass the half-close on, so the far side sees the same EOF.
         to.shutdown().await
@@ -275,6 +313,21 @@ mod tests {
         until(|| proxy.connections() == 1).await;
         within(proxy.shutdown()).await;
         assert_closed(&mut b).await;
+    }
+
+    #[tokio::test]
+    async fn cut_after_drops_the_connection_mid_stream_once() {
+        let proxy = echo_proxy().await;
+        let mut first = dial(&proxy).await;
+        proxy.cut_after(5);
+        first.write_all(b"0123456789").await.expect("write");
+        let mut got = Vec::new();
+        within(first.read_to_end(&mut got))
+            .await
+            .expect("the relay closes, it does not fail the read");
+        assert_eq!(got, b"01234", "exactly the budget passed");
+        let mut second = dial(&proxy).await;
+        echo(&mut second, b"whole again").await;
     }
 
     #[tokio::test]

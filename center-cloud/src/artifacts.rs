@@ -6,7 +6,6 @@
 //! is rolled out where, not to the files.
 
 mod download;
-mod range;
 mod reader;
 mod signing;
 mod upload;

@@ -152,6 +152,7 @@ async fn edge(dir: &Path, name: &str, center: &Center, reg: &Value) -> anyhow::R
     settings.device_listen = "127.0.0.1:0".parse()?;
     settings.center = Some(edge_cloud::uplink::CenterLink {
         urls: vec![format!("wss://localhost:{}/link", center.link_port)],
+        api_urls: Vec::new(),
         edge_id: reg["id"].as_str().unwrap_or_default().parse()?,
         secret: reg["secret"].as_str().unwrap_or_default().into(),
         ca_file: Some(center.dir.join("tls/ca.crt")),

@@ -33,7 +33,15 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
         field,
         message: message.into(),
     };
+    let api_urls = if args.center_api_url.is_empty() {
+        &file.center_api_url
+    } else {
+        &args.center_api_url
+    };
     if urls.is_empty() {
+        if !api_urls.is_empty() {
+            return Err(invalid("center_api_url", "is only used with center_url"));
+        }
         if id.is_some() || secret.is_some() {
             return Err(invalid(
                 "center_url",
@@ -49,6 +57,13 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
     let urls = center_urls(urls)?;
     if ca.is_none() && urls.iter().any(|u| u.starts_with("wss://")) {
         return Err(invalid("center_ca", "is required for a wss:// center_url"));
+    }
+    let api_urls = center_api_urls(api_urls)?;
+    if ca.is_none() && api_urls.iter().any(|u| u.scheme() == "https") {
+        return Err(invalid(
+            "center_ca",
+            "is required for an https:// center_api_url",
+        ));
     }
     let heartbeat = args
         .center_heartbeat_s
@@ -66,6 +81,7 @@ fn center_link(args: &ServeArgs, file: &ServeArgs) -> Result<Option<CenterLink>,
     }
     Ok(Some(CenterLink {
         urls,
+        api_urls,
         edge_id,
         secret,
         ca_file: ca,
@@ -86,6 +102,31 @@ fn center_urls(given: &[String]) -> Result<Vec<String>, ConfigError> {
                 None => Err(ConfigError::Invalid {
                     field: "center_url",
                     message: format!("{url:?} is not a wss:// (or ws://) URL with a host"),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Every center API URL, each an `https://` (or `http://`) URL with a host and
+/// nothing after it but a path prefix.
+fn center_api_urls(given: &[String]) -> Result<Vec<reqwest::Url>, ConfigError> {
+    given
+        .iter()
+        .map(|url| {
+            let url = url.trim();
+            match reqwest::Url::parse(url) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "https" | "http")
+                        && parsed.host().is_some()
+                        && parsed.query().is_none()
+                        && parsed.fragment().is_none() =>
+                {
+                    Ok(parsed)
+                }
+                _ => Err(ConfigError::Invalid {
+                    field: "center_api_url",
+                    message: format!("{url:?} is not an https:// (or http://) URL with a host"),
                 }),
             }
         })
@@ -185,6 +226,13 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
     pub center_url: Vec<String>,
+    /// The center's REST API, where this edge fetches the artifacts its devices install, e.g. https://center:8443; repeat it, or separate URLs by commas, for several replicas [default: none, devices cannot install].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub center_api_url: Vec<String>,
+    /// Disk the artifact cache (in the data directory) may use, in bytes; the least recently used artifacts go first [default: 8589934592].
+    #[arg(long)]
+    pub artifact_cache_bytes: Option<u64>,
     /// This edge's id, from its registration at the center.
     #[arg(long)]
     pub edge_id: Option<String>,
@@ -211,6 +259,8 @@ pub struct Settings {
     /// How often changed device statuses are written, as one batch.
     pub status_flush: Duration,
     pub log_upload_max_bytes: u64,
+    /// Disk the artifact cache may use.
+    pub artifact_cache_bytes: u64,
     /// The center to join; `None` runs the edge standalone.
     pub center: Option<CenterLink>,
 }
@@ -229,6 +279,7 @@ impl Settings {
             },
             status_flush: Duration::from_secs(2),
             log_upload_max_bytes: 1024 * 1024,
+            artifact_cache_bytes: 8 << 30,
             center: None,
         }
     }
@@ -273,6 +324,15 @@ impl Settings {
                 });
             }
             out.log_upload_max_bytes = v;
+        }
+        if let Some(v) = args.artifact_cache_bytes.or(file.artifact_cache_bytes) {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "artifact_cache_bytes",
+                    message: "must be at least 1".into(),
+                });
+            }
+            out.artifact_cache_bytes = v;
         }
         if let Some(v) = args.login_timeout_s.or(file.login_timeout_s) {
             out.hub.login_timeout = Duration::from_secs(v.max(1));
@@ -408,6 +468,64 @@ mod tests {
             Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "center_ca"),
             other => panic!("a wss:// URL without a CA: expected refused, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn center_api_urls_are_read_and_bad_ones_refused_by_name() {
+        let args = serve_args(
+            &[
+                &JOIN[..],
+                &[
+                    "--center-url",
+                    "wss://a:8444/link",
+                    "--center-api-url",
+                    "https://a:8443, https://b:8443/fleet",
+                ],
+            ]
+            .concat(),
+        );
+        let link = center_link(&args, &ServeArgs::default())
+            .expect("valid")
+            .expect("joins");
+        let urls: Vec<String> = link.api_urls.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["https://a:8443/", "https://b:8443/fleet"]);
+        let refused = |args: ServeArgs| match center_link(&args, &ServeArgs::default()) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected refused, got {other:?}"),
+        };
+        for bad in ["wss://a:8443", "https://", "https://a:8443/?x=1", "center"] {
+            let args = ServeArgs {
+                center_api_url: vec![bad.into()],
+                ..joining()
+            };
+            assert_eq!(refused(args), "center_api_url", "{bad:?}");
+        }
+        let alone = ServeArgs {
+            center_api_url: vec!["https://a:8443".into()],
+            ..ServeArgs::default()
+        };
+        assert_eq!(refused(alone), "center_api_url", "without center_url");
+        let no_ca = ServeArgs {
+            center_url: vec!["ws://a:8444/link".into()],
+            center_api_url: vec!["https://a:8443".into()],
+            center_ca: None,
+            ..joining()
+        };
+        assert_eq!(refused(no_ca), "center_ca");
+        let cache = Settings::resolve(ServeArgs {
+            artifact_cache_bytes: Some(0),
+            ..ServeArgs::default()
+        });
+        assert!(
+            matches!(
+                cache,
+                Err(ConfigError::Invalid {
+                    field: "artifact_cache_bytes",
+                    ..
+                })
+            ),
+            "{cache:?}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::uplink::Uplink;
 
-pub use delivery::UploadTarget;
+pub use delivery::SiteApi;
 pub use login::{authenticate, login_name, PRE_LOGIN_READ_BYTES};
 pub use metrics::HubMetrics;
 pub use sessions::Sessions;
@@ -85,7 +85,7 @@ pub struct Hub {
     tls: Option<TlsAcceptor>,
     admission: Admission,
     throttle: LoginThrottle,
-    upload: UploadTarget,
+    site: SiteApi,
     /// The link to the center, which may re-home a device that is not this edge's.
     uplink: Option<Arc<Uplink>>,
     /// Commands out at their devices, not yet marked sent.
@@ -178,7 +178,7 @@ impl Hub {
         settings: HubSettings,
         tls: Option<rustls::ServerConfig>,
         metrics: HubMetrics,
-        upload: UploadTarget,
+        site: SiteApi,
         uplink: Option<Arc<Uplink>>,
     ) -> Self {
         let (events, event_queue) = mpsc::channel(100_000);
@@ -199,7 +199,7 @@ impl Hub {
             tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
             admission,
             throttle: LoginThrottle::default(),
-            upload,
+            site,
             uplink,
             delivered: delivery::Delivered::default(),
         }

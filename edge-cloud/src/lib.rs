@@ -3,7 +3,9 @@
 //! device registration and listing with live online state, events, health, metrics)
 //! and holds its devices' WebSocket sessions in the hub.
 
+pub mod artifacts;
 pub mod config;
+pub mod device_auth;
 pub mod hub;
 pub mod openapi;
 pub mod startup;

@@ -2,7 +2,7 @@
 
 use operator_api::{auth, commands, configs, devices, events, health, metrics, pulled_logs, users};
 
-use crate::{status, uploads};
+use crate::{artifacts, status, uploads};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
@@ -22,7 +22,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         devices::rotate_secret, status::get, configs::put, configs::get, devices::groups_of, devices::join_groups, devices::leave_groups,
         commands::create, commands::list, commands::get, commands::cancel,
         commands::for_group, commands::batch,
-        pulled_logs::list, pulled_logs::download, uploads::logs,
+        pulled_logs::list, pulled_logs::download, uploads::logs, artifacts::content,
         events::list,
         health::healthz, health::readyz, metrics::scrape,
     ),
@@ -32,6 +32,7 @@ the offending `field`, ids as strings, `Authorization: Bearer <token>` from `/ap
         (name = "devices", description = "The devices of this site"),
         (name = "memberships", description = "Group membership of a device"),
         (name = "commands", description = "Commands to devices: sent at once to a connected device, queued for one that is away, expired past their deadline"),
+        (name = "artifacts", description = "Software artifacts, fetched from the center once and served to this site's devices"),
         (name = "events", description = "Audit and device events"),
         (name = "operations", description = "Health and metrics"),
     )

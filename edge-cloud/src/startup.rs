@@ -13,11 +13,13 @@ use operator_api::server::{self, Served, Service, StartupError};
 use operator_api::{commands, configs, pulled_logs};
 use sea_orm::DbBackend;
 
+use crate::artifacts::{ArtifactMetrics, Artifacts};
 use crate::config::Settings;
-use crate::hub::{Hub, HubMetrics, Sessions, UploadTarget};
+use crate::device_auth::DeviceAuth;
+use crate::hub::{Hub, HubMetrics, Sessions, SiteApi};
 use crate::uplink::{Uplink, UplinkMetrics};
 use crate::uploads::Uploads;
-use crate::{openapi, status, uploads};
+use crate::{artifacts, openapi, status, uploads};
 
 /// Every table of an edge's database, as `print-schema` shows it.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
@@ -52,6 +54,8 @@ pub struct Stopper {
     hub: Arc<Hub>,
     uplink: Option<Arc<Uplink>>,
     loops: Loops,
+    /// Fetches of artifacts from the center.
+    fetches: Loops,
 }
 
 impl Stopper {
@@ -64,6 +68,7 @@ impl Stopper {
         }
         self.hub.shutdown();
         self.hub.connections_ended().await;
+        self.fetches.stop().await;
         self.loops.stop().await;
     }
 }
@@ -76,19 +81,38 @@ impl Application {
         let site_sessions = web::Data::from(sessions.clone());
         let hub_metrics = HubMetrics::default();
         let uplink_metrics = UplinkMetrics::default();
-        let uploads = web::Data::new(Uploads::new(settings.log_upload_max_bytes));
+        let uploads = web::Data::new(Uploads {
+            max_bytes: settings.log_upload_max_bytes,
+        });
+        let device_auth = web::Data::new(DeviceAuth::default());
+        let artifact_metrics = ArtifactMetrics::default();
+        let fetches = Loops::default();
+        let artifacts = Arc::new(
+            Artifacts::open(
+                &settings.node.data_dir.join("artifacts"),
+                settings.artifact_cache_bytes,
+                settings.center.as_ref(),
+                artifact_metrics.clone(),
+                fetches.clone(),
+            )
+            .map_err(|e| StartupError::Config(format!("the artifact cache: {e}")))?,
+        );
+        let site_artifacts = web::Data::from(artifacts.clone());
         let service = Service {
             schema: fleet_store::migrations::Schema::Edge,
             openapi: openapi::document(),
             routes: move |cfg: &mut web::ServiceConfig| {
                 cfg.app_data(site_sessions.clone())
                     .app_data(uploads.clone())
+                    .app_data(device_auth.clone())
+                    .app_data(site_artifacts.clone())
                     .route("/api/v1/devices/{id}/status", web::get().to(status::get))
                     .configure(devices::configure)
                     .configure(configs::configure)
                     .configure(commands::configure)
                     .configure(pulled_logs::configure)
-                    .configure(uploads::configure);
+                    .configure(uploads::configure)
+                    .configure(artifacts::configure);
             },
             home_edges: HomeEdges::Fixed(settings.center.as_ref().map(|c| c.edge_id)),
             presence: Some(sessions.clone()),
@@ -98,6 +122,7 @@ impl Application {
                 move |registry: &mut prometheus_client::registry::Registry| {
                     hub.register(registry);
                     uplink.register(registry);
+                    artifact_metrics.register(registry);
                 }
             })),
         };
@@ -131,10 +156,11 @@ impl Application {
             settings.hub.clone(),
             tls,
             hub_metrics,
-            UploadTarget {
+            SiteApi {
                 scheme: if served.tls { "https" } else { "http" },
                 port: served.port(),
-                max_bytes: settings.log_upload_max_bytes,
+                log_max_bytes: settings.log_upload_max_bytes,
+                artifacts,
             },
             uplink.clone(),
         ));
@@ -153,6 +179,7 @@ impl Application {
             hub: hub.clone(),
             uplink: uplink.clone(),
             loops,
+            fetches,
         };
         Ok(Edge {
             served,

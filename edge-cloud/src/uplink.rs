@@ -53,6 +53,8 @@ pub struct CenterLink {
     /// The link endpoints of the center's replicas, `wss://host:port/…` (or `ws://`
     /// without TLS), dialled in turn.
     pub urls: Vec<String>,
+    /// The center replicas' REST APIs, where artifacts are fetched, tried in turn.
+    pub api_urls: Vec<reqwest::Url>,
     pub edge_id: i64,
     pub secret: String,
     pub ca_file: Option<PathBuf>,

@@ -1,12 +1,7 @@
 //! `POST /api/v1/uploads/logs/{command_id}`: where a device delivers the log that a
-//! `pull_logs` command asked for. Devices authenticate with their own credentials
-//! (HTTP Basic `device_id:secret`), not an operator token. Like a southbound login, a
-//! refusal does not say why, and failures are throttled per source address.
+//! `pull_logs` command asked for, with its own credentials (`DeviceAuth`).
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
-use fleet_node::throttle::LoginThrottle;
 use fleet_node::Error;
 use fleet_node::Node;
 use fleet_store::commands::{self, State};
@@ -16,41 +11,19 @@ use operator_api::{reply, ApiError};
 use sea_orm::EntityTrait;
 use serde::Serialize;
 use shared_proto::id::parse_id;
-use shared_proto::southbound::{CommandName, Login};
+use shared_proto::southbound::CommandName;
 use utoipa::ToSchema;
 
-use crate::hub::authenticate;
+use crate::device_auth::DeviceAuth;
 
 pub struct Uploads {
     pub max_bytes: u64,
-    throttle: LoginThrottle,
-}
-
-impl Uploads {
-    pub fn new(max_bytes: u64) -> Self {
-        Self {
-            max_bytes,
-            throttle: LoginThrottle::default(),
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Uploaded {
     pub command_id: String,
     pub bytes: u64,
-}
-
-/// `device_id` and `secret` from `Authorization: Basic …`.
-fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((id.to_string(), secret.to_string()))
 }
 
 /// A device uploads the log of one of its `pull_logs` commands (raw bytes).
@@ -64,33 +37,12 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
 pub async fn logs(
     node: web::Data<Node>,
     uploads: web::Data<Uploads>,
+    auth: web::Data<DeviceAuth>,
     req: HttpRequest,
     path: web::Path<String>,
     mut body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let source = req
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if let Err(wait) = uploads.throttle.check(source) {
-        return Err(Error::TooManyAttempts(wait.as_secs().max(1)).into());
-    }
-    let refused = || Error::Unauthenticated("device credentials were not accepted".into());
-    let Some((device_id, secret)) = basic_credentials(&req) else {
-        uploads.throttle.failed(source);
-        return Err(refused().into());
-    };
-    let login = Login {
-        device_id: Some(device_id),
-        sn: None,
-        model: None,
-        secret,
-        agent_version: String::new(),
-    };
-    let Some(device) = authenticate(&node.db, &login).await?.map(|d| d.id) else {
-        uploads.throttle.failed(source);
-        return Err(refused().into());
-    };
-    uploads.throttle.succeeded(source);
+    let device = auth.device(&node, &req).await?;
     let id = parse_id("command_id", &path)?;
     let command = commands::Entity::find_by_id(id)
         .one(&node.db)

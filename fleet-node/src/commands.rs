@@ -324,6 +324,12 @@ impl NewCommand {
         args: Option<serde_json::Value>,
         timeout_s: Option<u64>,
     ) -> Result<Self, Error> {
+        if name == CommandName::Install {
+            return Err(Error::invalid(
+                "name",
+                "install commands are made by rollouts (POST /api/v1/rollouts), which sign what they install",
+            ));
+        }
         let timeout_s = timeout_s.unwrap_or(60);
         if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
             return Err(Error::invalid(
@@ -347,6 +353,15 @@ impl NewCommand {
             args,
             timeout_s,
         })
+    }
+
+    /// An `install` of a stored artifact, as a rollout sends it.
+    pub fn install(args: &shared_proto::southbound::Install, timeout_s: u64) -> Self {
+        Self {
+            name: CommandName::Install,
+            args: serde_json::to_string(args).unwrap_or_default(),
+            timeout_s: timeout_s.clamp(1, MAX_TIMEOUT_S),
+        }
     }
 
     /// How long the command may take, delivery included.

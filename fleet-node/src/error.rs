@@ -105,7 +105,7 @@ impl Error {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             Error::TooManyAttempts(seconds) => Some(*seconds),
-            Error::Contended(_) => Some(1),
+            Error::Contended(_) | Error::Unavailable(_) => Some(1),
             _ => None,
         }
     }

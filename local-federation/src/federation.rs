@@ -292,7 +292,7 @@ impl Federation {
             &self.console,
         )
         .await?;
-        let edges = self.start_edges(&center, &endpoints.second_url).await?;
+        let edges = self.start_edges(&center, &endpoints).await?;
         self.start_simulators(&center, &edges).await?;
         let group_all = self.state.group_all.clone().unwrap_or_default();
         self.publish(&endpoints, &edges)?;
@@ -439,7 +439,7 @@ impl Federation {
     async fn start_edges(
         &mut self,
         center: &Center,
-        link_url: &str,
+        at: &Endpoints,
     ) -> Result<Vec<Endpoints>, Error> {
         self.console
             .say(format!("starting {} edges", self.state.edges.len()));
@@ -459,7 +459,9 @@ impl Federation {
                 .arg("--worker-id")
                 .arg(edge.worker_id.to_string())
                 .arg("--center-url")
-                .arg(link_url)
+                .arg(&at.second_url)
+                .arg("--center-api-url")
+                .arg(&at.api_url)
                 .arg("--edge-id")
                 .arg(&edge.id)
                 .arg("--center-ca")

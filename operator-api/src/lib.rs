@@ -17,6 +17,7 @@ pub mod input;
 pub mod lease;
 pub mod metrics;
 pub mod pulled_logs;
+pub mod ranges;
 pub mod reply;
 pub mod server;
 pub mod settings;

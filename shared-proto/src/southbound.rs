@@ -195,6 +195,7 @@ pub enum CommandName {
     Exec,
     GetStatus,
     SetConfig,
+    Install,
 }
 
 impl CommandName {
@@ -206,6 +207,7 @@ impl CommandName {
             CommandName::Exec => "exec",
             CommandName::GetStatus => "get_status",
             CommandName::SetConfig => "set_config",
+            CommandName::Install => "install",
         }
     }
 }
@@ -231,6 +233,36 @@ pub struct LogUpload {
     pub port: u16,
     pub path: String,
     pub max_bytes: u64,
+}
+
+/// The arguments of an `install` command: the artifact and its signed manifest, as
+/// the center recorded them, and (added by the edge on delivery) where to download
+/// the file. The device trusts none of it until the manifest verifies with its
+/// `update_public_key` and names this artifact, and the file matches its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Install {
+    pub artifact_id: String,
+    pub version: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    /// The manifest text the signature covers (`crate::manifest::Manifest`).
+    pub manifest: String,
+    /// Base64 Ed25519 signature of `manifest`.
+    pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<Download>,
+}
+
+/// Where a device downloads an artifact: an HTTP `GET` (with `Range` to resume) of
+/// `scheme://<edge host it dials>:port/path`, authenticated with HTTP Basic
+/// `device_id:secret`. While the edge is still fetching the file from the center it
+/// answers 503 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Download {
+    pub scheme: String,
+    pub port: u16,
+    pub path: String,
 }
 
 /// device -> edge: the command was taken (`progress` 0) or advanced (up to 100).

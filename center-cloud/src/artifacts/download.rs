@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use fleet_node::Node;
 use fleet_store::artifacts::{chunks, chunks::CHUNK_BYTES};
-use operator_api::ApiError;
+use operator_api::{ranges, ApiError};
 use shared_proto::id::parse_id;
 
-use super::range::{wanted, Wanted};
 use super::{find_ready, Reader};
 
 /// Download an artifact's file, whole or one byte range (`Range: bytes=…`), so an
@@ -33,44 +31,16 @@ pub async fn content(
     let id = parse_id("id", &path)?;
     let m = find_ready(&node.db, id).await?;
     let size = u64::try_from(m.size).unwrap_or(0);
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, first, last) = match wanted(range, size) {
-        Wanted::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
-        Wanted::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last),
-        Wanted::Unsatisfiable => {
-            return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .json(serde_json::json!({
-                    "status": 416,
-                    "message": format!("range starts past the end of the file ({size} bytes)"),
-                    "data": null,
-                    "code": "INVALID_ARGUMENT",
-                    "field": "range",
-                })));
-        }
+    let filename = format!("{}-{}", m.name, m.version);
+    let (mut head, span) = match ranges::answer(&req, size, &m.sha256, &filename) {
+        ranges::Answer::Send(head, span) => (head, span),
+        ranges::Answer::Unsatisfiable(answer) => return Ok(answer),
     };
-    let mut answer = HttpResponse::build(status);
-    answer
-        .content_type("application/octet-stream")
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::ETAG, format!("\"{}\"", m.sha256)))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{}-{}\"", m.name, m.version),
-        ));
-    if status == StatusCode::PARTIAL_CONTENT {
-        answer.insert_header((
-            header::CONTENT_RANGE,
-            format!("bytes {first}-{last}/{size}"),
-        ));
+    if span.length == 0 {
+        return Ok(head.finish());
     }
-    let length = last - first + 1;
-    Ok(answer
-        .no_chunking(length)
-        .streaming(bytes_of(node.into_inner(), id, first, last)))
+    let last = span.first + span.length - 1;
+    Ok(head.streaming(bytes_of(node.into_inner(), id, span.first, last)))
 }
 
 /// Chunk rows one read fetches while streaming a download (about a megabyte).

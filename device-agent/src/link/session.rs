@@ -216,8 +216,10 @@ impl Agent {
         }
         // A command that ends at once is answered with its result alone: a progress
         // report in front of it would cost the edge a write of its own.
-        let at_once = matches!(c.name, CommandName::GetStatus | CommandName::SetConfig)
-            || (c.name == CommandName::Reboot && self.simulated);
+        let at_once = matches!(
+            c.name,
+            CommandName::GetStatus | CommandName::SetConfig | CommandName::Install
+        ) || (c.name == CommandName::Reboot && self.simulated);
         if !at_once {
             let progress = Pdu::CommandProgress(CommandProgress {
                 command_id: c.command_id.clone(),
@@ -266,6 +268,10 @@ impl Agent {
                     None
                 }
             },
+            CommandName::Install => Some(Executor::rejected(
+                &c.command_id,
+                "this agent version does not install software",
+            )),
             CommandName::Reboot if self.simulated => Some(Executor::succeeded(
                 &c.command_id,
                 serde_json::json!({"simulated": true}),

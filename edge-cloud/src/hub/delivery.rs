@@ -12,7 +12,8 @@ use fleet_store::commands::{self, State};
 use fleet_store::desired_configs;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use shared_proto::southbound::{
-    Command, CommandName, CommandResult, DesiredConfig, ErrorCode, LogUpload, Outcome, Pdu,
+    Command, CommandName, CommandResult, DesiredConfig, Download, ErrorCode, Install, LogUpload,
+    Outcome, Pdu,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::error_pdu;
 use super::{send, Hub};
+use crate::artifacts::Artifacts;
 
 /// What the edge still has to say about a frame once the moves it queued have
 /// committed: an answer to the device, or nothing.
@@ -110,13 +112,15 @@ impl Delivered {
     }
 }
 
-/// Where devices upload what `pull_logs` collects: the site API of this edge, reached
-/// at the host the device already dials (so no public URL has to be configured).
-#[derive(Debug, Clone)]
-pub struct UploadTarget {
+/// What devices reach over this edge's site API, at the host they already dial (so
+/// no public URL has to be configured): log uploads for `pull_logs`, artifact
+/// downloads for `install`.
+#[derive(Clone)]
+pub struct SiteApi {
     pub scheme: &'static str,
     pub port: u16,
-    pub max_bytes: u64,
+    pub log_max_bytes: u64,
+    pub artifacts: Arc<Artifacts>,
 }
 
 /// The PDU that delivers a desired configuration.
@@ -128,25 +132,39 @@ pub(super) fn config_pdu(c: &desired_configs::Model) -> Pdu {
     })
 }
 
-/// The PDU that delivers a stored command. A `pull_logs` also learns where to upload.
-fn command_pdu(c: &commands::Model, upload: &UploadTarget) -> Option<Pdu> {
+/// The PDU that delivers a stored command. A `pull_logs` also learns where to
+/// upload, an `install` where to download (and the edge starts fetching the file).
+fn command_pdu(c: &commands::Model, site: &SiteApi) -> Option<Pdu> {
     let name: CommandName =
         serde_json::from_value(serde_json::Value::String(c.name.clone())).ok()?;
-    let mut args: serde_json::Value = serde_json::from_str(&c.args).unwrap_or_default();
-    if name == CommandName::PullLogs {
-        if let Some(map) = args.as_object_mut() {
-            map.insert(
-                "upload".into(),
-                serde_json::to_value(LogUpload {
-                    scheme: upload.scheme.into(),
-                    port: upload.port,
+    let args = match name {
+        CommandName::PullLogs => {
+            let mut args: serde_json::Value = serde_json::from_str(&c.args).unwrap_or_default();
+            if let Some(map) = args.as_object_mut() {
+                let upload = LogUpload {
+                    scheme: site.scheme.into(),
+                    port: site.port,
                     path: format!("/api/v1/uploads/logs/{}", c.id),
-                    max_bytes: upload.max_bytes,
-                })
-                .unwrap_or_default(),
-            );
+                    max_bytes: site.log_max_bytes,
+                };
+                map.insert("upload".into(), serde_json::to_value(upload).ok()?);
+            }
+            args
         }
-    }
+        CommandName::Install => {
+            let mut install: Install = serde_json::from_str(&c.args).ok()?;
+            if let Ok(artifact) = install.artifact_id.parse::<i64>() {
+                site.artifacts.prefetch(artifact);
+            }
+            install.download = Some(Download {
+                scheme: site.scheme.into(),
+                port: site.port,
+                path: format!("/api/v1/artifacts/{}/content", install.artifact_id),
+            });
+            serde_json::to_value(install).ok()?
+        }
+        _ => serde_json::from_str(&c.args).unwrap_or_default(),
+    };
     Some(Pdu::Command(Command {
         command_id: c.id.to_string(),
         name,
@@ -224,7 +242,7 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(pdu) = command_pdu(command, &self.upload) else {
+        let Some(pdu) = command_pdu(command, &self.site) else {
             let error = serde_json::json!({"error": "unknown command name"});
             let failed = advance_queued(&self.node, command.id, State::Failed, None, Some(error));
             let command = command.id;

@@ -27,6 +27,7 @@ async fn spawn_replica(first: &Center) -> Center {
         .await
         .expect("the replica starts");
     Center {
+        node: center.served.node.clone(),
         links: center.links.clone(),
         link_port: center.link_port,
         api: start(center.served, dir, database_url).await,

@@ -15,6 +15,7 @@ use crate::helpers::*;
 
 pub(crate) struct Center {
     pub(crate) api: TestApp,
+    pub(crate) node: Arc<fleet_node::Node>,
     pub(crate) links: Arc<center_cloud::link::Links>,
     pub(crate) link_port: u16,
 }
@@ -32,6 +33,7 @@ pub(crate) async fn spawn_center() -> Center {
         .await
         .expect("center starts");
     Center {
+        node: center.served.node.clone(),
         links: center.links.clone(),
         link_port: center.link_port,
         api: start(center.served, dir, database_url).await,
@@ -71,6 +73,17 @@ pub(crate) async fn spawn_edge_at(
     name: &str,
     urls: Vec<String>,
 ) -> (Edge, String) {
+    spawn_edge_configured(center, name, urls, |_| {}).await
+}
+
+/// Registers an edge at the center and starts it, knowing the link URLs `urls`, with
+/// `tweak` applied to its settings last.
+pub(crate) async fn spawn_edge_configured(
+    center: &Center,
+    name: &str,
+    urls: Vec<String>,
+    tweak: impl FnOnce(&mut edge_cloud::Settings),
+) -> (Edge, String) {
     let (status, reg) = center
         .api
         .post("/api/v1/edges", json!({"name": name, "site": name}))
@@ -86,12 +99,14 @@ pub(crate) async fn spawn_edge_at(
     settings.device_listen = "127.0.0.1:0".parse().expect("addr");
     settings.center = Some(edge_cloud::uplink::CenterLink {
         urls,
+        api_urls: Vec::new(),
         edge_id: edge_id.parse().expect("numeric id"),
         secret: reg["data"]["secret"].as_str().expect("secret").into(),
         ca_file: Some(center.api.data_dir.join("tls/ca.crt")),
         heartbeat: Duration::from_secs(1),
         backoff_cap: Duration::from_millis(500),
     });
+    tweak(&mut settings);
     let database_url = settings.node.database_url.clone();
     let edge_cloud::startup::Edge {
         served,
@@ -276,6 +291,7 @@ async fn a_wrong_secret_gets_no_link() {
     assert_eq!(status, 201);
     let mut link = edge_cloud::uplink::CenterLink {
         urls: vec![format!("wss://localhost:{}/link", proxy.addr().port())],
+        api_urls: Vec::new(),
         edge_id: reg["data"]["id"]
             .as_str()
             .expect("id")

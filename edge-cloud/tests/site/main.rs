@@ -1,4 +1,5 @@
 mod admission;
+mod artifacts;
 mod commands;
 mod failover;
 mod federation;

@@ -1,5 +1,10 @@
-//! One byte range of an HTTP `Range` header (RFC 9110 §14), the part of a download a
-//! device resuming an interrupted transfer asks for.
+//! Downloads in byte ranges (RFC 9110 §14): one range of a `Range` header, the part
+//! of a file a client resuming an interrupted transfer asks for, and the answer's
+//! head (200 whole, 206 with `Content-Range`, or 416), the same at the center and at
+//! an edge.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,63 @@ pub fn wanted(header: Option<&str>, size: u64) -> Wanted {
         }
         _ => Wanted::Whole,
     }
+}
+
+/// The bytes a download sends: `first..first + length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub length: u64,
+}
+
+/// How to answer a download.
+pub enum Answer {
+    /// With this head, then the bytes of this span.
+    Send(HttpResponseBuilder, Span),
+    /// With this 416, complete: the range starts past the end.
+    Unsatisfiable(HttpResponse),
+}
+
+/// How to answer `req` for a file of `size` bytes whose content is identified by
+/// `etag` (its digest).
+pub fn answer(req: &HttpRequest, size: u64, etag: &str, filename: &str) -> Answer {
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, first, last) =
+        match wanted(range, size) {
+            Wanted::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
+            Wanted::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last),
+            Wanted::Unsatisfiable => {
+                return Answer::Unsatisfiable(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .json(serde_json::json!({
+                    "status": 416,
+                    "message": format!("range starts past the end of the file ({size} bytes)"),
+                    "data": null,
+                    "code": "INVALID_ARGUMENT",
+                    "field": "range",
+                })));
+            }
+        };
+    let mut head = HttpResponse::build(status);
+    head.content_type("application/octet-stream")
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, format!("\"{etag}\"")))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ));
+    if status == StatusCode::PARTIAL_CONTENT {
+        head.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{size}"),
+        ));
+    }
+    let length = if size == 0 { 0 } else { last - first + 1 };
+    head.no_chunking(length);
+    Answer::Send(head, Span { first, length })
 }
 
 #[cfg(test)]
