@@ -97,6 +97,53 @@ CREATE TABLE `desired_configs` (
   `field_stamps` text NOT NULL
 ) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+CREATE TABLE `rollouts` (
+  `id` bigint NOT NULL PRIMARY KEY,
+  `name` varchar(128) NOT NULL,
+  `artifact_id` bigint NOT NULL,
+  `install` text NOT NULL,
+  `target` text NOT NULL,
+  `waves` text NOT NULL,
+  `success_threshold_pct` int NOT NULL,
+  `error_threshold_pct` int NOT NULL,
+  `device_timeout_s` bigint NOT NULL,
+  `max_in_flight_per_edge` int NOT NULL,
+  `start_at` bigint NOT NULL,
+  `state` varchar(16) NOT NULL,
+  `wave` int NOT NULL,
+  `accepted_wave` int NOT NULL,
+  `reason` text NOT NULL,
+  `created_by` varchar(64) NOT NULL,
+  `created_at` bigint NOT NULL,
+  `updated_at` bigint NOT NULL,
+  `hlc` bigint NOT NULL,
+  `origin` bigint NOT NULL,
+  `deleted` bool NOT NULL,
+  `field_stamps` text NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE INDEX `idx-rollouts-artifact_id` ON `rollouts` (`artifact_id`);
+
+CREATE TABLE `rollout_devices` (
+  `id` bigint NOT NULL PRIMARY KEY,
+  `rollout_id` bigint NOT NULL,
+  `device_id` bigint NOT NULL,
+  `wave` int NOT NULL,
+  `state` varchar(16) NOT NULL,
+  `progress` int NOT NULL,
+  `reason` text NOT NULL,
+  `log` text NOT NULL,
+  `command_id` bigint,
+  `started_at` bigint NOT NULL,
+  `finished_at` bigint NOT NULL,
+  `updated_at` bigint NOT NULL,
+  `hlc` bigint NOT NULL,
+  `origin` bigint NOT NULL,
+  `deleted` bool NOT NULL,
+  `field_stamps` text NOT NULL
+) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE INDEX `idx-rollout_devices-device_id` ON `rollout_devices` (`device_id`);
+CREATE UNIQUE INDEX `uq-rollout_devices-rollout-device` ON `rollout_devices` (`rollout_id`, `device_id`);
+
 CREATE TABLE `change_log` (
   `seq` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `table_name` varchar(32) NOT NULL,

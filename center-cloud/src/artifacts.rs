@@ -1,5 +1,6 @@
 //! Software artifacts: files a rollout installs on devices, with a manifest the
-//! center signs. Writers (admins and operators) upload; admins delete; every
+//! center signs. Writers (admins and operators) upload; admins delete (not while a
+//! rollout that is not finished installs it); every
 //! signed-in caller lists, reads and downloads them and reads the public key that
 //! devices verify manifests with; an edge reads and downloads them with its own
 //! credentials ([`Reader`]). Artifacts belong to no group: scoping applies to what
@@ -381,7 +382,8 @@ pub async fn get(
 /// Delete an artifact (admins).
 #[utoipa::path(delete, path = "/api/v1/artifacts/{id}", tag = "artifacts",
     params(("id" = String, Path, description = "Artifact id")), security(("bearer" = [])),
-    responses((status = 200, description = "Deleted"), (status = 404, description = "No such artifact")))]
+    responses((status = 200, description = "Deleted"), (status = 404, description = "No such artifact"),
+              (status = 409, description = "A rollout that is not finished installs it")))]
 pub async fn delete(
     node: web::Data<Node>,
     caller: Caller,
@@ -391,6 +393,11 @@ pub async fn delete(
     let id = parse_id("id", &path)?;
     node.transact(|txn| async move {
         find_ready(&*txn, id).await?;
+        if let Some(rollout) = fleet_node::rollouts::artifact_in_use(&*txn, id).await? {
+            return Err(ApiError(Error::FailedPrecondition(format!(
+                "rollout {rollout} installs this artifact; let it finish or abort it first"
+            ))));
+        }
         table::remove(&*txn, id).await?;
         Ok::<_, ApiError>(())
     })

@@ -10,6 +10,7 @@ pub mod link;
 pub mod openapi;
 pub mod presence;
 pub mod roaming;
+pub mod rollouts;
 pub mod routing;
 pub mod startup;
 

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::{artifacts, bulk, edges, groups, lab};
+use crate::{artifacts, bulk, edges, groups, lab, rollouts};
 use operator_api::{auth, commands, configs, devices, events, health, metrics, pulled_logs, users};
 
 #[derive(OpenApi)]
@@ -30,6 +30,8 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         lab::find, lab::add, lab::update, lab::remove,
         artifacts::list, artifacts::upload, artifacts::get, artifacts::delete,
         artifacts::content, artifacts::signing_key,
+        rollouts::create, rollouts::list, rollouts::get, rollouts::devices,
+        rollouts::pause, rollouts::resume, rollouts::abort,
         health::healthz, health::readyz, metrics::scrape,
     ),
     tags(
@@ -42,6 +44,7 @@ Ids are strings. Log in at `/api/v1/auth/login` and send `Authorization: Bearer 
         (name = "commands", description = "Commands to devices, routed to their home edge: sent at once down its link, and carried by change-sync when the link is down"),
         (name = "events", description = "Audit events"),
         (name = "artifacts", description = "Software artifacts with signed manifests: writers upload, admins delete, everyone signed in reads"),
+        (name = "rollouts", description = "Artifacts installed on devices in waves, with success and error thresholds: writers make and steer them, scoped operators over their groups"),
         (name = "seed lab contract", description = "The seed lab's `/v1/devices` contract, unchanged"),
         (name = "operations", description = "Health and metrics"),
     )

@@ -14,7 +14,7 @@ use crate::artifacts::{self, Artifacts};
 use crate::config::Settings;
 use crate::link::Links;
 use crate::routing::Routing;
-use crate::{bulk, edges, groups, lab, openapi};
+use crate::{bulk, edges, groups, lab, openapi, rollouts};
 
 /// Every table of the center's database, as `print-schema` shows it.
 pub fn tables(backend: DbBackend) -> Vec<TableSpec> {
@@ -71,6 +71,9 @@ impl Application {
         served
             .loops
             .spawn(artifacts::sweep_forever(served.node.clone()));
+        served
+            .loops
+            .spawn(rollouts::drive_forever(served.node.clone()));
         // Replicas over one database: a change committed through another replica
         // wakes the links this one holds.
         served
@@ -103,5 +106,6 @@ fn routes(cfg: &mut web::ServiceConfig, import_limit: usize) {
         .configure(configs::configure)
         .configure(pulled_logs::configure)
         .configure(lab::configure)
-        .configure(artifacts::configure);
+        .configure(artifacts::configure)
+        .configure(rollouts::configure);
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod device_auth;
 pub mod hub;
 pub mod openapi;
+pub mod rollouts;
 pub mod startup;
 pub mod status;
 pub mod uplink;

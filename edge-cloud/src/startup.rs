@@ -136,6 +136,10 @@ impl Application {
         let loops = served.loops.clone();
         let uplink = match settings.center.clone() {
             Some(center) => {
+                loops.spawn(crate::rollouts::run_forever(
+                    served.node.clone(),
+                    center.edge_id,
+                ));
                 let uplink = Arc::new(
                     Uplink::new(
                         center,

@@ -10,7 +10,9 @@ use fleet_store::clock::{node_of, StampError};
 use fleet_store::commands::{self, State};
 use fleet_store::ids::worker_of;
 use fleet_store::sync::Change;
-use fleet_store::{desired_configs, devices, events, memberships, pulled_logs, Replica};
+use fleet_store::{
+    desired_configs, devices, events, memberships, pulled_logs, rollout_devices, Replica,
+};
 use sea_orm::sea_query::{ColumnType, StringLen};
 use std::collections::HashMap;
 
@@ -167,6 +169,8 @@ impl<'a, C: ConnectionTrait> Record<'a, C> {
         commands_ids.extend(of("pulled_logs"));
         self.load::<commands::Entity>(commands_ids).await?;
         self.load::<memberships::Entity>(of("memberships")).await?;
+        self.load::<rollout_devices::Entity>(of("rollout_devices"))
+            .await?;
         let mut device_ids = of("devices");
         device_ids.extend(of("desired_configs"));
         for c in changes {
@@ -277,7 +281,9 @@ pub async fn check<C: ConnectionTrait>(
         "desired_configs" => desired_config(db, author, change).await,
         "events" => event(db, replica, author, change).await,
         "pulled_logs" => pulled_log(db, author, change).await,
+        "rollout_devices" => rollout_device(db, author, change).await,
         "device_groups" => refuse(Rule::CenterOnly, "groups are the center's"),
+        "rollouts" => refuse(Rule::CenterOnly, "rollouts are the center's"),
         other => refuse(Rule::UnknownTable, other.to_string()),
     }
 }
@@ -536,4 +542,51 @@ async fn pulled_log<C: ConnectionTrait>(
         return refuse(Rule::BadValue, format!("pulled log {}", c.id));
     }
     homed_here(db, author, owner).await
+}
+
+/// What a site may write of a rollout update: how the install goes on its device.
+const ROLLOUT_PROGRESS: [&str; 8] = [
+    "state",
+    "progress",
+    "reason",
+    "log",
+    "command_id",
+    "started_at",
+    "finished_at",
+    "updated_at",
+];
+
+/// Rollout updates: the center makes them; a site moves those of its own devices
+/// along (state, progress, reason, log, its install command), nothing else.
+async fn rollout_device<C: ConnectionTrait>(
+    db: &Record<'_, C>,
+    author: Author,
+    c: &Change,
+) -> Result<Verdict, DbErr> {
+    if let Err(r) =
+        shaped::<rollout_devices::Entity>(c).and_then(|()| bounded(&c.fields, "progress", 0..=100))
+    {
+        return Ok(Err(r));
+    }
+    if let Some(field) = c
+        .fields
+        .keys()
+        .find(|k| !ROLLOUT_PROGRESS.contains(&k.as_str()))
+    {
+        return refuse(Rule::CenterOnly, format!("rollout update field {field}"));
+    }
+    if let Some(state) = c.fields.get("state") {
+        if state
+            .as_str()
+            .and_then(rollout_devices::State::parse)
+            .is_none()
+        {
+            return refuse(Rule::BadValue, "field state");
+        }
+    }
+    let Some(row) = db.row::<rollout_devices::Entity>(c.id).await? else {
+        return refuse(Rule::ForeignId, format!("rollout update {}", c.id));
+    };
+    let device = int(&row, "device_id").flatten().unwrap_or_default();
+    homed_here(db, author, device).await
 }

@@ -1,6 +1,6 @@
 //! Which changes a peer gets. An edge sends the center everything; the center sends
 //! an edge only what concerns its site (docs/design.md §5): its devices, their memberships,
-//! commands and desired configuration, and the groups. A device that moves to the
+//! commands, desired configuration and rollout updates, and the groups and rollouts. A device that moves to the
 //! edge arrives whole, with what hangs on it; an edge whose device moved away learns
 //! only the new home, and drops its copy.
 
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use fleet_store::commands::State;
 use fleet_store::sync::{full_row, Change};
-use fleet_store::{commands, desired_configs, devices, memberships};
+use fleet_store::{commands, desired_configs, devices, memberships, rollout_devices};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
     QuerySelect,
@@ -22,7 +22,12 @@ pub enum Scope {
 }
 
 /// Tables whose rows belong to one device.
-const DEVICE_BOUND: [&str; 3] = ["memberships", "commands", "desired_configs"];
+const DEVICE_BOUND: [&str; 4] = [
+    "memberships",
+    "commands",
+    "desired_configs",
+    "rollout_devices",
+];
 /// Ids one lookup names.
 const LOOKUP_CHUNK: usize = 500;
 
@@ -113,6 +118,10 @@ async fn devices_of_rows<C: ConnectionTrait>(
                 owners::<desired_configs::Entity, _>(db, desired_configs::Column::DeviceId, chunk)
                     .await?
             }
+            "rollout_devices" => {
+                owners::<rollout_devices::Entity, _>(db, rollout_devices::Column::DeviceId, chunk)
+                    .await?
+            }
             _ => Vec::new(),
         });
     }
@@ -178,6 +187,16 @@ async fn arriving<C: ConnectionTrait>(db: &C, device: i64) -> Result<Vec<Change>
     for id in configs {
         out.extend(full_row(db, "desired_configs", id).await?);
     }
+    let updates: Vec<i64> = rollout_devices::Entity::find()
+        .select_only()
+        .column(rollout_devices::Column::Id)
+        .filter(rollout_devices::Column::DeviceId.eq(device))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for id in updates {
+        out.extend(full_row(db, "rollout_devices", id).await?);
+    }
     Ok(out)
 }
 
@@ -195,7 +214,8 @@ impl Scope {
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
             match c.table.as_str() {
-                "device_groups" => out.push(c),
+                // Few, the center's alone, and what an edge's rollout updates hang on.
+                "device_groups" | "rollouts" => out.push(c),
                 "devices" => match c.fields.get("edge_id").map(Value::as_i64) {
                     Some(Some(to)) if to == edge => out.extend(arriving(db, c.id).await?),
                     Some(_) => {

@@ -8,7 +8,9 @@
 
 use fleet_store::replica::Replicated;
 use fleet_store::sync::{row_changes, Change};
-use fleet_store::{commands, desired_configs, devices, groups, memberships};
+use fleet_store::{
+    commands, desired_configs, devices, groups, memberships, rollout_devices, rollouts,
+};
 use sea_orm::sea_query::{Condition, IntoCondition};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
@@ -23,10 +25,12 @@ const PAGE: u64 = 500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Groups,
+    Rollouts,
     Devices,
     Memberships,
     Commands,
     DesiredConfigs,
+    RolloutDevices,
     Done,
 }
 
@@ -82,6 +86,11 @@ impl Snapshot {
                     let rows = page::<groups::Entity, C>(db, self.after, Condition::all()).await?;
                     (changes_of(&rows)?, rows.last().map(|r| r.id))
                 }
+                Stage::Rollouts => {
+                    let rows =
+                        page::<rollouts::Entity, C>(db, self.after, Condition::all()).await?;
+                    (changes_of(&rows)?, rows.last().map(|r| r.id))
+                }
                 Stage::Devices => match self.scope {
                     Scope::Everything => {
                         let rows =
@@ -111,6 +120,11 @@ impl Snapshot {
                         .await?;
                     (changes_of(&rows)?, rows.last().map(|r| r.id))
                 }
+                Stage::RolloutDevices => {
+                    let rows = page::<rollout_devices::Entity, C>(db, self.after, Condition::all())
+                        .await?;
+                    (changes_of(&rows)?, rows.last().map(|r| r.id))
+                }
             };
             match last {
                 Some(id) => {
@@ -120,13 +134,15 @@ impl Snapshot {
                 None => {
                     self.after = 0;
                     self.stage = match (self.stage, self.scope) {
-                        (Stage::Groups, _) => Stage::Devices,
+                        (Stage::Groups, _) => Stage::Rollouts,
+                        (Stage::Rollouts, _) => Stage::Devices,
                         // An edge's device pages carry what hangs on its devices.
                         (Stage::Devices, Scope::Edge(_)) => Stage::Done,
                         (Stage::Devices, Scope::Everything) => Stage::Memberships,
                         (Stage::Memberships, _) => Stage::Commands,
                         (Stage::Commands, _) => Stage::DesiredConfigs,
-                        (Stage::DesiredConfigs | Stage::Done, _) => Stage::Done,
+                        (Stage::DesiredConfigs, _) => Stage::RolloutDevices,
+                        (Stage::RolloutDevices | Stage::Done, _) => Stage::Done,
                     };
                 }
             }
@@ -150,7 +166,8 @@ impl Snapshot {
     }
 }
 
-/// The memberships, commands and desired configuration of `devices`, whole.
+/// The memberships, commands, desired configuration and rollout updates of
+/// `devices`, whole.
 async fn hanging_on<C: ConnectionTrait>(db: &C, devices: Vec<i64>) -> Result<Vec<Change>, DbErr> {
     if devices.is_empty() {
         return Ok(Vec::new());
@@ -169,7 +186,13 @@ async fn hanging_on<C: ConnectionTrait>(db: &C, devices: Vec<i64>) -> Result<Vec
     )?);
     out.extend(changes_of(
         &desired_configs::Entity::find()
-            .filter(desired_configs::Column::DeviceId.is_in(devices))
+            .filter(desired_configs::Column::DeviceId.is_in(devices.clone()))
+            .all(db)
+            .await?,
+    )?);
+    out.extend(changes_of(
+        &rollout_devices::Entity::find()
+            .filter(rollout_devices::Column::DeviceId.is_in(devices))
             .all(db)
             .await?,
     )?);

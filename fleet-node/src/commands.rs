@@ -370,7 +370,13 @@ impl NewCommand {
     }
 
     /// A new queued command for `device` (not yet stamped or saved).
-    fn row(&self, node: &Node, actor: &Actor, device: i64, batch: Option<i64>) -> commands::Model {
+    pub(crate) fn row(
+        &self,
+        node: &Node,
+        actor: &Actor,
+        device: i64,
+        batch: Option<i64>,
+    ) -> commands::Model {
         let now = fleet_store::now_ms();
         let timeout_ms = i64::try_from(self.timeout_s * 1000).unwrap_or(i64::MAX);
         commands::Model {

@@ -15,6 +15,7 @@ pub mod loops;
 pub mod metrics;
 pub mod node;
 pub mod passwords;
+pub mod rollouts;
 pub mod throttle;
 pub mod tickets;
 pub mod tls;

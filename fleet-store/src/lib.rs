@@ -1,5 +1,6 @@
 //! The federation's databases. Center and edges share one definition of the
-//! replicated fleet tables (devices, groups, memberships, commands, desired config),
+//! replicated fleet tables (devices, groups, memberships, commands, desired config,
+//! rollouts and their devices),
 //! each carrying the sync columns (HLC stamp, origin node, tombstone, per-field
 //! stamps), and every write to them appends to the change log in the same
 //! transaction through [`replica::Replica`].
@@ -28,6 +29,8 @@ pub mod migrations;
 pub mod outbox;
 pub mod pulled_logs;
 pub mod replica;
+pub mod rollout_devices;
+pub mod rollouts;
 pub mod schema;
 pub mod settings;
 pub mod sync;

@@ -18,7 +18,10 @@ use serde_json::{Map, Value};
 use crate::keys::{self, Key};
 use crate::replica::{content, Replicated, ROWS_PER_STATEMENT, SYNC_COLUMNS};
 use crate::sync::Change;
-use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica, Table};
+use crate::{
+    change_log, commands, desired_configs, devices, groups, memberships, rollout_devices, rollouts,
+    Replica, Table,
+};
 
 /// Merges `changes` in order, in the caller's transaction. Returns the (table, id) of
 /// every row that changed, in the order of their first change. Changes whose stamp
@@ -47,6 +50,8 @@ pub async fn apply_batch<C: ConnectionTrait>(
             "memberships" => merge::<memberships::Entity, C>(conn, &batch).await?,
             "commands" => merge::<commands::Entity, C>(conn, &batch).await?,
             "desired_configs" => merge::<desired_configs::Entity, C>(conn, &batch).await?,
+            "rollouts" => merge::<rollouts::Entity, C>(conn, &batch).await?,
+            "rollout_devices" => merge::<rollout_devices::Entity, C>(conn, &batch).await?,
             "events" => {
                 crate::events::take_many(conn, batch.iter().map(|c| &c.fields)).await?;
                 Vec::new()
@@ -90,6 +95,10 @@ fn rank(table: Table, field: &str, value: &Value) -> u8 {
             .as_str()
             .and_then(commands::State::parse)
             .map_or(0, commands::State::rank),
+        (Table::RolloutDevices, "state") => value
+            .as_str()
+            .and_then(rollout_devices::State::parse)
+            .map_or(0, rollout_devices::State::rank),
         _ => 0,
     }
 }

@@ -12,7 +12,10 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::clock::{Hlc, StampError};
-use crate::{change_log, commands, desired_configs, devices, groups, ids::Snowflake, memberships};
+use crate::{
+    change_log, commands, desired_configs, devices, groups, ids::Snowflake, memberships,
+    rollout_devices, rollouts,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -21,6 +24,8 @@ pub enum Table {
     Memberships,
     Commands,
     DesiredConfigs,
+    Rollouts,
+    RolloutDevices,
     /// Append-only, edge -> center: never merged field by field, only taken in.
     Events,
     PulledLogs,
@@ -34,6 +39,8 @@ impl Table {
             Table::Memberships => "memberships",
             Table::Commands => "commands",
             Table::DesiredConfigs => "desired_configs",
+            Table::Rollouts => "rollouts",
+            Table::RolloutDevices => "rollout_devices",
             Table::Events => "events",
             Table::PulledLogs => "pulled_logs",
         }
@@ -99,6 +106,8 @@ replicated!(groups, Table::Groups, |row| { row.live_name = None });
 replicated!(memberships, Table::Memberships);
 replicated!(commands, Table::Commands);
 replicated!(desired_configs, Table::DesiredConfigs);
+replicated!(rollouts, Table::Rollouts);
+replicated!(rollout_devices, Table::RolloutDevices);
 
 /// The content columns of a row with their values (sync columns left out).
 pub(crate) fn content<M: Serialize>(

@@ -7,7 +7,8 @@ use sea_orm::{DbBackend, EntityTrait, Schema};
 
 use crate::{
     change_log, commands, desired_configs, device_status, devices, events, groups, link_cursors,
-    link_refusals, memberships, pulled_logs, settings, user_groups, users,
+    link_refusals, memberships, pulled_logs, rollout_devices, rollouts, settings, user_groups,
+    users,
 };
 
 /// One table: its CREATE TABLE and the indexes that go with it.
@@ -65,6 +66,16 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
             .unique()
             .to_owned(),
     );
+    let mut rollout_devices = table(backend, rollout_devices::Entity);
+    rollout_devices.indexes.push(
+        Index::create()
+            .name("uq-rollout_devices-rollout-device")
+            .table(rollout_devices::Entity)
+            .col(rollout_devices::Column::RolloutId)
+            .col(rollout_devices::Column::DeviceId)
+            .unique()
+            .to_owned(),
+    );
     let mut user_groups = table(backend, user_groups::Entity);
     user_groups.indexes.push(
         Index::create()
@@ -79,6 +90,8 @@ pub fn fleet_tables(backend: DbBackend) -> Vec<TableSpec> {
         memberships,
         table(backend, commands::Entity),
         table(backend, desired_configs::Entity),
+        table(backend, rollouts::Entity),
+        rollout_devices,
         table(backend, change_log::Entity),
         table(backend, link_cursors::Entity),
         table(backend, link_refusals::Entity),

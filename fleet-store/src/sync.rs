@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::replica::{content, Replicated};
-use crate::{change_log, commands, desired_configs, devices, groups, memberships, Replica};
+use crate::{
+    change_log, commands, desired_configs, devices, groups, memberships, rollout_devices, rollouts,
+    Replica,
+};
 
 /// One write as it travels between nodes: the columns it set, stamped `hlc`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +242,8 @@ pub async fn full_row<C: ConnectionTrait>(
         "memberships" => of::<memberships::Entity, C>(db, id).await,
         "commands" => of::<commands::Entity, C>(db, id).await,
         "desired_configs" => of::<desired_configs::Entity, C>(db, id).await,
+        "rollouts" => of::<rollouts::Entity, C>(db, id).await,
+        "rollout_devices" => of::<rollout_devices::Entity, C>(db, id).await,
         _ => Ok(Vec::new()),
     }
 }
@@ -263,6 +268,8 @@ pub async fn highest_stamp<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
         max_of::<memberships::Entity, C>(db, memberships::Column::Hlc).await?,
         max_of::<commands::Entity, C>(db, commands::Column::Hlc).await?,
         max_of::<desired_configs::Entity, C>(db, desired_configs::Column::Hlc).await?,
+        max_of::<rollouts::Entity, C>(db, rollouts::Column::Hlc).await?,
+        max_of::<rollout_devices::Entity, C>(db, rollout_devices::Column::Hlc).await?,
         max_of::<change_log::Entity, C>(db, change_log::Column::Hlc).await?,
     ]
     .into_iter()

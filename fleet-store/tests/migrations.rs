@@ -7,7 +7,7 @@ use fleet_store::migrations::Schema;
 use fleet_store::schema::{self, TableSpec};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const ALL_CENTER: [&str; 8] = [
+const ALL_CENTER: [&str; 9] = [
     "m20261201_000001_fleet_baseline",
     "m20261201_000002_center_edges",
     "m20261201_000003_link_refusals",
@@ -16,6 +16,7 @@ const ALL_CENTER: [&str; 8] = [
     "m20261201_000006_link_leases",
     "m20261201_000007_device_presence",
     "m20261202_000008_artifacts",
+    "m20261202_000009_rollouts",
 ];
 
 async fn fresh_database(dir: &std::path::Path, file: &str) -> String {

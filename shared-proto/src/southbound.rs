@@ -254,6 +254,47 @@ pub struct Install {
     pub download: Option<Download>,
 }
 
+/// The stages of an install, which its progress reports carry in `progress` alone
+/// (so the command's stored progress tells the stage everywhere it replicates):
+/// downloading 0-79, installing 80-94, rebooting 95-99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallStage {
+    Downloading,
+    Installing,
+    Rebooting,
+}
+
+impl InstallStage {
+    /// Where each stage's range starts, and how wide it is.
+    fn range(self) -> (u8, u8) {
+        match self {
+            InstallStage::Downloading => (0, 80),
+            InstallStage::Installing => (80, 15),
+            InstallStage::Rebooting => (95, 5),
+        }
+    }
+
+    /// The `progress` of a report at `percent` (0-100) of this stage.
+    pub fn progress(self, percent: u8) -> u8 {
+        let (start, width) = self.range();
+        let within = (u16::from(percent.min(100)) * u16::from(width - 1) + 50) / 100;
+        start + u8::try_from(within).unwrap_or(width - 1)
+    }
+
+    /// The stage, and the percent of it, that an install's `progress` stands for.
+    pub fn of(progress: u8) -> (Self, u8) {
+        let stage = match progress {
+            0..=79 => InstallStage::Downloading,
+            80..=94 => InstallStage::Installing,
+            _ => InstallStage::Rebooting,
+        };
+        let (start, width) = stage.range();
+        let steps = u16::from(width - 1);
+        let within = (u16::from(progress.min(99) - start) * 100 + steps / 2) / steps;
+        (stage, u8::try_from(within.min(100)).unwrap_or(100))
+    }
+}
+
 /// Where a device downloads an artifact: an HTTP `GET` (with `Range` to resume) of
 /// `scheme://<edge host it dials>:port/path`, authenticated with HTTP Basic
 /// `device_id:secret`. While the edge is still fetching the file from the center it
@@ -555,6 +596,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn install_stages_travel_in_progress_and_come_back() {
+        for stage in [
+            InstallStage::Downloading,
+            InstallStage::Installing,
+            InstallStage::Rebooting,
+        ] {
+            for percent in [0u8, 1, 50, 99, 100, 250] {
+                let (back, at) = InstallStage::of(stage.progress(percent));
+                assert_eq!(back, stage, "{stage:?} at {percent}");
+                assert!(at <= 100);
+                if percent >= 100 {
+                    assert_eq!(at, 100, "{stage:?} done");
+                }
+            }
+            assert_eq!(InstallStage::of(stage.progress(0)).1, 0);
+        }
+        assert_eq!(InstallStage::of(0), (InstallStage::Downloading, 0));
+        assert_eq!(InstallStage::of(100).0, InstallStage::Rebooting);
+    }
+
+    #[test]
     fn command_names_are_stored_as_they_travel() {
         for name in [
             CommandName::Reboot,
@@ -562,6 +624,7 @@ mod tests {
             CommandName::Exec,
             CommandName::GetStatus,
             CommandName::SetConfig,
+            CommandName::Install,
         ] {
             assert_eq!(serde_json::json!(name.as_str()), serde_json::json!(name));
         }

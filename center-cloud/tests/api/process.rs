@@ -204,10 +204,10 @@ async fn a_stopped_center_leaves_no_task_of_its_own_running() {
     let loops = app.served.loops.clone();
     // Account watch, log checkpoints (SQLite only), compaction, the writer of events
     // nobody waits for, event expiry, the worker id lease, the shared log and
-    // presence watchers, the sweep of abandoned artifact uploads, and the edge link
-    // endpoint.
+    // presence watchers, the sweep of abandoned artifact uploads, the rollout driver
+    // and the edge link endpoint.
     let checkpoints = usize::from(!crate::helpers::on_mariadb());
-    assert_eq!(loops.running(), 9 + checkpoints);
+    assert_eq!(loops.running(), 10 + checkpoints);
     let (links, handle) = (app.links.clone(), app.served.handle());
     let served = tokio::spawn(app.served.run_until_stopped());
     links.shutdown();

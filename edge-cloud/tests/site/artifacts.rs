@@ -15,13 +15,13 @@ use crate::federation::{spawn_center, spawn_edge_configured, until, Center, Edge
 use crate::helpers::*;
 
 /// A file of `len` bytes that differs from chunk to chunk.
-fn file(len: usize) -> Vec<u8> {
+pub(crate) fn file(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 % 251) as u8).collect()
 }
 
 /// Uploads `body` at the center; answers the artifact as `GET` shows it (with its
 /// signed manifest).
-async fn stored(center: &Center, version: &str, body: Vec<u8>) -> Value {
+pub(crate) async fn stored(center: &Center, version: &str, body: Vec<u8>) -> Value {
     let (status, text) = center
         .api
         .raw(
@@ -42,7 +42,7 @@ async fn stored(center: &Center, version: &str, body: Vec<u8>) -> Value {
 
 /// An edge linked straight to the center, fetching artifacts at `api` (the center's
 /// API, or a proxy in front of it), with a cache of `cap` bytes.
-async fn edge_fetching_from(center: &Center, api: String, cap: u64) -> (Edge, String) {
+pub(crate) async fn edge_fetching_from(center: &Center, api: String, cap: u64) -> (Edge, String) {
     let link = format!("wss://localhost:{}/link", center.link_port);
     let api = reqwest::Url::parse(&api).expect("url");
     spawn_edge_configured(center, "site-a", vec![link], move |s| {
@@ -54,12 +54,17 @@ async fn edge_fetching_from(center: &Center, api: String, cap: u64) -> (Edge, St
     .await
 }
 
-fn center_api(center: &Center) -> String {
+pub(crate) fn center_api(center: &Center) -> String {
     center.api.address.clone()
 }
 
 /// A device homed at `edge_id`, once it has reached the edge: its id and secret.
-async fn device_at(center: &Center, edge: &Edge, edge_id: &str, sn: &str) -> (String, String) {
+pub(crate) async fn device_at(
+    center: &Center,
+    edge: &Edge,
+    edge_id: &str,
+    sn: &str,
+) -> (String, String) {
     let mut body = device_json("gw", sn);
     body["edge_id"] = json!(edge_id);
     let (status, made) = center.api.post("/api/v1/devices", body).await;
@@ -108,7 +113,7 @@ async fn install(center: &Center, edge: &Edge, device: &str, artifact: &Value) {
 }
 
 /// The install command as the device receives it.
-async fn delivered_install(client: &mut DeviceClient) -> Install {
+pub(crate) async fn delivered_install(client: &mut DeviceClient) -> Install {
     loop {
         match client.recv().await.expect("command delivered").pdu {
             Pdu::Command(c) if c.name == CommandName::Install => {
@@ -148,7 +153,7 @@ async fn get(edge: &Edge, path: &str, user: &str, secret: &str, range: Option<&s
 }
 
 /// Asks until the edge has the file (503 meanwhile, with `Retry-After`).
-async fn download(edge: &Edge, path: &str, user: &str, secret: &str) -> Vec<u8> {
+pub(crate) async fn download(edge: &Edge, path: &str, user: &str, secret: &str) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let got = get(edge, path, user, secret, None).await;

@@ -8,6 +8,7 @@ mod hostile;
 mod hostile_edge;
 mod hub;
 mod revocation;
+mod rollouts;
 mod site;
 mod trust;
 mod uploads;

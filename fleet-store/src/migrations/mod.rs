@@ -69,6 +69,11 @@ fn artifacts() -> Box<dyn MigrationTrait> {
     Box::new(script!("m20261202_000008_artifacts"))
 }
 
+/// Shared: rollouts and each device's update in them.
+fn rollouts() -> Box<dyn MigrationTrait> {
+    Box::new(script!("m20261202_000009_rollouts"))
+}
+
 struct CenterMigrator;
 
 impl MigratorTrait for CenterMigrator {
@@ -82,6 +87,7 @@ impl MigratorTrait for CenterMigrator {
             link_leases(),
             device_presence(),
             artifacts(),
+            rollouts(),
         ]
     }
 }
@@ -90,7 +96,12 @@ struct EdgeMigrator;
 
 impl MigratorTrait for EdgeMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![fleet_baseline(), link_refusals(), wide_results()]
+        vec![
+            fleet_baseline(),
+            link_refusals(),
+            wide_results(),
+            rollouts(),
+        ]
     }
 }
 
