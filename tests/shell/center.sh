@@ -82,6 +82,7 @@ check "GET /openapi.json documents every route" 200 \
         and has("/api/v1/edges") and has("/api/v1/edges/{id}")
         and (.["/api/v1/edges/{id}"] | has("patch"))
         and has("/api/v1/edges/{id}/secret") and has("/api/v1/events")
+        and has("/api/v1/rollouts") and has("/api/v1/rollouts/{id}/devices")
         and has("/v1/devices") and has("/healthz") and has("/readyz") and has("/metrics")'
 check "GET /openapi.json declares the bearer scheme" 200 \
     '.components.securitySchemes.bearer.scheme | ascii_downcase == "bearer"'
@@ -909,6 +910,73 @@ check_eq "the range is the file's first bytes" "$BODY" "firmware image"
 check_eq "the range says where it is" "$(header content-range)" "bytes 0-13/${#ART_BODY}"
 call_h "Range: bytes=${#ART_BODY}-" "$ADM" GET "/api/v1/artifacts/$ART/content"
 check_eq "a range past the end is 416" "$STATUS" 416
+
+# -----------------------------------------------------------------------------
+section "rollouts"
+
+call "$ADM" POST /api/v1/edges "{\"name\": \"sh-ro-edge-$RUN\", \"site\": \"ro-$RUN\"}"
+check "an edge for the rollout's device is registered" 201
+export RO_EDGE
+RO_EDGE=$(jval .data.id)
+call "$ADM" POST /api/v1/devices "$(devjson "sh-ro-$RUN" gateway "SRO-$RUN" online "{\"edge_id\": \"$RO_EDGE\"}")"
+check "a device homed at the edge is registered" 201
+export RO_DEV
+RO_DEV=$(jval .data.id)
+ro_body() { # ARTIFACT [EXTRA_JSON]
+    local extra='{}'
+    if (($# >= 2)); then extra=$2; fi
+    jq -cn --arg a "$1" --arg d "$RO_DEV" --argjson x "$extra" \
+        '{name: "sh rollout", artifact_id: $a, target: {device_ids: [$d]},
+          waves: ["50%", "100%"], start_at: 4102444800000} + $x'
+}
+call "$ADM" POST /api/v1/rollouts "$(ro_body "$ART")"
+check_error "a device of a model the artifact is not for is refused" 400 INVALID_ARGUMENT target.device_ids
+call "$ADM" POST "/api/v1/artifacts?name=sh-any&version=1.$RUN" "$ART_BODY" application/octet-stream
+check "an artifact for any model is uploaded" 201
+export ART2
+ART2=$(jval .data.id)
+call "$ADM" POST /api/v1/rollouts "$(ro_body "$ART2" '{"waves": ["0%"]}')"
+check_error "a wave of 0% is refused by field" 400 INVALID_ARGUMENT waves
+call "$ADM" POST /api/v1/rollouts "$(ro_body "$ART2" '{"target": {}}')"
+check_error "a target naming nothing is refused" 400 INVALID_ARGUMENT target
+call "$ADM" POST /api/v1/rollouts "$(ro_body 123456789)"
+check_error "an unknown artifact answers 404 naming artifact_id" 404 NOT_FOUND artifact_id
+call "$VWT" POST /api/v1/rollouts "$(ro_body "$ART2")"
+check_error "a viewer cannot make a rollout" 403 PERMISSION_DENIED
+call "$ADM" POST /api/v1/rollouts "$(ro_body "$ART2")"
+check_ok "a rollout for later is made, scheduled" 201 '.data.state == "scheduled"' \
+    '.data.counts.total == 1' '.data.counts.queued == 1' '.data.waves == ["50%","100%"]' \
+    '.data.wave == 1' '.data.per_edge[0].edge_id == $ENV.RO_EDGE'
+export RO
+RO=$(jval .data.id)
+call "$ADM" GET "/api/v1/rollouts/$RO"
+check_ok "the rollout is read back" 200 '.data.id == $ENV.RO' '.data.artifact_id == $ENV.ART2'
+call "$ADM" GET /api/v1/rollouts
+check_ok "the rollout is listed" 200 'any(.data.items[]; .id == $ENV.RO)'
+call "$ADM" GET "/api/v1/rollouts/$RO/devices"
+check_ok "its device waits, queued" 200 '.data.total == 1' \
+    '.data.items[0].device_id == $ENV.RO_DEV' '.data.items[0].state == "queued"'
+call "$ADM" GET "/api/v1/rollouts/$RO/devices?state=nope"
+check_error "an unknown device state is refused by field" 400 INVALID_ARGUMENT state
+call "$ADM" POST "/api/v1/rollouts/$RO/pause"
+check_ok "pause" 200 '.data.state == "paused"' '.data.reason | startswith("paused by")'
+call "$ADM" POST "/api/v1/rollouts/$RO/resume"
+check_ok "resume before its start is scheduled again" 200 '.data.state == "scheduled"'
+call "$ADM" DELETE "/api/v1/artifacts/$ART2"
+check_error "an artifact a live rollout installs is not deleted" 409 FAILED_PRECONDITION
+call "$ADM" POST "/api/v1/rollouts/$RO/abort"
+check_ok "abort" 200 '.data.state == "aborted"'
+call "$ADM" POST "/api/v1/rollouts/$RO/resume"
+check_error "an aborted rollout stays aborted" 409 FAILED_PRECONDITION
+call "$ADM" DELETE "/api/v1/artifacts/$ART2"
+check_ok "the artifact of an aborted rollout is deleted" 200 '.data.id == $ENV.ART2'
+call "$ADM" GET /api/v1/rollouts/1
+check_error "an unknown rollout answers 404" 404 NOT_FOUND
+call "$ADM" DELETE "/api/v1/devices/$RO_DEV"
+check "the rollout's device is deleted" 200
+call "$ADM" DELETE "/api/v1/edges/$RO_EDGE"
+check "the rollout's edge is deleted" 200
+
 call "$OPT" DELETE "/api/v1/artifacts/$ART"
 check_error "an operator cannot delete an artifact" 403 PERMISSION_DENIED
 call "$ADM" DELETE "/api/v1/artifacts/$ART"

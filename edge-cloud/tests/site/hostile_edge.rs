@@ -207,6 +207,31 @@ async fn a_hostile_edge_with_real_credentials_changes_nothing_outside_its_site()
         commands_of(&b.site.api, b_dev).await == 1
     })
     .await;
+    // A rollout over a device of each site, not started: its rows to forge against.
+    let artifact = crate::artifacts::stored(&center, "1.0.0", vec![1, 2, 3]).await;
+    let (status, made) = center
+        .api
+        .post(
+            "/api/v1/rollouts",
+            json!({"name": "later", "artifact_id": artifact["id"], "start_at": i64::MAX / 2,
+                   "target": {"device_ids": [a_dev.to_string(), b_dev.to_string()]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let rollout = num(made["data"]["id"].as_str().expect("id"));
+    let update_of = |device: i64| {
+        let api = &center.api;
+        async move {
+            fleet_store::rollout_devices::Entity::find()
+                .filter(fleet_store::rollout_devices::Column::DeviceId.eq(device))
+                .one(&api.db().await)
+                .await
+                .expect("query")
+                .expect("an update row")
+                .id
+        }
+    };
+    let (a_update, b_update) = (update_of(a_dev).await, update_of(b_dev).await);
     let b_before_center = device_row(&center.api, b_dev).await;
     let b_before_edge = device_row(&b.site.api, b_dev).await;
     let group_before = center.api.get(&format!("/api/v1/groups/{group}")).await.1;
@@ -334,6 +359,26 @@ async fn a_hostile_edge_with_real_credentials_changes_nothing_outside_its_site()
             "unknown_table",
             hostile.change("users", a_dev, json!({"role": "admin"})),
         ),
+        (
+            "center_only",
+            hostile.change("rollouts", rollout, json!({"state": "running"})),
+        ),
+        (
+            "not_home",
+            hostile.change("rollout_devices", b_update, json!({"state": "succeeded"})),
+        ),
+        (
+            "center_only",
+            hostile.change("rollout_devices", a_update, json!({"wave": 7})),
+        ),
+        (
+            "bad_value",
+            hostile.change("rollout_devices", a_update, json!({"progress": 500})),
+        ),
+        ("foreign_id", {
+            let id = hostile.ids.next_id();
+            hostile.change("rollout_devices", id, json!({"state": "succeeded"}))
+        }),
     ];
     let total = forged.len() as i64;
     for (n, (rule, change)) in forged.into_iter().enumerate() {
