@@ -55,6 +55,23 @@ pub struct AgentConfig {
     pub log_path: Option<PathBuf>,
     #[serde(default = "default_log_max")]
     pub log_max_bytes: u64,
+    /// The center's artifact signing key (base64, from `GET
+    /// /api/v1/artifacts/signing-key`): an `install` whose manifest it does not
+    /// verify is refused. Without it the device installs nothing.
+    #[serde(default)]
+    pub update_public_key: Option<String>,
+    /// Program that installs a downloaded artifact, run with the file's path and the
+    /// version (no shell). Exit 0: installed; exit 100: installed once the agent
+    /// restarts; anything else: failed.
+    #[serde(default)]
+    pub install_hook: Option<PathBuf>,
+    /// Program run with the version after a failed install, to put the old software back.
+    #[serde(default)]
+    pub rollback_hook: Option<PathBuf>,
+    /// File holding the version of the software the device runs (the install hook
+    /// writes it): after a restart the install is confirmed by it.
+    #[serde(default)]
+    pub software_version_file: Option<PathBuf>,
 }
 
 fn default_report_interval() -> u64 {
@@ -158,6 +175,14 @@ impl AgentConfig {
         }
         if self.secret.is_empty() {
             return invalid("secret", "is required");
+        }
+        if let Some(key) = &self.update_public_key {
+            if shared_proto::manifest::public_key(key).is_err() {
+                return invalid(
+                    "update_public_key",
+                    "must be base64 of a 32-byte Ed25519 public key (GET /api/v1/artifacts/signing-key)",
+                );
+            }
         }
         Ok(())
     }

@@ -68,6 +68,8 @@ pub async fn simulate(
         ca_file: Some(ca_file.to_path_buf()),
         report_interval_s,
         source_ips: Vec::new(),
+        install_fail_pct: 0,
+        update_public_key: None,
     }
     .run(credentials, shutdown)
     .await
@@ -85,6 +87,12 @@ pub struct Simulation {
     /// only ~28k ephemeral ports, so larger fleets on one machine need several
     /// (e.g. 127.0.0.2, 127.0.0.3, …). Empty: the system chooses.
     pub source_ips: Vec<IpAddr>,
+    /// The share of installs that fail, in percent (the download and its digest are
+    /// real; the install is not).
+    pub install_fail_pct: u8,
+    /// The center's signing key the devices verify manifests with; without it they
+    /// install unverified (a load test's devices, not real ones).
+    pub update_public_key: Option<String>,
 }
 
 impl Simulation {
@@ -113,6 +121,10 @@ impl Simulation {
                 backoff_cap_s: 30,
                 log_path: None,
                 log_max_bytes: 0,
+                update_public_key: self.update_public_key.clone(),
+                install_hook: None,
+                rollback_hook: None,
+                software_version_file: None,
             })
             .collect();
         // Every device shares the edges and the CA: one check covers them all.
@@ -135,7 +147,8 @@ impl Simulation {
                 sources.next(),
                 n as u64,
                 logins.clone(),
-            );
+            )
+            .with_install_fail_pct(self.install_fail_pct);
             tasks.push(tokio::spawn(agent.run(shutdown.clone())));
         }
         let mut shutdown_seen = shutdown.clone();

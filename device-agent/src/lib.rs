@@ -5,6 +5,8 @@ pub use shared_proto::backoff;
 pub mod config;
 pub mod executor;
 pub mod fleet;
+pub mod http;
+pub mod install;
 pub mod link;
 pub mod logs;
 pub mod reporter;

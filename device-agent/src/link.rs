@@ -74,6 +74,8 @@ pub struct Agent {
     report_every: Duration,
     /// The host of the edge of the current session: uploads go there too.
     edge_host: String,
+    /// Simulated devices: the share of installs that fail, in percent.
+    install_fail_pct: u8,
 }
 
 /// The client side of the WebSocket: small buffers, because a simulator holds tens of
@@ -108,6 +110,7 @@ impl Agent {
             last: None,
             report_every: config.report_interval(),
             edge_host: String::new(),
+            install_fail_pct: 0,
             tls,
             config,
         })
@@ -131,9 +134,16 @@ impl Agent {
             last: None,
             report_every: config.report_interval(),
             edge_host: String::new(),
+            install_fail_pct: 0,
             tls,
             config,
         }
+    }
+
+    /// A simulated device whose installs fail this often (in percent).
+    pub fn with_install_fail_pct(mut self, pct: u8) -> Self {
+        self.install_fail_pct = pct.min(100);
+        self
     }
 
     /// Runs until `shutdown` turns true (or a `reboot` asks for a restart).

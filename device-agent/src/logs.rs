@@ -102,12 +102,7 @@ pub fn synthetic(device_id: &str) -> Vec<u8> {
 /// Where to send the upload: the host the agent dials for its edge, with the
 /// scheme, port and path the edge named.
 pub fn upload_url(edge_host: &str, upload: &LogUpload) -> String {
-    let host = if edge_host.contains(':') {
-        format!("[{edge_host}]")
-    } else {
-        edge_host.to_string()
-    };
-    format!("{}://{host}:{}{}", upload.scheme, upload.port, upload.path)
+    crate::http::url(edge_host, &upload.scheme, upload.port, &upload.path)
 }
 
 /// A `pull_logs` ready to send: the log (or a simulated one) and where it goes.
@@ -185,15 +180,7 @@ impl Uploader {
     }
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
-        let mut client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(Duration::from_secs(60));
-        if let Some(ca) = &self.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("reading {}: {e}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
-            client = client.add_root_certificate(cert);
-        }
-        let client = client.build().map_err(|e| e.to_string())?;
+        let client = crate::http::client(self.ca_file.as_deref(), Some(Duration::from_secs(60)))?;
         let response = client
             .post(url)
             .basic_auth(&self.device_id, Some(&self.secret))

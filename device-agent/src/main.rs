@@ -55,6 +55,13 @@ enum Command {
         /// machine open more connections.
         #[arg(long = "source-ip")]
         source_ips: Vec<std::net::IpAddr>,
+        /// Share of installs that fail, in percent: the devices download and verify
+        /// the artifact, then report success or failure at random [default: 0].
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        install_fail_pct: u8,
+        /// The center's artifact signing key, to verify manifests with (base64) [default: none, not verified].
+        #[arg(long)]
+        update_public_key: Option<String>,
     },
     /// Register N devices at an edge's site API and write their credentials file.
     Provision {
@@ -91,6 +98,8 @@ async fn main() -> anyhow::Result<()> {
             ca,
             report_interval_s,
             source_ips,
+            install_fail_pct,
+            update_public_key,
         } => {
             let mut devices = device_agent::fleet::read_credentials(&credentials)?;
             if let Some(n) = count {
@@ -106,6 +115,8 @@ async fn main() -> anyhow::Result<()> {
                 ca_file: ca,
                 report_interval_s,
                 source_ips,
+                install_fail_pct,
+                update_public_key,
             };
             simulation.run(devices, stopped).await?;
             return Ok(());

@@ -68,6 +68,10 @@ fn config(site: &Site, id: &str, secret: &str, state: &std::path::Path) -> Agent
         backoff_cap_s: 2,
         log_path: None,
         log_max_bytes: 1024 * 1024,
+        update_public_key: None,
+        install_hook: None,
+        rollback_hook: None,
+        software_version_file: None,
     }
 }
 
@@ -209,6 +213,10 @@ fn a_command_id_runs_at_most_once_even_across_a_restart() {
         backoff_cap_s: 2,
         log_path: None,
         log_max_bytes: 1024 * 1024,
+        update_public_key: None,
+        install_hook: None,
+        rollback_hook: None,
+        software_version_file: None,
     };
     let command = Command {
         command_id: "42".into(),

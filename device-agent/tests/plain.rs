@@ -174,6 +174,8 @@ async fn simulated_devices_log_in_over_plain_websocket_from_several_sources() {
             .iter()
             .map(|ip| ip.parse().expect("ip"))
             .collect(),
+        install_fail_pct: 0,
+        update_public_key: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(simulation.run(devices, stopped));
@@ -210,6 +212,8 @@ async fn simulated_devices_connect_from_the_given_source_addresses_in_turn() {
         ca_file: None,
         report_interval_s: 30,
         source_ips: sources.clone(),
+        install_fail_pct: 0,
+        update_public_key: None,
     };
     let devices = (0..4).map(|i| (format!("{i}"), "secret".to_string()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -275,6 +279,8 @@ async fn the_simulator_refuses_a_bad_edge_url_naming_the_field() {
         ca_file: None,
         report_interval_s: 30,
         source_ips: Vec::new(),
+        install_fail_pct: 0,
+        update_public_key: None,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let refused = simulation

@@ -42,14 +42,18 @@ pub enum ManifestError {
     Malformed(String),
 }
 
+/// The raw key of `public_key`, base64 of a 32-byte Ed25519 public key.
+pub fn public_key(public_key: &str) -> Result<Vec<u8>, ManifestError> {
+    B64.decode(public_key.trim())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or(ManifestError::BadKey)
+}
+
 /// The manifest `text` as its signature vouches for it, checked with `public_key`
 /// (base64 of the raw 32-byte Ed25519 key).
 pub fn verify(public_key: &str, text: &str, signature: &str) -> Result<Manifest, ManifestError> {
-    let key = B64
-        .decode(public_key.trim())
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or(ManifestError::BadKey)?;
+    let key = self::public_key(public_key)?;
     let signature = B64
         .decode(signature.trim())
         .map_err(|_| ManifestError::BadSignatureEncoding)?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use shared_proto::southbound::{
-    Command, CommandName, CommandProgress, CommandResult, ConfigApplied, Envelope, LoginOk, Pdu,
-    Ping, Status, StatusReport,
+    Command, CommandName, CommandProgress, ConfigApplied, Envelope, LoginOk, Pdu, Ping, Status,
+    StatusReport,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{Agent, End};
 use crate::executor::{Delivery, Executor};
+use crate::install::{Installer, Work};
 use crate::logs;
 
 /// What a session keeps between turns besides the connection.
@@ -49,10 +50,16 @@ impl Agent {
             next_id: 2,
         };
         let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-        let (done_tx, mut done_rx) = mpsc::channel::<CommandResult>(16);
+        let (done_tx, mut done_rx) = mpsc::channel::<Work>(64);
         let mut last_heard = Instant::now();
         if let Some(id) = self.take_reboot_pending() {
             let r = Executor::succeeded(&id, serde_json::json!({"restarted": true}));
+            self.executor.remember(&r);
+            if !out.send(Pdu::CommandResult(r)).await {
+                return End::Lost;
+            }
+        }
+        if let Some(r) = self.installer().confirm().await {
             self.executor.remember(&r);
             if !out.send(Pdu::CommandResult(r)).await {
                 return End::Lost;
@@ -78,9 +85,19 @@ impl Agent {
                         return End::Lost;
                     }
                 }
-                Some(result) = done_rx.recv() => {
-                    self.executor.remember(&result);
-                    if !out.send(Pdu::CommandResult(result)).await {
+                Some(work) = done_rx.recv() => {
+                    let pdu = match work {
+                        Work::Progress(p) => Pdu::CommandProgress(p),
+                        Work::Done(result) => {
+                            self.executor.remember(&result);
+                            Pdu::CommandResult(result)
+                        }
+                        Work::Restart => {
+                            let _ = out.ws.close(None).await;
+                            return End::Restart;
+                        }
+                    };
+                    if !out.send(pdu).await {
                         return End::Lost;
                     }
                 }
@@ -110,7 +127,7 @@ impl Agent {
         pdu: Pdu,
         out: &mut Outbox<'_, S>,
         pace: &mut Pace,
-        done: &mpsc::Sender<CommandResult>,
+        done: &mpsc::Sender<Work>,
     ) -> Option<End>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -147,6 +164,23 @@ impl Agent {
             _ => true,
         };
         (!sent).then_some(End::Lost)
+    }
+
+    /// How this device installs, against the edge of this session.
+    fn installer(&self) -> Installer {
+        let c = &self.config;
+        Installer {
+            device_id: c.device_id.clone(),
+            secret: c.secret.clone(),
+            ca_file: self.tls.is_some().then(|| c.ca_file.clone()),
+            edge_host: self.edge_host.clone(),
+            public_key: c.update_public_key.clone(),
+            install_hook: c.install_hook.clone(),
+            rollback_hook: c.rollback_hook.clone(),
+            version_file: c.software_version_file.clone(),
+            state_dir: (!self.simulated).then(|| c.state_dir.clone()),
+            fail_pct: self.simulated.then_some(self.install_fail_pct),
+        }
     }
 
     /// The reboot command this process was restarted for, if any (answered once).
@@ -197,7 +231,7 @@ impl Agent {
         &mut self,
         c: Command,
         out: &mut Outbox<'_, S>,
-        done: &mpsc::Sender<CommandResult>,
+        done: &mpsc::Sender<Work>,
     ) -> Option<End>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -216,10 +250,8 @@ impl Agent {
         }
         // A command that ends at once is answered with its result alone: a progress
         // report in front of it would cost the edge a write of its own.
-        let at_once = matches!(
-            c.name,
-            CommandName::GetStatus | CommandName::SetConfig | CommandName::Install
-        ) || (c.name == CommandName::Reboot && self.simulated);
+        let at_once = matches!(c.name, CommandName::GetStatus | CommandName::SetConfig)
+            || (c.name == CommandName::Reboot && self.simulated);
         if !at_once {
             let progress = Pdu::CommandProgress(CommandProgress {
                 command_id: c.command_id.clone(),
@@ -263,15 +295,15 @@ impl Agent {
                 Ok(prepared) => {
                     let done = done.clone();
                     tokio::spawn(async move {
-                        let _ = done.send(prepared.run().await).await;
+                        let _ = done.send(Work::Done(prepared.run().await)).await;
                     });
                     None
                 }
             },
-            CommandName::Install => Some(Executor::rejected(
-                &c.command_id,
-                "this agent version does not install software",
-            )),
+            CommandName::Install => {
+                tokio::spawn(self.installer().run(c.clone(), done.clone()));
+                None
+            }
             CommandName::Reboot if self.simulated => Some(Executor::succeeded(
                 &c.command_id,
                 serde_json::json!({"simulated": true}),
@@ -309,7 +341,7 @@ impl Agent {
                     let (done, id) = (done.clone(), c.command_id.clone());
                     tokio::spawn(async move {
                         let r = uploader.send(&id, &url, pull.body, pull.truncated).await;
-                        let _ = done.send(r).await;
+                        let _ = done.send(Work::Done(r)).await;
                     });
                     None
                 }
