@@ -43,6 +43,8 @@ pub const PENDING_FILE: &str = "install-pending";
 #[derive(Debug)]
 pub enum Work {
     Progress(CommandProgress),
+    /// The device runs this version now (reported in its status from then on).
+    Installed(String),
     Done(CommandResult),
     /// Installed; the agent restarts and confirms (the pending file says what).
     Restart,
@@ -131,6 +133,9 @@ impl Installer {
         let file = self.fetch(&url, &args, &progress).await.map_err(failed)?;
         if let Some(pct) = self.fail_pct {
             let fails = rand::random::<u8>() % 100 < pct;
+            if !fails {
+                let _ = out.send(Work::Installed(args.version.clone())).await;
+            }
             return Ok(Work::Done(if fails {
                 Executor::failed_with(id, "simulated install failure")
             } else {
@@ -149,11 +154,14 @@ impl Installer {
         let ran = run_hook(hook, &[path.as_str(), args.version.as_str()]).await;
         let _ = tokio::fs::remove_file(&file).await;
         match ran {
-            Ok((0, output)) => Ok(Work::Done(CommandResult {
-                output,
-                exit_code: Some(0),
-                ..Executor::succeeded(id, serde_json::json!({"version": args.version}))
-            })),
+            Ok((0, output)) => {
+                let _ = out.send(Work::Installed(args.version.clone())).await;
+                Ok(Work::Done(CommandResult {
+                    output,
+                    exit_code: Some(0),
+                    ..Executor::succeeded(id, serde_json::json!({"version": args.version}))
+                }))
+            }
             Ok((RESTART_EXIT, _)) => {
                 progress(InstallStage::Rebooting, 0).await;
                 self.leave_pending(id, &args.version).map_err(failed)?;

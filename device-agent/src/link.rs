@@ -76,6 +76,8 @@ pub struct Agent {
     edge_host: String,
     /// Simulated devices: the share of installs that fail, in percent.
     install_fail_pct: u8,
+    /// The version the last install put on the device (without a version file).
+    installed: Option<String>,
 }
 
 /// The client side of the WebSocket: small buffers, because a simulator holds tens of
@@ -111,6 +113,7 @@ impl Agent {
             report_every: config.report_interval(),
             edge_host: String::new(),
             install_fail_pct: 0,
+            installed: None,
             tls,
             config,
         })
@@ -135,6 +138,7 @@ impl Agent {
             report_every: config.report_interval(),
             edge_host: String::new(),
             install_fail_pct: 0,
+            installed: None,
             tls,
             config,
         }

@@ -61,6 +61,7 @@ impl Reporter {
             uptime_s: Some(System::uptime()),
             network: Some(network),
             agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            software_version: None,
         }
     }
 }
@@ -104,6 +105,7 @@ impl StatusSource {
                     uptime_s: Some(started.elapsed().as_secs()),
                     network: None,
                     agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                    software_version: None,
                 }
             }
         }

@@ -194,6 +194,22 @@ async fn roll_out(f: &Federation, artifact: &Value, device: &Device) -> (Value, 
     panic!("rollout {id} did not end");
 }
 
+/// Waits until the center records `version` as the device's software.
+async fn center_records(f: &Federation, device: &Device, version: &str) {
+    let path = format!("/api/v1/devices/{}", device.id);
+    let mut shown = Value::Null;
+    for _ in 0..200 {
+        shown = f.center.get(&path).await.1["data"]["software"].clone();
+        if shown["version"] == version {
+            let today = fleet_store::date_of(fleet_store::now_ms());
+            assert_eq!(shown["last_update"], today.as_str(), "{shown}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the center records {shown}, not {version}");
+}
+
 fn content(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -223,6 +239,7 @@ async fn the_agent_installs_a_signed_artifact_through_its_edge() {
             .trim(),
         "2.0.0"
     );
+    center_records(&f, &d, "2.0.0").await;
     assert!(
         std::fs::read_dir(d.dir.join("state/downloads"))
             .expect("dir")
@@ -256,6 +273,7 @@ async fn a_hook_that_asks_for_a_restart_is_confirmed_by_the_restarted_agent() {
         command["data"]["result"]["data"]["version"], "3.0.0",
         "{command}"
     );
+    center_records(&f, &d, "3.0.0").await;
 }
 
 #[tokio::test]

@@ -50,3 +50,31 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// The UTC calendar date of `ms` (milliseconds since the epoch), `YYYY-MM-DD`: how
+/// the device registry writes dates (`software.last_update`).
+pub fn date_of(ms: i64) -> String {
+    // Days to a proleptic Gregorian date, counted in 400-year eras (H. Hinnant's
+    // `civil_from_days`).
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_are_calendar_days_in_utc() {
+        assert_eq!(super::date_of(0), "1970-01-01");
+        assert_eq!(super::date_of(951_782_400_000), "2000-02-29");
+        assert_eq!(super::date_of(1_796_169_599_999), "2026-12-01");
+        assert_eq!(super::date_of(1_796_169_600_000), "2026-12-02");
+    }
+}

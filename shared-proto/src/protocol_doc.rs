@@ -25,6 +25,7 @@ pub fn catalogue() -> Vec<(&'static str, &'static str, &'static str, Envelope)> 
             ipv4: vec!["192.168.1.2".into()],
         }]),
         agent_version: Some("0.1.0".into()),
+        software_version: Some("2.0.1".into()),
     };
     let e = Envelope::new;
     vec![

@@ -100,6 +100,10 @@ pub struct Status {
     pub network: Option<Vec<NetworkInterface>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// The version of the software the device runs (what `install` updates); the
+    /// edge records it as the device's `software.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +129,8 @@ impl Status {
             disk_total_bytes,
             uptime_s,
             network,
-            agent_version
+            agent_version,
+            software_version
         );
     }
 
@@ -142,7 +147,8 @@ impl Status {
             disk_total_bytes,
             uptime_s,
             network,
-            agent_version
+            agent_version,
+            software_version
         )
     }
 }

@@ -88,6 +88,14 @@ impl Agent {
                 Some(work) = done_rx.recv() => {
                     let pdu = match work {
                         Work::Progress(p) => Pdu::CommandProgress(p),
+                        Work::Installed(version) => {
+                            // Reported at once: the center's record follows the update.
+                            self.installed = Some(version);
+                            if !self.report(&mut out, false).await {
+                                return End::Lost;
+                            }
+                            continue;
+                        }
                         Work::Done(result) => {
                             self.executor.remember(&result);
                             Pdu::CommandResult(result)
@@ -166,6 +174,16 @@ impl Agent {
         (!sent).then_some(End::Lost)
     }
 
+    /// The version of the software the device runs: its version file's, or what it
+    /// last installed.
+    fn software_version(&self) -> Option<String> {
+        let from_file = self.config.software_version_file.as_ref().and_then(|f| {
+            let v = std::fs::read_to_string(f).ok()?.trim().to_string();
+            (!v.is_empty()).then_some(v)
+        });
+        from_file.or_else(|| self.installed.clone())
+    }
+
     /// How this device installs, against the edge of this session.
     fn installer(&self) -> Installer {
         let c = &self.config;
@@ -200,7 +218,8 @@ impl Agent {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let status = self.source.collect();
+        let mut status = self.source.collect();
+        status.software_version = self.software_version();
         let version = self.last.as_ref().map_or(1, |(v, _)| v + 1);
         let report = match (&self.last, full) {
             (Some((base, before)), false) => {

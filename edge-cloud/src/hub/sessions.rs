@@ -34,6 +34,9 @@ pub struct Sessions {
     rechecks: AtomicU64,
     /// The database and runtime rechecks run on, from [`Sessions::restore`].
     backing: OnceLock<(DatabaseConnection, tokio::runtime::Handle)>,
+    /// The software version each device's row holds, as this edge last wrote or saw
+    /// it: a reported version that differs is written to the row.
+    pub(super) software: DashMap<i64, String>,
 }
 
 /// What the rest of the edge hands to a live session.

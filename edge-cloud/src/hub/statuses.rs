@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_store::device_status;
+use fleet_store::replica::read_locked;
+use fleet_store::{device_status, devices};
 use sea_orm::EntityTrait;
+use shared_proto::device::check_version;
 use shared_proto::southbound::{Pdu, Status, StatusAck, StatusReport, StatusResync};
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +119,9 @@ impl Hub {
             })
             .collect();
         let written = rows.len();
+        if let Err(e) = self.follow_software(&dirty).await {
+            tracing::warn!(error = %e, "recording reported software versions failed; retrying with the next reports");
+        }
         // Small transactions: an operator's write waits for the one under way, and a
         // hundred rows take about a millisecond.
         for chunk in rows.chunks(STATUS_ROWS_PER_WRITE) {
@@ -137,6 +142,52 @@ impl Hub {
             }
         }
         Ok(written)
+    }
+
+    /// The device rows of `devices` take the software version their devices report,
+    /// where it differs: the registry, and the center's copy, follow updates.
+    async fn follow_software(&self, devices: &[i64]) -> Result<(), sea_orm::DbErr> {
+        let reported: Vec<(i64, String)> = devices
+            .iter()
+            .filter_map(|id| {
+                let v = self
+                    .sessions
+                    .statuses
+                    .get(id)?
+                    .status
+                    .software_version
+                    .clone()?;
+                let known = self.sessions.software.get(id).is_some_and(|k| *k == v);
+                (!known && check_version("software_version", &v).is_ok()).then_some((*id, v))
+            })
+            .collect();
+        for chunk in reported.chunks(STATUS_ROWS_PER_WRITE) {
+            let node = &*self.node;
+            node.transact(|txn| async move {
+                let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+                let rows = read_locked::<devices::Entity, _>(&*txn, &ids).await?;
+                let now = fleet_store::now_ms();
+                let pairs = chunk
+                    .iter()
+                    .filter_map(|(id, v)| {
+                        let row = rows.get(id).filter(|r| !r.deleted && r.sw_version != *v)?;
+                        let mut next = row.clone();
+                        next.sw_version.clone_from(v);
+                        next.sw_last_update = fleet_store::date_of(now);
+                        next.updated_at = now;
+                        Some((row.clone(), next))
+                    })
+                    .collect();
+                node.replica
+                    .update_many::<devices::Entity, _>(&*txn, pairs)
+                    .await
+            })
+            .await?;
+            for (id, v) in chunk {
+                self.sessions.software.insert(*id, v.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Writes changed statuses every `every` until `stop`, and once more then.
