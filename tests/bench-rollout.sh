@@ -153,8 +153,8 @@ while ((SECONDS < deadline)); do
   state=$(jq -r .data.state <<<"$view")
   wave=$(jq -r .data.wave <<<"$view")
   [[ -n ${opened[$wave]:-} ]] || opened[$wave]=$now
-  while read -r w total done ok bad; do
-    if [[ -z ${finished[$w]:-} ]] && ((total > 0 && done >= total)); then
+  while read -r w total ended ok bad; do
+    if [[ -z ${finished[$w]:-} ]] && ((total > 0 && ended >= total)); then
       finished[$w]=$now
       awk -v w="$w" -v t="$total" -v o="${opened[$w]:-$started}" -v f="$now" -v s="$started" \
         -v ok="$ok" -v bad="$bad" 'BEGIN { printf "| %d | %d | %.1f s | %.1f s | %.1f s | %d | %d |\n",
