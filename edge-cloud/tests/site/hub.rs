@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sea_orm::EntityTrait;
-use serde_json::json;
+use serde_json::{json, Value};
 use shared_proto::southbound::{ErrorCode, Login, Pdu, Ping, Status, StatusReport};
 
 use crate::helpers::*;
@@ -372,6 +372,50 @@ async fn statuses_are_served_and_written_in_batches() {
     let fresh = edge_cloud::hub::Sessions::default();
     fresh.restore(&db).await.expect("restore");
     assert_eq!(fresh.status(device_id).map(|h| h.version), Some(3));
+}
+
+#[tokio::test]
+async fn the_reported_software_version_becomes_the_devices_and_a_bad_one_is_ignored() {
+    let edge = spawn_edge_with(|s| s.status_flush = Duration::from_millis(50)).await;
+    let (id, secret) = registered(&edge, "SN-SW").await;
+    let (mut device, _) = DeviceClient::login(&edge, &id, &secret).await;
+    let report = |version: u64, software: String| {
+        Pdu::StatusReport(StatusReport {
+            version,
+            full: true,
+            base_version: None,
+            status: Status {
+                software_version: Some(software),
+                ..Default::default()
+            },
+        })
+    };
+    let path = format!("/api/v1/devices/{id}");
+    let software = async || edge.api.get(&path).await.1["data"]["software"].clone();
+    let before = software().await;
+    device.send(report(1, "x".repeat(500))).await;
+    let _ = device.recv().await;
+    device.send(report(2, "not a version!".into())).await;
+    let _ = device.recv().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(software().await, before, "bad versions change nothing");
+
+    device.send(report(3, "2.4.1".into())).await;
+    let _ = device.recv().await;
+    let mut now = Value::Null;
+    for _ in 0..100 {
+        now = software().await;
+        if now["version"] == "2.4.1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(now["version"], "2.4.1", "{now}");
+    assert_eq!(
+        now["last_update"],
+        fleet_store::date_of(fleet_store::now_ms()).as_str(),
+        "{now}"
+    );
 }
 
 #[tokio::test]
